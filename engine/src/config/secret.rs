@@ -1,0 +1,103 @@
+//! Secret references: `{ env = "NAME" }` or `{ file = "path" }`, never a literal.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where a secret lives. The configuration names it; only [`SecretRef::resolve`]
+/// ever reads it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged, expecting = "a secret reference: { env = \"NAME\" } or { file = \"path\" } (plaintext secrets are not accepted)")]
+pub enum SecretRef {
+    Env {
+        env: String,
+    },
+    File {
+        file: PathBuf,
+    },
+}
+
+impl fmt::Debug for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env { env } => write!(f, "{{ env = {env:?} }}"),
+            SecretRef::File { file } => write!(f, "{{ file = {:?} }}", file.display()),
+        }
+    }
+}
+
+/// A resolved secret. Its `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable '{0}' is not set")]
+    EnvMissing(String),
+    #[error("cannot read secret file '{path}': {message}")]
+    File { path: String, message: String },
+    #[error("secret file '{0}' is empty")]
+    Empty(String),
+}
+
+impl SecretRef {
+    /// Reads the secret. Relative file paths are relative to the config file.
+    pub fn resolve(&self, base_dir: &Path) -> Result<Secret, SecretError> {
+        match self {
+            SecretRef::Env { env } => std::env::var(env)
+                .map(Secret)
+                .map_err(|_| SecretError::EnvMissing(env.clone())),
+            SecretRef::File { file } => {
+                let path = base_dir.join(file);
+                let text = std::fs::read_to_string(&path).map_err(|e| SecretError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                // Files written by `echo` end in a newline that is not part of the secret.
+                let value = text.trim_end_matches(['\n', '\r']).to_string();
+                if value.is_empty() {
+                    return Err(SecretError::Empty(path.display().to_string()));
+                }
+                Ok(Secret(value))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?} {s}").contains("hunter2"));
+    }
+
+    #[test]
+    fn file_secret_drops_the_trailing_newline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pw"), "s3cret\n").expect("write");
+        let r = SecretRef::File { file: "pw".into() };
+        assert_eq!(r.resolve(dir.path()).expect("resolves").expose(), "s3cret");
+    }
+}

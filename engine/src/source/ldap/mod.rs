@@ -1,0 +1,1 @@
+//! `kind = "ldap"`: any LDAP v3 server through ldap3.

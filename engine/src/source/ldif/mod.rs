@@ -1,0 +1,1 @@
+//! `kind = "ldif"`: RFC 2849 content records from a file.
