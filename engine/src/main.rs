@@ -1,1 +1,5 @@
-fn main() {}
+//! The `roster` command line.
+
+fn main() -> std::process::ExitCode {
+    roster::cli::main()
+}

@@ -314,20 +314,16 @@ pub enum ConfigError {
 impl Config {
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.display().to_string(), message: e.to_string() })?;
         Self::parse(&text, path)
     }
 
     /// Parses configuration text that claims to come from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: shown.clone(),
-            message: describe_toml_error(text, &e),
-        })?;
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: shown.clone(), message: describe_toml_error(text, &e) })?;
         config.path = path.to_path_buf();
         config.base_dir = path
             .parent()
@@ -342,14 +338,8 @@ impl Config {
         let path = self.path.display().to_string();
         let mut ids = HashSet::new();
         for t in &self.tenants {
-            let invalid = |message: String| ConfigError::Invalid {
-                path: path.clone(),
-                tenant: t.id.clone(),
-                message,
-            };
-            if t.id.is_empty()
-                || !t.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            let invalid = |message: String| ConfigError::Invalid { path: path.clone(), tenant: t.id.clone(), message };
+            if t.id.is_empty() || !t.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err(invalid("tenant id must be non-empty ASCII letters, digits, '-' or '_'".into()));
             }
             if !ids.insert(t.id.as_str()) {
@@ -377,10 +367,7 @@ impl Config {
                         )));
                     }
                     if l.bind_dn.is_some() != l.bind_password.is_some() {
-                        return Err(invalid(format!(
-                            "source '{}': bind_dn and bind_password go together",
-                            l.name
-                        )));
+                        return Err(invalid(format!("source '{}': bind_dn and bind_password go together", l.name)));
                     }
                     if !(1..=10_000).contains(&l.page_size) {
                         return Err(invalid(format!("source '{}': page_size must be 1..=10000", l.name)));

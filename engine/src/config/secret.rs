@@ -8,14 +8,13 @@ use serde::Deserialize;
 /// Where a secret lives. The configuration names it; only [`SecretRef::resolve`]
 /// ever reads it.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged, expecting = "a secret reference: { env = \"NAME\" } or { file = \"path\" } (plaintext secrets are not accepted)")]
+#[serde(
+    untagged,
+    expecting = "a secret reference: { env = \"NAME\" } or { file = \"path\" } (plaintext secrets are not accepted)"
+)]
 pub enum SecretRef {
-    Env {
-        env: String,
-    },
-    File {
-        file: PathBuf,
-    },
+    Env { env: String },
+    File { file: PathBuf },
 }
 
 impl fmt::Debug for SecretRef {
@@ -63,15 +62,11 @@ impl SecretRef {
     /// Reads the secret. Relative file paths are relative to the config file.
     pub fn resolve(&self, base_dir: &Path) -> Result<Secret, SecretError> {
         match self {
-            SecretRef::Env { env } => std::env::var(env)
-                .map(Secret)
-                .map_err(|_| SecretError::EnvMissing(env.clone())),
+            SecretRef::Env { env } => std::env::var(env).map(Secret).map_err(|_| SecretError::EnvMissing(env.clone())),
             SecretRef::File { file } => {
                 let path = base_dir.join(file);
-                let text = std::fs::read_to_string(&path).map_err(|e| SecretError::File {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| SecretError::File { path: path.display().to_string(), message: e.to_string() })?;
                 // Files written by `echo` end in a newline that is not part of the secret.
                 let value = text.trim_end_matches(['\n', '\r']).to_string();
                 if value.is_empty() {

@@ -67,10 +67,7 @@ pub struct SourceEntry {
 impl SourceEntry {
     /// Values of an attribute, case-insensitively.
     pub fn values(&self, name: &str) -> Option<&[Vec<u8>]> {
-        self.attrs
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        self.attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
     /// The first value of an attribute as UTF-8 text, if it is text.

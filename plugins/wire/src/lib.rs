@@ -40,12 +40,7 @@ impl Packer {
     }
 
     /// Adds one attribute whose values come from an iterator of known length.
-    pub fn attr_iter<'a>(
-        &mut self,
-        name: &str,
-        count: usize,
-        values: impl Iterator<Item = &'a [u8]>,
-    ) -> &mut Self {
+    pub fn attr_iter<'a>(&mut self, name: &str, count: usize, values: impl Iterator<Item = &'a [u8]>) -> &mut Self {
         put_varint(&mut self.buf, name.len() as u64);
         self.buf.extend_from_slice(name.as_bytes());
         put_varint(&mut self.buf, count as u64);
@@ -180,20 +175,20 @@ impl<'a> Attrs<'a> {
         let mut attrs = Vec::new();
         let mut pos = 0usize;
         while pos < buf.len() {
-            let (name_len, n) = get_varint(&buf[pos..])
-                .ok_or(WireError { offset: pos, reason: "truncated attribute name length" })?;
+            let (name_len, n) =
+                get_varint(&buf[pos..]).ok_or(WireError { offset: pos, reason: "truncated attribute name length" })?;
             pos += n;
             let name_end = checked_end(buf, pos, name_len, "attribute name runs past the end")?;
             let name = std::str::from_utf8(&buf[pos..name_end])
                 .map_err(|_| WireError { offset: pos, reason: "attribute name is not UTF-8" })?;
             pos = name_end;
-            let (count, n) = get_varint(&buf[pos..])
-                .ok_or(WireError { offset: pos, reason: "truncated value count" })?;
+            let (count, n) =
+                get_varint(&buf[pos..]).ok_or(WireError { offset: pos, reason: "truncated value count" })?;
             pos += n;
             let values_start = pos;
             for _ in 0..count {
-                let (len, n) = get_varint(&buf[pos..])
-                    .ok_or(WireError { offset: pos, reason: "truncated value length" })?;
+                let (len, n) =
+                    get_varint(&buf[pos..]).ok_or(WireError { offset: pos, reason: "truncated value length" })?;
                 pos += n;
                 pos = checked_end(buf, pos, len, "value runs past the end")?;
             }

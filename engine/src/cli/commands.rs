@@ -1,0 +1,350 @@
+//! What each subcommand does.
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::{Cli, Command, ConfigAction, ListAction, exit};
+use crate::config::{Config, TenantConfig};
+use crate::plugin_host::{PluginError, PluginHost};
+use crate::scim::Directory;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::sync::{self, Progress, RunStatus, SyncError, SyncOptions};
+
+pub fn run(cli: &Cli) -> Result<u8> {
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::CONFIG);
+        }
+    };
+    match &cli.command {
+        Command::Sync { tenant, dry_run, allow_deletes, show_plan, json } => {
+            sync_cmd(&config, tenant.as_deref(), *dry_run, *allow_deletes, *show_plan, *json)
+        }
+        Command::Users { action: ListAction::List { tenant, json } } => users_cmd(&config, tenant, *json),
+        Command::Groups { action: ListAction::List { tenant, json } } => groups_cmd(&config, tenant, *json),
+        Command::Quarantine { action: ListAction::List { tenant, json } } => quarantine_cmd(&config, tenant, *json),
+        Command::Runs { action: ListAction::List { tenant, json } } => runs_cmd(&config, tenant, *json),
+        Command::Config { action: ConfigAction::Check } => check_cmd(&config),
+    }
+}
+
+fn open_store(config: &Config) -> Result<SqliteStore> {
+    SqliteStore::open(&config.store_dir()).context("opening the store")
+}
+
+fn plugin_host(config: &Config) -> Result<PluginHost> {
+    PluginHost::new(Some(config.store_dir().join("plugin-cache"))).map_err(anyhow::Error::msg)
+}
+
+fn tenant<'a>(config: &'a Config, id: &str) -> Result<&'a TenantConfig, u8> {
+    config.tenant(id).ok_or_else(|| {
+        let known: Vec<&str> = config.tenants.iter().map(|t| t.id.as_str()).collect();
+        eprintln!("error: {}: no tenant '{id}' (tenants: {})", config.path.display(), known.join(", "));
+        exit::CONFIG
+    })
+}
+
+struct Bar(Option<ProgressBar>);
+
+impl Progress for Bar {
+    fn entries(&self, source: &str, count: u64) {
+        if let Some(b) = &self.0 {
+            b.set_message(format!("{source}: {count} entries"));
+            b.tick();
+        }
+    }
+}
+
+fn sync_cmd(
+    config: &Config,
+    only: Option<&str>,
+    dry_run: bool,
+    allow_deletes: bool,
+    show_plan: bool,
+    json: bool,
+) -> Result<u8> {
+    let tenants: Vec<&TenantConfig> = match only {
+        Some(id) => match tenant(config, id) {
+            Ok(t) => vec![t],
+            Err(code) => return Ok(code),
+        },
+        None => config.tenants.iter().collect(),
+    };
+    if tenants.is_empty() {
+        eprintln!("error: {}: no [[tenant]] configured", config.path.display());
+        return Ok(exit::CONFIG);
+    }
+    let mut store = open_store(config)?;
+    let host = plugin_host(config)?;
+    let opts = SyncOptions { dry_run, allow_deletes, trigger: "cli".into() };
+    let mut worst = exit::OK;
+    let mut reports = Vec::new();
+    for t in tenants {
+        let bar = Bar(std::io::stderr().is_terminal().then(|| {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.set_prefix(t.id.clone());
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        }));
+        let result = sync::sync_tenant(config, t, &mut store, &host, &opts, &bar);
+        if let Some(b) = &bar.0 {
+            b.finish_and_clear();
+        }
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let code = match &e {
+                    SyncError::Plugin(PluginError::Config { .. } | PluginError::Load { .. })
+                    | SyncError::Setup { .. } => exit::CONFIG,
+                    _ => exit::FAILURE,
+                };
+                eprintln!("error: {e}");
+                eprintln!("{}: sync failed", t.id);
+                worst = worst.max(code);
+                continue;
+            }
+        };
+        if dry_run || show_plan {
+            print!("{}", report.plan.render());
+        }
+        let c = report.counts;
+        let quarantined: u64 = report.sources.iter().map(|s| s.quarantined).sum();
+        let skipped: u64 = report.sources.iter().map(|s| s.skipped).sum();
+        let read: u64 = report.sources.iter().map(|s| s.read.users + s.read.groups).sum();
+        let (code, verdict) = match &report.status {
+            RunStatus::Applied => (exit::OK, "applied".to_string()),
+            RunStatus::NoChanges => (exit::OK, "no changes".to_string()),
+            RunStatus::DryRun => (exit::OK, "dry run, nothing written".to_string()),
+            RunStatus::Blocked(b) => {
+                eprintln!("error: tenant '{}': {b}", t.id);
+                (exit::GUARDRAIL, "BLOCKED by the delete guard-rail".to_string())
+            }
+            RunStatus::Aborted(reason) => {
+                eprintln!("error: tenant '{}': {reason}", t.id);
+                (exit::ABORTED, "ABORTED before apply".to_string())
+            }
+            RunStatus::Partial(errors) => {
+                for e in errors {
+                    eprintln!("error: {e}");
+                }
+                (exit::PARTIAL, "PARTIAL: read incomplete, changes applied without deletes".to_string())
+            }
+        };
+        // The one summary line, always.
+        eprintln!(
+            "{}: {verdict}: read {read}, created {}, updated {}, deleted {}, memberships +{} -{}, skipped {skipped}, quarantined {quarantined} ({} ms{})",
+            t.id,
+            c.creates,
+            c.updates,
+            c.deletes,
+            c.members_added,
+            c.members_removed,
+            report.elapsed_ms,
+            report.run_id.map(|id| format!(", run {id}")).unwrap_or_default(),
+        );
+        if json {
+            reports.push(serde_json::json!({
+                "tenant": report.tenant,
+                "run_id": report.run_id,
+                "status": report.status.as_str(),
+                "counts": report.counts,
+                "sources": report.sources,
+                "plugins": report.plugins.iter().map(|p| serde_json::json!({"name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
+                "plan": report.plan,
+            }));
+        }
+        worst = worst.max(code);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(worst)
+}
+
+fn users_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
+    if let Err(code) = tenant(config, id) {
+        return Ok(code);
+    }
+    let mut store = open_store(config)?;
+    let users = store.users(id)?;
+    let groups = store.groups(id)?;
+    let memberships = store.memberships(id)?;
+    let dir = Directory::new(&users, &groups, &memberships);
+    if json {
+        let resources: Vec<_> = users.iter().map(|u| dir.user_resource(u)).collect();
+        println!("{}", serde_json::to_string_pretty(&list_response(resources))?);
+        return Ok(exit::OK);
+    }
+    println!("{:<28} {:<32} {:<36} {:<7} {}", "USERNAME", "DISPLAY NAME", "EMAIL", "ACTIVE", "GROUPS");
+    for u in &users {
+        let first = |k: &str| u.attrs.get(k).and_then(|v| v.first()).map(String::as_str).unwrap_or("");
+        let email = if first("email").is_empty() { first("emails") } else { first("email") };
+        println!(
+            "{:<28} {:<32} {:<36} {:<7} {}",
+            first("userName"),
+            first("displayName"),
+            email,
+            crate::model::is_active(&u.attrs),
+            dir.groups_of(&u.id).len()
+        );
+    }
+    eprintln!("{} users", users.len());
+    Ok(exit::OK)
+}
+
+fn groups_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
+    if let Err(code) = tenant(config, id) {
+        return Ok(code);
+    }
+    let mut store = open_store(config)?;
+    let users = store.users(id)?;
+    let groups = store.groups(id)?;
+    let memberships = store.memberships(id)?;
+    let dir = Directory::new(&users, &groups, &memberships);
+    if json {
+        let resources: Vec<_> = groups.iter().map(|g| dir.group_resource(g)).collect();
+        println!("{}", serde_json::to_string_pretty(&list_response(resources))?);
+        return Ok(exit::OK);
+    }
+    let mut direct: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (g, _) in &memberships {
+        *direct.entry(g.as_str()).or_default() += 1;
+    }
+    println!("{:<40} {:>8}  {}", "DISPLAY NAME", "MEMBERS", "DN");
+    for g in &groups {
+        println!(
+            "{:<40} {:>8}  {}",
+            g.label(),
+            direct.get(g.id.as_str()).copied().unwrap_or(0),
+            g.dn.as_deref().unwrap_or("")
+        );
+    }
+    eprintln!("{} groups", groups.len());
+    Ok(exit::OK)
+}
+
+fn list_response(resources: Vec<serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": resources.len(),
+        "startIndex": 1,
+        "itemsPerPage": resources.len(),
+        "Resources": resources,
+    })
+}
+
+fn quarantine_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
+    if let Err(code) = tenant(config, id) {
+        return Ok(code);
+    }
+    let mut store = open_store(config)?;
+    let items = store.quarantine(id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&items)?);
+        return Ok(exit::OK);
+    }
+    for q in &items {
+        let it = &q.item;
+        println!(
+            "{} {} [{}] {}\n    stage: {}  first seen: {}  last seen: {} (run {})\n    reason: {}{}",
+            it.source,
+            it.kind.map(|k| k.as_str()).unwrap_or("entry"),
+            it.anchor.as_deref().unwrap_or("no anchor"),
+            it.dn.as_deref().unwrap_or(""),
+            it.stage,
+            q.first_seen,
+            q.last_seen,
+            q.run_id,
+            it.reason,
+            it.plugin.as_deref().map(|p| format!("\n    plugin: {p}")).unwrap_or_default(),
+        );
+    }
+    eprintln!("{} quarantined entries", items.len());
+    Ok(exit::OK)
+}
+
+fn runs_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
+    if let Err(code) = tenant(config, id) {
+        return Ok(code);
+    }
+    let mut store = open_store(config)?;
+    let runs = store.runs(id, 50)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(exit::OK);
+    }
+    for r in &runs {
+        println!(
+            "run {:<5} {:<10} {:<8} started {} finished {}  {}",
+            r.id,
+            r.status,
+            r.trigger,
+            r.started_at,
+            r.finished_at.as_deref().unwrap_or("-"),
+            r.summary.get("counts").map(|c| c.to_string()).unwrap_or_default()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn check_cmd(config: &Config) -> Result<u8> {
+    let host = PluginHost::new(None).map_err(anyhow::Error::msg)?;
+    let mut problems = 0;
+    for t in &config.tenants {
+        match sync::instantiate_mapper(config, t, &host) {
+            Ok(m) => println!("tenant '{}': mapper {} OK", t.id, m.identity()),
+            Err(SyncError::Plugin(PluginError::Config { plugin, errors })) => {
+                for e in errors {
+                    problems += 1;
+                    let (table, key) = config_key(t, &e.key);
+                    let at = e.position.map(|p| format!(", position {p}")).unwrap_or_default();
+                    eprintln!(
+                        "error: {}: tenant '{}': [{table}] key '{key}'{at}: {} (plugin {plugin})",
+                        config.path.display(),
+                        t.id,
+                        e.message
+                    );
+                }
+            }
+            Err(e) => {
+                problems += 1;
+                eprintln!("error: {}: {e}", config.path.display());
+            }
+        }
+        for s in &t.sources {
+            if let Err(e) = sync::open_source(config, t, s) {
+                problems += 1;
+                eprintln!("error: {}: {e}", config.path.display());
+            }
+        }
+    }
+    if problems > 0 {
+        eprintln!("{problems} problem(s) found");
+        return Ok(exit::CONFIG);
+    }
+    println!("{}: OK ({} tenants)", config.path.display(), config.tenants.len());
+    Ok(exit::OK)
+}
+
+/// Where a built-in mapper key lives in the admin's TOML.
+fn config_key<'a>(t: &TenantConfig, key: &'a str) -> (String, &'a str) {
+    if t.plugins.mapper.is_some() {
+        return ("tenant.plugins.mapper.config".into(), key);
+    }
+    if let Some(k) = key.strip_prefix("user.") {
+        return ("tenant.mapping".into(), k);
+    }
+    if let Some(k) = key.strip_prefix("group.") {
+        return ("tenant.group_mapping".into(), k);
+    }
+    ("tenant.mapping".into(), key)
+}

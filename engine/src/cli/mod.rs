@@ -1,0 +1,148 @@
+//! The CLI edge: argument parsing, output and exit codes. `anyhow` lives here
+//! and nowhere below.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// A run or command failed (source unreachable, store error, …).
+    pub const FAILURE: u8 = 1;
+    /// Bad configuration or usage.
+    pub const CONFIG: u8 = 2;
+    /// The delete guard-rail blocked the plan; nothing was applied.
+    pub const GUARDRAIL: u8 = 3;
+    /// Too many entries failed to map; the run was aborted before apply.
+    pub const ABORTED: u8 = 4;
+    /// A source could not be read completely: changes read were applied, no deletes.
+    pub const PARTIAL: u8 = 5;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "roster",
+    version,
+    about = "Keeps your application's users and groups in step with your customers' directories"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "ROSTER_CONFIG", default_value = "roster.toml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Read the sources, map, plan and apply.
+    Sync {
+        /// Only this tenant (default: all).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the plan and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply a plan even if it is over the delete guard-rail (this run only).
+        #[arg(long)]
+        allow_deletes: bool,
+        /// Print the plan before applying it.
+        #[arg(long)]
+        show_plan: bool,
+        /// Print the run report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Synced users.
+    Users {
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Synced groups.
+    Groups {
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Entries that could not be synced, with the reason.
+    Quarantine {
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Recent sync runs.
+    Runs {
+        #[command(subcommand)]
+        action: ListAction,
+    },
+    /// Configuration checks.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ListAction {
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// SCIM 2.0 JSON (RFC 7643) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Parse the configuration and validate every tenant's plugins and expressions.
+    Check,
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::CONFIG } else { exit::OK });
+        }
+    };
+    init_tracing(&cli);
+    match commands::run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,235 @@
+//! Diff: the desired state of one source against what the store holds.
+//!
+//! Objects are matched by Roster id, which derives from the anchor, so a DN
+//! change (rename, move) is an update of `dn`, never a delete and a create.
+//! Objects whose entries failed to map are "protected": neither they nor their
+//! memberships are deleted because of a failure that is not the directory's.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::model::{Attributes, Desired, Stored};
+use crate::plan::{AttrChange, Change, MembershipChange, PlannedObject, SourcePlan};
+use crate::source::EntryKind;
+
+/// What the store holds for one source of one tenant.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub objects: HashMap<String, Stored>,
+    /// (group id, member id), direct memberships only.
+    pub memberships: HashSet<(String, String)>,
+}
+
+/// What the pipeline produced for one source.
+#[derive(Debug, Default)]
+pub struct DesiredState {
+    pub objects: HashMap<String, Desired>,
+    pub memberships: HashSet<(String, String)>,
+    /// Ids of objects seen in the source but not mapped (quarantined).
+    pub protected: HashSet<String>,
+    /// Normalized DNs of entries rejected without an anchor: whatever is stored
+    /// under them is kept, since we cannot tell whether it is gone.
+    pub protected_dns: HashSet<String>,
+    pub read_complete: bool,
+}
+
+pub fn diff(source: &str, stored: &Snapshot, desired: &DesiredState) -> SourcePlan {
+    let mut changes = Vec::new();
+
+    // Deterministic order: plans are read by people and compared by tests.
+    let mut ids: Vec<&String> = desired.objects.keys().collect();
+    ids.sort_by_key(|id| {
+        let d = &desired.objects[*id];
+        (d.kind == EntryKind::User, d.label().to_string(), (*id).clone())
+    });
+    for id in ids {
+        let want = &desired.objects[id];
+        match stored.objects.get(id) {
+            None => changes.push(Change::Create { object: PlannedObject::from(want) }),
+            Some(have) => {
+                let attr_changes = attribute_changes(have, want);
+                if !attr_changes.is_empty() {
+                    changes.push(Change::Update {
+                        object: PlannedObject::from(want),
+                        from_version: have.version,
+                        changes: attr_changes,
+                    });
+                }
+            }
+        }
+    }
+
+    if desired.read_complete {
+        let mut gone: Vec<&Stored> = stored
+            .objects
+            .values()
+            .filter(|s| !desired.objects.contains_key(&s.id) && !desired.protected.contains(&s.id))
+            .filter(|s| {
+                desired.protected_dns.is_empty()
+                    || !s.dn.as_deref().is_some_and(|dn| desired.protected_dns.contains(&crate::dn::normalize_dn(dn)))
+            })
+            .collect();
+        gone.sort_by(|a, b| (a.kind, a.label()).cmp(&(b.kind, b.label())));
+        for s in gone {
+            changes.push(Change::Delete {
+                id: s.id.clone(),
+                kind: s.kind,
+                anchor: s.anchor.clone(),
+                dn: s.dn.clone(),
+                label: s.label().to_string(),
+            });
+        }
+    }
+
+    let memberships = membership_changes(stored, desired);
+    SourcePlan {
+        source: source.to_string(),
+        changes,
+        memberships,
+        read_complete: desired.read_complete,
+        existing_objects: stored.objects.len() as u64,
+    }
+}
+
+fn attribute_changes(have: &Stored, want: &Desired) -> Vec<AttrChange> {
+    let mut out = Vec::new();
+    if have.dn != want.dn {
+        out.push(AttrChange {
+            attr: "dn".into(),
+            old: have.dn.iter().cloned().collect(),
+            new: want.dn.iter().cloned().collect(),
+        });
+    }
+    let keys: BTreeSet<&String> = have.attrs.keys().chain(want.attrs.keys()).collect();
+    for k in keys {
+        let old = values(&have.attrs, k);
+        let new = values(&want.attrs, k);
+        if old != new {
+            out.push(AttrChange { attr: k.clone(), old: old.to_vec(), new: new.to_vec() });
+        }
+    }
+    out
+}
+
+fn values<'a>(attrs: &'a Attributes, k: &str) -> &'a [String] {
+    attrs.get(k).map(Vec::as_slice).unwrap_or(&[])
+}
+
+fn membership_changes(stored: &Snapshot, desired: &DesiredState) -> Vec<MembershipChange> {
+    let describe = |id: &str| -> (EntryKind, String) {
+        if let Some(d) = desired.objects.get(id) {
+            return (d.kind, d.label().to_string());
+        }
+        if let Some(s) = stored.objects.get(id) {
+            return (s.kind, s.label().to_string());
+        }
+        (EntryKind::User, id.to_string())
+    };
+    let mut out = Vec::new();
+    let mut adds: Vec<&(String, String)> = desired.memberships.difference(&stored.memberships).collect();
+    adds.sort();
+    for (g, m) in adds {
+        let (_, group_label) = describe(g);
+        let (member_kind, member_label) = describe(m);
+        out.push(MembershipChange {
+            add: true,
+            group_id: g.clone(),
+            group_label,
+            member_id: m.clone(),
+            member_kind,
+            member_label,
+        });
+    }
+    let mut removes: Vec<&(String, String)> = stored
+        .memberships
+        .difference(&desired.memberships)
+        .filter(|(g, m)| {
+            // A membership of a quarantined object stays until the object maps
+            // again; a partial read says nothing about what is gone.
+            desired.read_complete && !desired.protected.contains(g) && !desired.protected.contains(m)
+        })
+        .collect();
+    removes.sort();
+    for (g, m) in removes {
+        let (_, group_label) = describe(g);
+        let (member_kind, member_label) = describe(m);
+        out.push(MembershipChange {
+            add: false,
+            group_id: g.clone(),
+            group_label,
+            member_id: m.clone(),
+            member_kind,
+            member_label,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+        pairs.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect()
+    }
+
+    fn stored(id: &str, dn: &str, a: Attributes) -> Stored {
+        Stored {
+            id: id.into(),
+            kind: EntryKind::User,
+            source: "s".into(),
+            anchor: format!("anchor-{id}"),
+            dn: Some(dn.into()),
+            attrs: a,
+            version: 3,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn desired(id: &str, dn: &str, a: Attributes) -> Desired {
+        Desired {
+            id: id.into(),
+            kind: EntryKind::User,
+            source: "s".into(),
+            anchor: format!("anchor-{id}"),
+            dn: Some(dn.into()),
+            attrs: a,
+        }
+    }
+
+    #[test]
+    fn rename_is_an_update_of_dn_and_unchanged_objects_are_not_planned() {
+        let mut snap = Snapshot::default();
+        snap.objects.insert("1".into(), stored("1", "uid=a,ou=x", attrs(&[("userName", "a")])));
+        snap.objects.insert("2".into(), stored("2", "uid=b,ou=x", attrs(&[("userName", "b")])));
+        let mut want = DesiredState { read_complete: true, ..Default::default() };
+        want.objects.insert("1".into(), desired("1", "uid=a,ou=y", attrs(&[("userName", "a")])));
+        want.objects.insert("2".into(), desired("2", "uid=b,ou=x", attrs(&[("userName", "b")])));
+        let plan = diff("s", &snap, &want);
+        assert_eq!(plan.changes.len(), 1);
+        let Change::Update { changes, from_version, .. } = &plan.changes[0] else {
+            panic!("expected update: {:?}", plan.changes)
+        };
+        assert_eq!(*from_version, 3);
+        assert_eq!(
+            changes,
+            &vec![AttrChange { attr: "dn".into(), old: vec!["uid=a,ou=x".into()], new: vec!["uid=a,ou=y".into()] }]
+        );
+    }
+
+    #[test]
+    fn incomplete_reads_and_protected_objects_plan_no_deletes() {
+        let mut snap = Snapshot::default();
+        snap.objects.insert("1".into(), stored("1", "uid=a", attrs(&[("userName", "a")])));
+        snap.objects.insert("2".into(), stored("2", "uid=b", attrs(&[("userName", "b")])));
+        snap.memberships.insert(("g".into(), "2".into()));
+        let mut want = DesiredState::default();
+        assert!(diff("s", &snap, &want).changes.is_empty(), "partial read deletes nothing");
+        want.read_complete = true;
+        want.protected.insert("2".into());
+        let plan = diff("s", &snap, &want);
+        assert_eq!(plan.changes.len(), 1);
+        assert!(matches!(&plan.changes[0], Change::Delete { id, .. } if id == "1"));
+        assert!(plan.memberships.is_empty(), "membership of a quarantined user is kept");
+    }
+}

@@ -1,0 +1,216 @@
+//! One tenant's instance of a mapper plugin.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use roster_wire::{Attrs, Packer};
+use wasmtime::{Store, Trap};
+
+use super::bindings::{Mapper, wit};
+use super::sandbox::{HostState, SandboxLimits};
+use super::{CallFailure, LoadedMapper, PluginConfigError, PluginError, PluginHost, PluginIdentity, deadline_ticks};
+use crate::source::{EntryKind, SourceEntry};
+
+/// What the plugin made of one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MapOutcome {
+    Mapped { kind: EntryKind, attrs: BTreeMap<String, Vec<String>> },
+    Skip(String),
+    Error(String),
+}
+
+/// A live instance: its own store, memory and deadline. After a trap the
+/// instance is dead (wasmtime refuses to re-enter it), so the next call builds
+/// a fresh one from the pre-instantiated component and runs `init` again.
+pub struct MapperInstance {
+    loaded: Arc<LoadedMapper>,
+    engine: wasmtime::Engine,
+    limits: SandboxLimits,
+    config: wit::Config,
+    identity: PluginIdentity,
+    live: Option<(Store<HostState>, Mapper)>,
+    packer: Packer,
+}
+
+impl MapperInstance {
+    /// Instantiates the plugin for a tenant and runs its `init` with the config.
+    pub fn new(
+        host: &PluginHost,
+        loaded: Arc<LoadedMapper>,
+        tenant: &str,
+        limits: SandboxLimits,
+        config: &toml::Table,
+    ) -> Result<Self, PluginError> {
+        let identity = PluginIdentity {
+            tenant: tenant.to_string(),
+            name: loaded.binary.name.clone(),
+            version: "unknown".into(),
+            hash: loaded.binary.hash.clone(),
+        };
+        let mut me = Self {
+            loaded,
+            engine: host.engine().clone(),
+            limits,
+            config: super::config::to_wit(config),
+            identity,
+            live: None,
+            packer: Packer::with_capacity(4096),
+        };
+        me.revive()?;
+        Ok(me)
+    }
+
+    pub fn identity(&self) -> &PluginIdentity {
+        &self.identity
+    }
+
+    fn revive(&mut self) -> Result<(), PluginError> {
+        let call_err = |identity: &PluginIdentity, failure| PluginError::Call { plugin: identity.clone(), failure };
+        let state = HostState::new(&self.identity.tenant, &self.identity.name, self.limits);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout_ms));
+        store.epoch_deadline_trap();
+        let bindings = self
+            .loaded
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| call_err(&self.identity, classify(&e, &store, self.limits)))?;
+        store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout_ms));
+        let init = bindings
+            .call_init(&mut store, &self.config)
+            .map_err(|e| call_err(&self.identity, classify(&e, &store, self.limits)))?;
+        match init {
+            Ok(info) => {
+                self.identity.name = info.name;
+                self.identity.version = info.version;
+            }
+            Err(errors) => {
+                return Err(PluginError::Config {
+                    plugin: self.identity.clone(),
+                    errors: errors
+                        .into_iter()
+                        .map(|e| PluginConfigError { key: e.key, position: e.position, message: e.message })
+                        .collect(),
+                });
+            }
+        }
+        self.live = Some((store, bindings));
+        Ok(())
+    }
+
+    /// Maps a batch. `Err` means the whole call failed (trap, deadline, memory,
+    /// malformed output); the caller decides whether to retry entries one by one.
+    pub fn map_batch(&mut self, entries: &[&SourceEntry]) -> Result<Vec<MapOutcome>, PluginError> {
+        if self.live.is_none() {
+            self.revive()?;
+        }
+        let wit_entries: Vec<wit::Entry> = entries.iter().map(|e| self.to_wit(e)).collect();
+        let Some((store, bindings)) = self.live.as_mut() else {
+            return Err(PluginError::Call {
+                plugin: self.identity.clone(),
+                failure: CallFailure::Trap { message: "instance unavailable".into() },
+            });
+        };
+        store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout_ms));
+        store.data_mut().logs_this_call = 0;
+        let result = bindings.call_map(&mut *store, &wit_entries);
+        let dropped = std::mem::take(&mut store.data_mut().logs_dropped);
+        if dropped > 0 {
+            tracing::warn!(tenant = %self.identity.tenant, plugin = %self.identity.name, dropped, "plugin log lines over the per-call cap were dropped");
+        }
+        let results = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let failure = classify(&e, store, self.limits);
+                // The instance is dead after a trap; drop it so the next call starts fresh.
+                self.live = None;
+                return Err(PluginError::Call { plugin: self.identity.clone(), failure });
+            }
+        };
+        if results.len() != entries.len() {
+            self.live = None;
+            return Err(PluginError::Call {
+                plugin: self.identity.clone(),
+                failure: CallFailure::BadOutput {
+                    message: format!("{} results for a batch of {} entries", results.len(), entries.len()),
+                },
+            });
+        }
+        Ok(results.into_iter().map(from_wit).collect())
+    }
+
+    fn to_wit(&mut self, e: &SourceEntry) -> wit::Entry {
+        self.packer.clear();
+        for (name, values) in &e.attrs {
+            self.packer.attr(name, values);
+        }
+        wit::Entry {
+            anchor: e.anchor.clone(),
+            dn: e.dn.clone(),
+            kind: match e.kind {
+                EntryKind::User => wit::EntryKind::User,
+                EntryKind::Group => wit::EntryKind::Group,
+            },
+            attributes: self.packer.as_bytes().to_vec(),
+        }
+    }
+}
+
+fn from_wit(r: wit::MapResult) -> MapOutcome {
+    match r {
+        wit::MapResult::Skip(reason) => MapOutcome::Skip(reason),
+        wit::MapResult::Error(message) => MapOutcome::Error(message),
+        wit::MapResult::Mapped(m) => {
+            let kind = match m.kind {
+                wit::EntryKind::User => EntryKind::User,
+                wit::EntryKind::Group => EntryKind::Group,
+            };
+            match decode_mapped(&m.attributes) {
+                Ok(attrs) => MapOutcome::Mapped { kind, attrs },
+                Err(message) => MapOutcome::Error(format!("plugin returned invalid attributes: {message}")),
+            }
+        }
+    }
+}
+
+fn decode_mapped(buf: &[u8]) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let attrs = Attrs::parse(buf).map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    for a in attrs.iter() {
+        let mut values = Vec::with_capacity(a.len());
+        for v in a.values() {
+            let s =
+                std::str::from_utf8(v).map_err(|_| format!("attribute '{}' has a value that is not UTF-8", a.name))?;
+            values.push(s.to_string());
+        }
+        if !values.is_empty() {
+            out.insert(a.name.to_string(), values);
+        }
+    }
+    Ok(out)
+}
+
+/// Turns a wasmtime error into words an admin can act on. `Display` of a call
+/// error says only "error while executing at wasm backtrace"; the trap is in the
+/// cause chain.
+fn classify(e: &wasmtime::Error, store: &Store<HostState>, limits: SandboxLimits) -> CallFailure {
+    let chain = format!("{e:?}");
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => return CallFailure::Timeout { limit_ms: limits.call_timeout_ms },
+        Some(Trap::OutOfFuel) => return CallFailure::Trap { message: "ran out of fuel".into() },
+        _ => {}
+    }
+    if chain.contains("forcing trap when growing memory") {
+        return CallFailure::MemoryExhausted { limit_mb: (limits.memory_bytes / (1024 * 1024)) as u64 };
+    }
+    let stderr = store.data().stderr_text();
+    let trap =
+        e.downcast_ref::<Trap>().map(|t| t.to_string()).unwrap_or_else(|| first_line(&e.root_cause().to_string()));
+    let message = if stderr.is_empty() { trap } else { format!("{trap}; plugin stderr: {stderr}") };
+    CallFailure::Trap { message }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").to_string()
+}

@@ -1,0 +1,263 @@
+//! The plugin host: the only part of Roster that knows wasmtime.
+//!
+//! One process-wide [`PluginHost`] owns the wasmtime `Engine`, the `Linker`, the
+//! compiled-component cache and the epoch ticker that enforces call deadlines.
+//! Each tenant's plugin runs in its own `Store` ([`MapperInstance`]), with its own
+//! memory cap, so one tenant's plugin can neither see nor starve another's.
+//! Every error carries the tenant, the plugin's name, version and content hash.
+
+mod bindings;
+mod cache;
+pub mod config;
+mod mapper;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+pub use mapper::{MapOutcome, MapperInstance};
+pub use sandbox::SandboxLimits;
+
+use bindings::{Mapper, MapperPre};
+use cache::ComponentCache;
+use sandbox::HostState;
+
+/// How often the epoch advances; call deadlines are rounded up to this.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// A plugin's bytes and where they came from.
+#[derive(Clone)]
+pub struct PluginBinary {
+    /// Name used in messages until the plugin reports its own (`init`).
+    pub name: String,
+    /// Where it came from: `built-in` or a file path.
+    pub origin: String,
+    pub wasm: Arc<[u8]>,
+    /// SHA-256 of `wasm`, hex.
+    pub hash: String,
+}
+
+impl PluginBinary {
+    pub fn new(name: impl Into<String>, origin: impl Into<String>, wasm: impl Into<Arc<[u8]>>) -> Self {
+        let wasm = wasm.into();
+        let hash = crate::util::sha256_hex(&wasm);
+        Self { name: name.into(), origin: origin.into(), wasm, hash }
+    }
+
+    /// The built-in declarative mapper, compiled into this binary.
+    pub fn builtin_declarative_mapper() -> Self {
+        static WASM: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_DECLARATIVE_MAPPER"));
+        Self::new("declarative-mapper", "built-in", WASM)
+    }
+
+    pub fn from_file(path: &std::path::Path) -> Result<Self, std::io::Error> {
+        let wasm = std::fs::read(path)?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
+        Ok(Self::new(name, path.display().to_string(), wasm))
+    }
+}
+
+/// Which plugin, for every message about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginIdentity {
+    pub tenant: String,
+    pub name: String,
+    pub version: String,
+    pub hash: String,
+}
+
+impl fmt::Display for PluginIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{}' {} (sha256:{})", self.name, self.version, short_hash(&self.hash))
+    }
+}
+
+pub fn short_hash(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+/// A configuration problem a plugin reported from `init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginConfigError {
+    pub key: String,
+    pub position: Option<u32>,
+    pub message: String,
+}
+
+impl fmt::Display for PluginConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some(p) => write!(f, "key '{}', position {}: {}", self.key, p, self.message),
+            None => write!(f, "key '{}': {}", self.key, self.message),
+        }
+    }
+}
+
+/// Why one call into a plugin failed. The instance is discarded afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallFailure {
+    /// The call ran past its wall-clock deadline (epoch interruption).
+    Timeout { limit_ms: u64 },
+    /// The plugin tried to grow its memory past the cap.
+    MemoryExhausted { limit_mb: u64 },
+    /// Any other trap: `unreachable`, a panic (with its message), a bad cast…
+    Trap { message: String },
+    /// The call returned, but not what the contract says.
+    BadOutput { message: String },
+}
+
+impl fmt::Display for CallFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallFailure::Timeout { limit_ms } => write!(f, "call exceeded its {limit_ms} ms deadline and was stopped"),
+            CallFailure::MemoryExhausted { limit_mb } => write!(f, "exceeded its memory limit of {limit_mb} MiB"),
+            CallFailure::Trap { message } => write!(f, "trapped: {message}"),
+            CallFailure::BadOutput { message } => write!(f, "returned invalid output: {message}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("tenant '{tenant}': plugin '{name}' from {origin} (sha256:{}): cannot load: {message}", short_hash(.hash))]
+    Load { tenant: String, name: String, origin: String, hash: String, message: String },
+    #[error("tenant '{}': plugin {plugin}: configuration rejected: {}", plugin.tenant, join_errors(.errors))]
+    Config { plugin: PluginIdentity, errors: Vec<PluginConfigError> },
+    #[error("tenant '{}': plugin {plugin}: {failure}", plugin.tenant)]
+    Call { plugin: PluginIdentity, failure: CallFailure },
+}
+
+fn join_errors(errors: &[PluginConfigError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// A compiled, linked plugin, ready to instantiate cheaply (~10 µs) per tenant.
+pub struct LoadedMapper {
+    pre: MapperPre<HostState>,
+    pub binary: PluginBinary,
+    /// Whether the compiled code came from the on-disk cache.
+    pub from_cache: bool,
+}
+
+/// The process-wide plugin host.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: ComponentCache,
+    loaded: Mutex<HashMap<String, Arc<LoadedMapper>>>,
+    ticker: Option<EpochTicker>,
+}
+
+impl PluginHost {
+    /// `cache_dir`: where compiled components are kept between runs (none: memory only).
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| format!("cannot create the WebAssembly engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("cannot link WASI: {e:#}"))?;
+        Mapper::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("cannot link the host interface: {e:#}"))?;
+        let ticker = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker,
+            cache: ComponentCache::new(cache_dir),
+            loaded: Mutex::new(HashMap::new()),
+            ticker: Some(ticker),
+        })
+    }
+
+    /// Compiles (or fetches from the cache) and links a mapper plugin.
+    pub fn load_mapper(&self, tenant: &str, binary: &PluginBinary) -> Result<Arc<LoadedMapper>, PluginError> {
+        if let Some(l) = self.loaded.lock().map_err(|_| poisoned(tenant, binary))?.get(&binary.hash) {
+            return Ok(l.clone());
+        }
+        let load_err = |message: String| PluginError::Load {
+            tenant: tenant.to_string(),
+            name: binary.name.clone(),
+            origin: binary.origin.clone(),
+            hash: binary.hash.clone(),
+            message,
+        };
+        let (component, from_cache) = self
+            .cache
+            .load(&self.engine, &binary.hash, &binary.wasm)
+            .map_err(|e| load_err(format!("not a valid WebAssembly component: {e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| load_err(format!("it needs imports the host does not grant: {e:#}")))?;
+        let pre = MapperPre::new(instance_pre)
+            .map_err(|e| load_err(format!("it does not implement the `mapper` world of roster:plugin@0.1.0: {e:#}")))?;
+        let loaded = Arc::new(LoadedMapper { pre, binary: binary.clone(), from_cache });
+        self.loaded.lock().map_err(|_| poisoned(tenant, binary))?.insert(binary.hash.clone(), loaded.clone());
+        tracing::debug!(tenant, plugin = %binary.name, hash = short_hash(&binary.hash), from_cache, "plugin loaded");
+        Ok(loaded)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.stop();
+        }
+    }
+}
+
+fn poisoned(tenant: &str, binary: &PluginBinary) -> PluginError {
+    PluginError::Load {
+        tenant: tenant.to_string(),
+        name: binary.name.clone(),
+        origin: binary.origin.clone(),
+        hash: binary.hash.clone(),
+        message: "plugin registry lock poisoned by an earlier panic".into(),
+    }
+}
+
+/// Advances the engine's epoch so `set_epoch_deadline` turns into wall time.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<()>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("roster-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch ticker thread");
+        Self { stop, handle }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.join();
+    }
+}
+
+/// Ticks of [`EPOCH_TICK`] for a deadline, rounded up, at least one.
+fn deadline_ticks(timeout_ms: u64) -> u64 {
+    let tick = EPOCH_TICK.as_millis() as u64;
+    timeout_ms.div_ceil(tick).max(1)
+}

@@ -1,0 +1,115 @@
+//! What a plugin instance may touch: nothing but the host's `log`, a capped
+//! linear memory and a wall-clock deadline per call.
+//!
+//! A std `wasm32-wasip2` guest imports WASI's CLI, I/O and clock interfaces even
+//! if it never uses them, so they are linked — but with a context that grants no
+//! preopened directories, no environment, no arguments and no sockets. Guest
+//! stderr goes to a capped in-memory pipe so a panic message reaches the
+//! tenant's log instead of vanishing.
+
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::LogLevel;
+use super::bindings::v0_1_0::roster::plugin::{host, types};
+
+/// Bytes of guest stderr kept per instance (enough for a panic message).
+const STDERR_CAPACITY: usize = 16 * 1024;
+/// Log messages a plugin may emit per call before the rest are dropped (and counted).
+pub const LOG_LINES_PER_CALL: u32 = 100;
+/// Longest log message kept; longer ones are cut.
+const LOG_LINE_MAX: usize = 2_000;
+
+/// Limits for one instance, from the tenant's `[tenant.limits]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxLimits {
+    pub memory_bytes: usize,
+    pub call_timeout_ms: u64,
+}
+
+/// Per-instance host state.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    stderr: MemoryOutputPipe,
+    /// Tenant and plugin, for log lines.
+    pub(crate) tenant: String,
+    pub(crate) plugin: String,
+    pub(crate) logs_this_call: u32,
+    pub(crate) logs_dropped: u32,
+}
+
+impl HostState {
+    pub fn new(tenant: &str, plugin: &str, limits: SandboxLimits) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let mut builder = WasiCtxBuilder::new();
+        // Deny-by-default is wasmtime-wasi's behaviour; these make it explicit so
+        // a future default change cannot silently grant access.
+        builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).stderr(stderr.clone());
+        Self {
+            wasi: builder.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes)
+                .instances(8)
+                .tables(16)
+                .memories(4)
+                // A failed memory.grow traps instead of returning -1, so a memory
+                // bomb is reported as exactly that rather than as a confusing abort.
+                .trap_on_grow_failure(true)
+                .build(),
+            stderr,
+            tenant: tenant.to_string(),
+            plugin: plugin.to_string(),
+            logs_this_call: 0,
+            logs_dropped: 0,
+        }
+    }
+
+    /// What the guest wrote to stderr (a Rust panic message, typically).
+    pub fn stderr_text(&self) -> String {
+        let bytes = self.stderr.contents();
+        String::from_utf8_lossy(&bytes).trim().to_string()
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        self.logs_this_call += 1;
+        if self.logs_this_call > LOG_LINES_PER_CALL {
+            self.logs_dropped += 1;
+            return;
+        }
+        let message = truncate(&message, LOG_LINE_MAX);
+        let (tenant, plugin) = (self.tenant.as_str(), self.plugin.as_str());
+        match level {
+            LogLevel::Trace => tracing::trace!(tenant, plugin, "{message}"),
+            LogLevel::Debug => tracing::debug!(tenant, plugin, "{message}"),
+            LogLevel::Info => tracing::info!(tenant, plugin, "{message}"),
+            LogLevel::Warn => tracing::warn!(tenant, plugin, "{message}"),
+            LogLevel::Error => tracing::error!(tenant, plugin, "{message}"),
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

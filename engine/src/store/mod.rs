@@ -1,0 +1,111 @@
+//! The store: users, groups, memberships, runs, quarantine and per-source state.
+//!
+//! The pipeline talks to the [`Store`] trait only, so a second backend
+//! (PostgreSQL) plugs in without touching it. Invariants every backend keeps:
+//! - [`Store::apply`] writes a whole plan in one transaction, or nothing;
+//! - an update applies only to the version it was planned against;
+//! - quarantine and run records are kept even when a run is aborted.
+
+pub mod sqlite;
+
+use serde::Serialize;
+
+use crate::diff::Snapshot;
+use crate::model::Stored;
+use crate::plan::Plan;
+use crate::source::EntryKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store at {path}: {message}")]
+    Open { path: String, message: String },
+    #[error("store: {context}: {message}")]
+    Query { context: &'static str, message: String },
+    #[error("store: '{label}' ({id}) changed since the plan was made (expected version {expected}); run again")]
+    Conflict { id: String, label: String, expected: i64 },
+    #[error("store: stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// One entry that could not be synced, kept for an admin to see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantineItem {
+    pub source: String,
+    pub anchor: Option<String>,
+    pub kind: Option<EntryKind>,
+    pub dn: Option<String>,
+    /// Pipeline stage: `read`, `map`, `resolve`.
+    pub stage: String,
+    pub reason: String,
+    /// `name version (sha256:…)` when a plugin was involved.
+    pub plugin: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuarantineRecord {
+    #[serde(flatten)]
+    pub item: QuarantineItem,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub run_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub tenant: String,
+    pub trigger: String,
+    pub dry_run: bool,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub summary: serde_json::Value,
+}
+
+/// What a finished run records.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    /// `applied`, `no-changes`, `dry-run`, `blocked`, `aborted`, `failed`, `partial`.
+    pub status: String,
+    pub summary: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ApplyStats {
+    pub rows_written: u64,
+}
+
+pub trait Store {
+    /// Creates the tenant row if it does not exist.
+    fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
+
+    /// Everything stored for one source of a tenant.
+    fn snapshot(&mut self, tenant: &str, source: &str) -> Result<Snapshot, StoreError>;
+
+    fn begin_run(&mut self, tenant: &str, trigger: &str, dry_run: bool) -> Result<i64, StoreError>;
+    fn finish_run(&mut self, run_id: i64, outcome: &RunOutcome) -> Result<(), StoreError>;
+    fn runs(&mut self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Applies a plan atomically.
+    fn apply(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError>;
+
+    /// Records the entries a run could not sync. With `complete`, entries of
+    /// that source not in `items` leave quarantine (they synced this time).
+    fn record_quarantine(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        run_id: i64,
+        items: &[QuarantineItem],
+        complete: bool,
+    ) -> Result<(), StoreError>;
+    fn quarantine(&mut self, tenant: &str) -> Result<Vec<QuarantineRecord>, StoreError>;
+
+    fn users(&mut self, tenant: &str) -> Result<Vec<Stored>, StoreError>;
+    fn groups(&mut self, tenant: &str) -> Result<Vec<Stored>, StoreError>;
+    /// Direct memberships of a tenant: (group id, member id).
+    fn memberships(&mut self, tenant: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError>;
+    fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError>;
+}

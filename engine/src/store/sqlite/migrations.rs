@@ -1,0 +1,92 @@
+//! Versioned schema migrations. Append only: a released migration never changes.
+
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial schema",
+    r#"
+CREATE TABLE tenants (
+    id          TEXT PRIMARY KEY,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE users (
+    tenant      TEXT NOT NULL REFERENCES tenants(id),
+    id          TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    anchor      TEXT NOT NULL,
+    dn          TEXT,
+    user_name   TEXT,
+    active      INTEGER NOT NULL DEFAULT 1,
+    attrs       TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (tenant, id),
+    UNIQUE (tenant, source, anchor)
+);
+
+CREATE TABLE groups (
+    tenant       TEXT NOT NULL REFERENCES tenants(id),
+    id           TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    anchor       TEXT NOT NULL,
+    dn           TEXT,
+    display_name TEXT,
+    attrs        TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL,
+    PRIMARY KEY (tenant, id),
+    UNIQUE (tenant, source, anchor)
+);
+
+-- Direct memberships only; nesting is computed when read.
+CREATE TABLE memberships (
+    tenant      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    group_id    TEXT NOT NULL,
+    member_id   TEXT NOT NULL,
+    member_kind TEXT NOT NULL CHECK (member_kind IN ('user', 'group')),
+    PRIMARY KEY (tenant, group_id, member_id)
+);
+CREATE INDEX memberships_member ON memberships (tenant, member_id);
+CREATE INDEX memberships_source ON memberships (tenant, source);
+
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant      TEXT NOT NULL,
+    trigger     TEXT NOT NULL,
+    dry_run     INTEGER NOT NULL,
+    status      TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    summary     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX runs_tenant ON runs (tenant, id);
+
+CREATE TABLE quarantine (
+    tenant      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    item_key    TEXT NOT NULL,
+    anchor      TEXT,
+    kind        TEXT,
+    dn          TEXT,
+    stage       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    plugin      TEXT,
+    run_id      INTEGER NOT NULL,
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL,
+    PRIMARY KEY (tenant, source, item_key)
+);
+
+CREATE TABLE source_state (
+    tenant      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (tenant, source, key)
+);
+"#,
+)];

@@ -1,0 +1,482 @@
+//! The embedded default store: one SQLite database in the data directory.
+
+mod migrations;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{ApplyStats, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Store, StoreError};
+use crate::diff::Snapshot;
+use crate::model::{Attributes, Stored, is_active};
+use crate::plan::{Change, Plan, PlannedObject};
+use crate::source::EntryKind;
+use crate::util::now_rfc3339;
+
+pub const DB_FILE: &str = "roster.db";
+
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn q(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
+    move |e| StoreError::Query { context, message: e.to_string() }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir` and migrates it.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let open_err = |message: String| StoreError::Open { path: dir.display().to_string(), message };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create the data directory: {e}")))?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(|e| open_err(e.to_string()))?;
+        // WAL: readers (CLI listings) never block a sync; NORMAL is durable at
+        // transaction boundaries in WAL mode, which is what apply needs.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+        )
+        .map_err(|e| open_err(e.to_string()))?;
+        let mut store = Self { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);",
+            )
+            .map_err(q("creating schema_migrations"))?;
+        let current: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .map_err(q("reading schema version"))?;
+        let latest = migrations::MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        if current > latest {
+            return Err(StoreError::Open {
+                path: self.path.display().to_string(),
+                message: format!(
+                    "the store has schema version {current}, newer than this roster supports ({latest}); upgrade roster"
+                ),
+            });
+        }
+        for (version, name, sql) in migrations::MIGRATIONS.iter().filter(|m| m.0 > current) {
+            let tx = self.conn.transaction().map_err(q("starting migration"))?;
+            tx.execute_batch(sql).map_err(q("running migration"))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![version, name, now_rfc3339()],
+            )
+            .map_err(q("recording migration"))?;
+            tx.commit().map_err(q("committing migration"))?;
+            tracing::info!(version, name, "store migrated");
+        }
+        Ok(())
+    }
+
+    fn load_objects(
+        &self,
+        sql: &str,
+        kind: EntryKind,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Stored>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(q("preparing object query"))?;
+        let rows = stmt
+            .query_map(args, |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, String>(7)?,
+                ))
+            })
+            .map_err(q("reading objects"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, source, anchor, dn, attrs, version, created_at, updated_at) =
+                row.map_err(q("reading object row"))?;
+            let attrs: Attributes = serde_json::from_str(&attrs)
+                .map_err(|e| StoreError::Corrupt(format!("{} {id}: attributes are not valid JSON: {e}", kind)))?;
+            out.push(Stored { id, kind, source, anchor, dn, attrs, version, created_at, updated_at });
+        }
+        Ok(out)
+    }
+}
+
+const USER_COLUMNS: &str = "id, source, anchor, dn, attrs, version, created_at, updated_at";
+
+/// Test hook: abort the process after this many object writes inside apply, to
+/// prove that a crash mid-apply leaves the store consistent.
+fn crash_after_writes() -> Option<u64> {
+    std::env::var("ROSTER_TEST_CRASH_AFTER_WRITES").ok().and_then(|v| v.parse().ok())
+}
+
+impl Store for SqliteStore {
+    fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?1, ?2)", params![tenant, now_rfc3339()])
+            .map_err(q("creating tenant"))?;
+        Ok(())
+    }
+
+    fn snapshot(&mut self, tenant: &str, source: &str) -> Result<Snapshot, StoreError> {
+        let mut snap = Snapshot::default();
+        let users = self.load_objects(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant = ?1 AND source = ?2"),
+            EntryKind::User,
+            &[&tenant, &source],
+        )?;
+        let groups = self.load_objects(
+            &format!("SELECT {USER_COLUMNS} FROM groups WHERE tenant = ?1 AND source = ?2"),
+            EntryKind::Group,
+            &[&tenant, &source],
+        )?;
+        snap.objects = users.into_iter().chain(groups).map(|o| (o.id.clone(), o)).collect::<HashMap<_, _>>();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT group_id, member_id FROM memberships WHERE tenant = ?1 AND source = ?2")
+            .map_err(q("preparing membership query"))?;
+        let rows = stmt
+            .query_map(params![tenant, source], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(q("reading memberships"))?;
+        snap.memberships = rows.collect::<Result<HashSet<_>, _>>().map_err(q("reading membership row"))?;
+        Ok(snap)
+    }
+
+    fn begin_run(&mut self, tenant: &str, trigger: &str, dry_run: bool) -> Result<i64, StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn
+            .execute(
+                "INSERT INTO runs (tenant, trigger, dry_run, status, started_at) VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![tenant, trigger, dry_run, now_rfc3339()],
+            )
+            .map_err(q("recording run start"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn finish_run(&mut self, run_id: i64, outcome: &RunOutcome) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
+                params![run_id, outcome.status, now_rfc3339(), outcome.summary.to_string()],
+            )
+            .map_err(q("recording run end"))?;
+        Ok(())
+    }
+
+    fn runs(&mut self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, tenant, trigger, dry_run, status, started_at, finished_at, summary FROM runs WHERE tenant = ?1 ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(q("preparing runs query"))?;
+        let rows = stmt
+            .query_map(params![tenant, limit], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    trigger: r.get(2)?,
+                    dry_run: r.get(3)?,
+                    status: r.get(4)?,
+                    started_at: r.get(5)?,
+                    finished_at: r.get(6)?,
+                    summary: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .map_err(q("reading runs"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(q("reading run row"))
+    }
+
+    fn apply(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError> {
+        let tenant = plan.tenant.as_str();
+        self.ensure_tenant(tenant)?;
+        let crash_at = crash_after_writes();
+        let now = now_rfc3339();
+        let tx = self.conn.transaction().map_err(q("starting apply"))?;
+        let mut written = 0u64;
+        let wrote = |written: &mut u64| {
+            *written += 1;
+            if crash_at == Some(*written) {
+                eprintln!("ROSTER_TEST_CRASH_AFTER_WRITES: aborting after {written} writes (run {run_id})");
+                std::process::abort();
+            }
+        };
+        for sp in &plan.sources {
+            let source = sp.source.as_str();
+            for change in &sp.changes {
+                match change {
+                    Change::Create { object } => {
+                        insert_object(&tx, tenant, source, object, &now)?;
+                    }
+                    Change::Update { object, from_version, .. } => {
+                        let n = update_object(&tx, tenant, object, *from_version, &now)?;
+                        if n == 0 {
+                            return Err(StoreError::Conflict {
+                                id: object.id.clone(),
+                                label: label(object),
+                                expected: *from_version,
+                            });
+                        }
+                    }
+                    Change::Delete { id, kind, .. } => {
+                        let table = table(*kind);
+                        tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1 AND id = ?2"), params![tenant, id])
+                            .map_err(q("deleting object"))?;
+                        tx.execute(
+                            "DELETE FROM memberships WHERE tenant = ?1 AND (group_id = ?2 OR member_id = ?2)",
+                            params![tenant, id],
+                        )
+                        .map_err(q("deleting memberships of a deleted object"))?;
+                    }
+                }
+                wrote(&mut written);
+            }
+            {
+                let mut add = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO memberships (tenant, source, group_id, member_id, member_kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(q("preparing membership insert"))?;
+                let mut remove = tx
+                    .prepare_cached("DELETE FROM memberships WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3")
+                    .map_err(q("preparing membership delete"))?;
+                for m in &sp.memberships {
+                    if m.add {
+                        add.execute(params![tenant, source, m.group_id, m.member_id, m.member_kind.as_str()])
+                            .map_err(q("adding membership"))?;
+                    } else {
+                        remove.execute(params![tenant, m.group_id, m.member_id]).map_err(q("removing membership"))?;
+                    }
+                    wrote(&mut written);
+                }
+            }
+        }
+        tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
+        tx.commit().map_err(q("committing apply"))?;
+        Ok(ApplyStats { rows_written: written })
+    }
+
+    fn record_quarantine(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        run_id: i64,
+        items: &[QuarantineItem],
+        complete: bool,
+    ) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        let now = now_rfc3339();
+        let tx = self.conn.transaction().map_err(q("starting quarantine update"))?;
+        if complete {
+            tx.execute("UPDATE quarantine SET run_id = -1 WHERE tenant = ?1 AND source = ?2", params![tenant, source])
+                .map_err(q("marking quarantine"))?;
+        }
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO quarantine (tenant, source, item_key, anchor, kind, dn, stage, reason, plugin, run_id, first_seen, last_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)
+                     ON CONFLICT (tenant, source, item_key) DO UPDATE SET
+                        anchor = excluded.anchor, kind = excluded.kind, dn = excluded.dn, stage = excluded.stage,
+                        reason = excluded.reason, plugin = excluded.plugin, run_id = excluded.run_id, last_seen = excluded.last_seen",
+                )
+                .map_err(q("preparing quarantine upsert"))?;
+            for it in items {
+                let key = it
+                    .anchor
+                    .as_deref()
+                    .map(|a| format!("anchor:{a}"))
+                    .or_else(|| it.dn.as_deref().map(|d| format!("dn:{}", crate::dn::normalize_dn(d))))
+                    .unwrap_or_else(|| format!("reason:{}", it.reason));
+                upsert
+                    .execute(params![
+                        tenant,
+                        source,
+                        key,
+                        it.anchor,
+                        it.kind.map(|k| k.as_str()),
+                        it.dn,
+                        it.stage,
+                        it.reason,
+                        it.plugin,
+                        run_id,
+                        now
+                    ])
+                    .map_err(q("recording quarantine"))?;
+            }
+        }
+        if complete {
+            tx.execute(
+                "DELETE FROM quarantine WHERE tenant = ?1 AND source = ?2 AND run_id = -1",
+                params![tenant, source],
+            )
+            .map_err(q("clearing resolved quarantine"))?;
+        }
+        tx.commit().map_err(q("committing quarantine"))?;
+        Ok(())
+    }
+
+    fn quarantine(&mut self, tenant: &str) -> Result<Vec<QuarantineRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT source, anchor, kind, dn, stage, reason, plugin, first_seen, last_seen, run_id
+                 FROM quarantine WHERE tenant = ?1 ORDER BY source, dn, anchor",
+            )
+            .map_err(q("preparing quarantine query"))?;
+        let rows = stmt
+            .query_map(params![tenant], |r| {
+                let kind: Option<String> = r.get(2)?;
+                Ok(QuarantineRecord {
+                    item: QuarantineItem {
+                        source: r.get(0)?,
+                        anchor: r.get(1)?,
+                        kind: kind.as_deref().map(|k| if k == "group" { EntryKind::Group } else { EntryKind::User }),
+                        dn: r.get(3)?,
+                        stage: r.get(4)?,
+                        reason: r.get(5)?,
+                        plugin: r.get(6)?,
+                    },
+                    first_seen: r.get(7)?,
+                    last_seen: r.get(8)?,
+                    run_id: r.get(9)?,
+                })
+            })
+            .map_err(q("reading quarantine"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(q("reading quarantine row"))
+    }
+
+    fn users(&mut self, tenant: &str) -> Result<Vec<Stored>, StoreError> {
+        self.load_objects(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant = ?1 ORDER BY user_name, id"),
+            EntryKind::User,
+            &[&tenant],
+        )
+    }
+
+    fn groups(&mut self, tenant: &str) -> Result<Vec<Stored>, StoreError> {
+        self.load_objects(
+            &format!("SELECT {USER_COLUMNS} FROM groups WHERE tenant = ?1 ORDER BY display_name, id"),
+            EntryKind::Group,
+            &[&tenant],
+        )
+    }
+
+    fn memberships(&mut self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT group_id, member_id FROM memberships WHERE tenant = ?1 ORDER BY group_id, member_id",
+            )
+            .map_err(q("preparing membership query"))?;
+        let rows = stmt
+            .query_map(params![tenant], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(q("reading memberships"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(q("reading membership row"))
+    }
+
+    fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM source_state WHERE tenant = ?1 AND source = ?2 AND key = ?3",
+                params![tenant, source, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q("reading source state"))
+    }
+
+    fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        self.ensure_tenant(tenant)?;
+        self.conn
+            .execute(
+                "INSERT INTO source_state (tenant, source, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant, source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![tenant, source, key, value, now_rfc3339()],
+            )
+            .map_err(q("writing source state"))?;
+        Ok(())
+    }
+}
+
+fn table(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::User => "users",
+        EntryKind::Group => "groups",
+    }
+}
+
+fn label(o: &PlannedObject) -> String {
+    let key = if o.kind == EntryKind::User { "userName" } else { "displayName" };
+    o.attrs.get(key).and_then(|v| v.first()).cloned().unwrap_or_else(|| o.anchor.clone())
+}
+
+fn first(attrs: &BTreeMap<String, Vec<String>>, key: &str) -> Option<String> {
+    attrs.get(key).and_then(|v| v.first()).cloned()
+}
+
+fn insert_object(
+    tx: &rusqlite::Transaction<'_>,
+    tenant: &str,
+    source: &str,
+    o: &PlannedObject,
+    now: &str,
+) -> Result<(), StoreError> {
+    let attrs = serde_json::to_string(&o.attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    match o.kind {
+        EntryKind::User => tx
+            .prepare_cached(
+                "INSERT INTO users (tenant, id, source, anchor, dn, user_name, active, attrs, version, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![tenant, o.id, source, o.anchor, o.dn, first(&o.attrs, "userName"), is_active(&o.attrs), attrs, now])
+            }),
+        EntryKind::Group => tx
+            .prepare_cached(
+                "INSERT INTO groups (tenant, id, source, anchor, dn, display_name, attrs, version, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
+            )
+            .and_then(|mut s| s.execute(params![tenant, o.id, source, o.anchor, o.dn, first(&o.attrs, "displayName"), attrs, now])),
+    }
+    .map_err(q("inserting object"))?;
+    Ok(())
+}
+
+fn update_object(
+    tx: &rusqlite::Transaction<'_>,
+    tenant: &str,
+    o: &PlannedObject,
+    from_version: i64,
+    now: &str,
+) -> Result<usize, StoreError> {
+    let attrs = serde_json::to_string(&o.attrs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    match o.kind {
+        EntryKind::User => tx
+            .prepare_cached(
+                "UPDATE users SET dn = ?3, user_name = ?4, active = ?5, attrs = ?6, version = version + 1, updated_at = ?7
+                 WHERE tenant = ?1 AND id = ?2 AND version = ?8",
+            )
+            .and_then(|mut s| {
+                s.execute(params![tenant, o.id, o.dn, first(&o.attrs, "userName"), is_active(&o.attrs), attrs, now, from_version])
+            }),
+        EntryKind::Group => tx
+            .prepare_cached(
+                "UPDATE groups SET dn = ?3, display_name = ?4, attrs = ?5, version = version + 1, updated_at = ?6
+                 WHERE tenant = ?1 AND id = ?2 AND version = ?7",
+            )
+            .and_then(|mut s| s.execute(params![tenant, o.id, o.dn, first(&o.attrs, "displayName"), attrs, now, from_version])),
+    }
+    .map_err(q("updating object"))
+}

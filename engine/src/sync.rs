@@ -1,0 +1,632 @@
+//! One sync run of a tenant: the pipeline, start to end.
+//!
+//! ```text
+//! source ─► scope (OU) ─► mapper plugin ─► resolve members ─► scope (groups)
+//!        ─► diff against the store ─► plan ─► guard-rails ─► apply (one transaction)
+//! ```
+//!
+//! Deletes are planned only from a complete read; entries that fail to map are
+//! quarantined and protected from deletion; if too many fail, the run aborts
+//! before apply.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::{Config, SourceConfig, TenantConfig};
+use crate::diff::{DesiredState, diff};
+use crate::dn::normalize_dn;
+use crate::mapping::{Mapped, MappingStage};
+use crate::model::{Desired, object_id};
+use crate::plan::{GuardrailBlock, Plan, PlanCounts};
+use crate::plugin_host::{
+    MapOutcome, MapperInstance, PluginBinary, PluginError, PluginHost, PluginIdentity, SandboxLimits,
+};
+use crate::scope::{OuScope, group_scope};
+use crate::source::{
+    EntryKind, MemberRef, ReadSummary, Source, SourceEntry, SourceError, SourceItem, ldap::LdapSource, ldif::LdifSource,
+};
+use crate::store::{QuarantineItem, RunOutcome, Store, StoreError};
+
+/// Failures below this count never abort a run early, whatever the share:
+/// the first entries are too few to judge the plugin by.
+const EARLY_ABORT_MIN_FAILURES: u64 = 10;
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    pub dry_run: bool,
+    pub allow_deletes: bool,
+    /// Who or what started the run: `cli`, `schedule`, …
+    pub trigger: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    Applied,
+    NoChanges,
+    DryRun,
+    /// The delete guard-rail stopped the plan; nothing was applied.
+    Blocked(GuardrailBlock),
+    /// Too many entries failed to map; nothing was applied.
+    Aborted(String),
+    /// A source could not be read completely: what was read was applied, no deletes.
+    Partial(Vec<String>),
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RunStatus::Applied => "applied",
+            RunStatus::NoChanges => "no-changes",
+            RunStatus::DryRun => "dry-run",
+            RunStatus::Blocked(_) => "blocked",
+            RunStatus::Aborted(_) => "aborted",
+            RunStatus::Partial(_) => "partial",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceReport {
+    pub source: String,
+    pub kind: String,
+    pub read: ReadSummaryView,
+    pub mapped: u64,
+    pub skipped: u64,
+    pub quarantined: u64,
+    pub out_of_scope: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReadSummaryView {
+    pub users: u64,
+    pub groups: u64,
+    pub rejected: u64,
+    pub requests: u64,
+}
+
+impl From<&ReadSummary> for ReadSummaryView {
+    fn from(r: &ReadSummary) -> Self {
+        Self { users: r.users, groups: r.groups, rejected: r.rejected, requests: r.requests }
+    }
+}
+
+/// Everything a run did, for the CLI and the run record.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub tenant: String,
+    pub run_id: Option<i64>,
+    pub status: RunStatus,
+    pub plan: Plan,
+    pub counts: PlanCounts,
+    pub sources: Vec<SourceReport>,
+    pub plugins: Vec<PluginIdentity>,
+    pub elapsed_ms: u128,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("tenant '{tenant}': {source}")]
+    Source { tenant: String, source: SourceError },
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("tenant '{tenant}': {message}")]
+    Setup { tenant: String, message: String },
+}
+
+/// Progress callbacks for a terminal progress bar.
+pub trait Progress {
+    fn entries(&self, _source: &str, _count: u64) {}
+}
+
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// The mapper plugin a tenant runs, with its configuration.
+pub fn tenant_mapper(config: &Config, tenant: &TenantConfig) -> Result<(PluginBinary, toml::Table), SyncError> {
+    match &tenant.plugins.mapper {
+        Some(p) => {
+            let path = config.resolve_path(p.path());
+            let binary = PluginBinary::from_file(&path).map_err(|e| SyncError::Setup {
+                tenant: tenant.id.clone(),
+                message: format!("cannot read mapper plugin {}: {e}", path.display()),
+            })?;
+            Ok((binary, p.config()))
+        }
+        None => {
+            let mut table = toml::Table::new();
+            let to_table = |m: &std::collections::BTreeMap<String, String>| {
+                toml::Value::Table(m.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect())
+            };
+            if let Some(m) = &tenant.mapping {
+                table.insert("user".into(), to_table(m));
+            }
+            if let Some(m) = &tenant.group_mapping {
+                table.insert("group".into(), to_table(m));
+            }
+            Ok((PluginBinary::builtin_declarative_mapper(), table))
+        }
+    }
+}
+
+pub fn sandbox_limits(tenant: &TenantConfig) -> SandboxLimits {
+    SandboxLimits {
+        memory_bytes: (tenant.limits.plugin_memory_mb as usize).saturating_mul(1024 * 1024),
+        call_timeout_ms: tenant.limits.plugin_call_timeout_ms,
+    }
+}
+
+/// Instantiates the tenant's mapper (this also validates its configuration).
+pub fn instantiate_mapper(
+    config: &Config,
+    tenant: &TenantConfig,
+    host: &PluginHost,
+) -> Result<MapperInstance, SyncError> {
+    let (binary, plugin_config) = tenant_mapper(config, tenant)?;
+    let loaded = host.load_mapper(&tenant.id, &binary)?;
+    Ok(MapperInstance::new(host, loaded, &tenant.id, sandbox_limits(tenant), &plugin_config)?)
+}
+
+/// Opens a source: resolves its secrets and builds the reader. Connects nothing yet.
+pub fn open_source(
+    config: &Config,
+    tenant: &TenantConfig,
+    source: &SourceConfig,
+) -> Result<Box<dyn Source>, SyncError> {
+    let wrap = |source: SourceError| SyncError::Source { tenant: tenant.id.clone(), source };
+    match source {
+        SourceConfig::Ldif(c) => Ok(Box::new(LdifSource::new(c, &config.base_dir).map_err(wrap)?)),
+        SourceConfig::Ldap(c) => {
+            let password = match &c.bind_password {
+                Some(r) => Some(r.resolve(&config.base_dir).map_err(|e| SyncError::Setup {
+                    tenant: tenant.id.clone(),
+                    message: format!("source '{}': bind_password: {e}", c.name),
+                })?),
+                None => None,
+            };
+            Ok(Box::new(LdapSource::new(c, &config.base_dir, password).map_err(wrap)?))
+        }
+    }
+}
+
+/// What reading and mapping one source produced.
+struct SourceOutcome {
+    desired: DesiredState,
+    quarantine: Vec<QuarantineItem>,
+    report: SourceReport,
+    aborted: Option<String>,
+}
+
+/// Runs one tenant's sync.
+pub fn sync_tenant(
+    config: &Config,
+    tenant: &TenantConfig,
+    store: &mut dyn Store,
+    host: &PluginHost,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<RunReport, SyncError> {
+    let started = Instant::now();
+    let mut mapping = MappingStage::new(instantiate_mapper(config, tenant, host)?, tenant.limits.plugin_batch_size);
+    let plugins = vec![mapping.plugin().clone()];
+    let run_id = if opts.dry_run { None } else { Some(store.begin_run(&tenant.id, &opts.trigger, false)?) };
+
+    let mut plan = Plan { tenant: tenant.id.clone(), sources: Vec::new() };
+    let mut reports = Vec::new();
+    let mut partial = Vec::new();
+    let mut aborted = None;
+    let mut quarantines = Vec::new();
+
+    for source_cfg in &tenant.sources {
+        let outcome = read_and_map(config, tenant, source_cfg, &mut mapping, progress);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                if let Some(id) = run_id {
+                    let _ = store.finish_run(
+                        id,
+                        &RunOutcome { status: "failed".into(), summary: json!({ "error": e.to_string() }) },
+                    );
+                }
+                return Err(e);
+            }
+        };
+        if let Some(err) = &outcome.report.error {
+            partial.push(err.clone());
+        }
+        let stop = outcome.aborted.is_some();
+        if stop && aborted.is_none() {
+            aborted = outcome.aborted.clone();
+        }
+        let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
+        plan.sources.push(diff(source_cfg.name(), &snapshot, &outcome.desired));
+        quarantines.push((source_cfg.name().to_string(), outcome.desired.read_complete, outcome.quarantine));
+        reports.push(outcome.report);
+        if stop {
+            break;
+        }
+    }
+
+    let counts = plan.counts();
+    let status = if let Some(reason) = aborted {
+        RunStatus::Aborted(reason)
+    } else if opts.dry_run {
+        RunStatus::DryRun
+    } else if let Some(block) = plan.guardrail(&tenant.safety).filter(|_| !opts.allow_deletes) {
+        RunStatus::Blocked(block)
+    } else {
+        if !counts.is_empty() {
+            if let Some(id) = run_id {
+                store.apply(&plan, id)?;
+            }
+        }
+        if !partial.is_empty() {
+            RunStatus::Partial(partial.clone())
+        } else if counts.is_empty() {
+            RunStatus::NoChanges
+        } else {
+            RunStatus::Applied
+        }
+    };
+
+    if let Some(id) = run_id {
+        for (source, complete, items) in &quarantines {
+            store.record_quarantine(&tenant.id, source, id, items, *complete)?;
+        }
+        let summary = json!({
+            "counts": counts,
+            "sources": reports,
+            "plugins": plugins.iter().map(|p| json!({"name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
+            "allow_deletes": opts.allow_deletes,
+            "detail": match &status {
+                RunStatus::Blocked(b) => b.to_string(),
+                RunStatus::Aborted(r) => r.clone(),
+                RunStatus::Partial(p) => p.join("; "),
+                _ => String::new(),
+            },
+        });
+        store.finish_run(id, &RunOutcome { status: status.as_str().into(), summary })?;
+    }
+
+    Ok(RunReport {
+        tenant: tenant.id.clone(),
+        run_id,
+        status,
+        counts,
+        plan,
+        sources: reports,
+        plugins,
+        elapsed_ms: started.elapsed().as_millis(),
+    })
+}
+
+/// Reads one source, maps every in-scope entry, resolves memberships.
+fn read_and_map(
+    config: &Config,
+    tenant: &TenantConfig,
+    source_cfg: &SourceConfig,
+    mapping: &mut MappingStage,
+    progress: &dyn Progress,
+) -> Result<SourceOutcome, SyncError> {
+    let source_name = source_cfg.name().to_string();
+    let scope = source_cfg.scope();
+    let ou_scope = OuScope::new(&scope).map_err(|message| SyncError::Setup { tenant: tenant.id.clone(), message })?;
+    let mut source = open_source(config, tenant, source_cfg)?;
+    let plugin_label = mapping.plugin().to_string();
+
+    let mut acc = Accumulator {
+        tenant: &tenant.id,
+        source: &source_name,
+        plugin_label,
+        max_failed_percent: tenant.limits.max_failed_percent,
+        desired: HashMap::new(),
+        members: HashMap::new(),
+        dn_index: HashMap::new(),
+        anchor_index: HashMap::new(),
+        protected: HashSet::new(),
+        protected_dns: HashSet::new(),
+        quarantine: Vec::new(),
+        report: SourceReport { source: source_name.clone(), kind: source_cfg.kind().into(), ..Default::default() },
+        seen: 0,
+        failed: 0,
+        aborted: None,
+    };
+
+    let mut plugin_fatal: Option<PluginError> = None;
+    let read_result = {
+        let mut sink = |item: SourceItem| -> Result<(), String> {
+            match item {
+                SourceItem::Rejected { dn, anchor, kind, reason } => {
+                    acc.reject(dn, anchor, kind, "read", reason, None);
+                }
+                SourceItem::Entry(entry) => {
+                    if !ou_scope.contains(entry.dn.as_deref()) {
+                        acc.report.out_of_scope += 1;
+                        return Ok(());
+                    }
+                    acc.seen += 1;
+                    if acc.seen % 1000 == 0 {
+                        progress.entries(acc.source, acc.seen);
+                    }
+                    match mapping.push(entry) {
+                        Ok(done) => acc.take(done),
+                        Err(e) => {
+                            let msg = e.to_string();
+                            plugin_fatal = Some(e);
+                            return Err(msg);
+                        }
+                    }
+                }
+            }
+            if let Some(reason) = acc.should_abort(false) {
+                acc.aborted = Some(reason.clone());
+                return Err(reason);
+            }
+            Ok(())
+        };
+        source.read(&mut sink)
+    };
+    if let Some(e) = plugin_fatal {
+        return Err(SyncError::Plugin(e));
+    }
+    if acc.aborted.is_some() {
+        mapping.discard();
+    } else {
+        match mapping.flush() {
+            Ok(done) => acc.take(done),
+            Err(e) => return Err(SyncError::Plugin(e)),
+        }
+    }
+    progress.entries(acc.source, acc.seen);
+
+    let read_complete = match &read_result {
+        Ok(summary) => {
+            acc.report.read = summary.into();
+            acc.aborted.is_none()
+        }
+        Err(SourceError::Stopped { .. }) => false,
+        Err(e) => {
+            tracing::error!(tenant = %tenant.id, source = %source_name, error = %e, "source read failed; no deletes will be planned");
+            acc.report.error = Some(e.to_string());
+            false
+        }
+    };
+    if acc.aborted.is_none() {
+        if let Some(reason) = acc.should_abort(true) {
+            acc.aborted = Some(reason);
+        }
+    }
+    // A read that failed before producing anything is an error, not a partial success.
+    if let Err(e) = read_result {
+        if acc.seen == 0 && acc.aborted.is_none() && !matches!(e, SourceError::Stopped { .. }) {
+            return Err(SyncError::Source { tenant: tenant.id.clone(), source: e });
+        }
+    }
+
+    let Accumulator {
+        desired,
+        members,
+        dn_index,
+        anchor_index,
+        protected,
+        protected_dns,
+        mut quarantine,
+        mut report,
+        aborted,
+        ..
+    } = acc;
+
+    // Resolve member references to ids; nested groups are plain group→group edges.
+    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+    let mut memberships = HashSet::new();
+    for (group_id, refs) in &members {
+        for r in refs {
+            let target = match r {
+                MemberRef::Dn(dn) => dn_index.get(&normalize_dn(dn)).cloned(),
+                MemberRef::Anchor(a) => anchor_index.get(a).cloned(),
+            };
+            match target {
+                Some(member_id) if desired.contains_key(&member_id) => {
+                    edges.entry(group_id.clone()).or_default().push(member_id.clone());
+                    memberships.insert((group_id.clone(), member_id));
+                }
+                Some(_) => {} // member quarantined or skipped: its stored memberships are protected or go with it
+                None => {
+                    tracing::debug!(tenant = %tenant.id, source = %source_name, group = %group_id, member = ?r, "member not found in the source's scope")
+                }
+            }
+        }
+    }
+
+    let mut desired = desired;
+    if !scope.groups.is_empty() {
+        let roots: Vec<String> = scope
+            .groups
+            .iter()
+            .filter_map(|g| {
+                let by_dn = dn_index.get(&normalize_dn(g)).cloned();
+                let by_name = || {
+                    desired
+                        .values()
+                        .find(|d| d.kind == EntryKind::Group && d.attrs.get("displayName").and_then(|v| v.first()).is_some_and(|n| n.eq_ignore_ascii_case(g)))
+                        .map(|d| d.id.clone())
+                };
+                let found = by_dn.or_else(by_name);
+                if found.is_none() {
+                    tracing::warn!(tenant = %tenant.id, source = %source_name, group = %g, "scope group not found in the source");
+                }
+                found
+            })
+            .collect();
+        if roots.is_empty() && read_complete {
+            // An empty scope would delete everything; that is never what a typo means.
+            return Err(SyncError::Setup {
+                tenant: tenant.id.clone(),
+                message: format!(
+                    "source '{source_name}': none of the scope_groups {:?} was found; refusing to treat the whole source as out of scope",
+                    scope.groups
+                ),
+            });
+        }
+        let keep = group_scope(&roots, &edges);
+        let before = desired.len();
+        desired.retain(|id, _| keep.contains(id));
+        report.out_of_scope += (before - desired.len()) as u64;
+        memberships.retain(|(g, m)| desired.contains_key(g) && desired.contains_key(m));
+    }
+
+    // Two entries claiming the same anchor is a source bug; keep the first, quarantine the rest (recorded in `take`).
+    quarantine.sort_by(|a, b| (&a.dn, &a.anchor).cmp(&(&b.dn, &b.anchor)));
+    report.mapped = desired.len() as u64;
+    report.quarantined = quarantine.len() as u64;
+    Ok(SourceOutcome {
+        desired: DesiredState {
+            objects: desired,
+            memberships,
+            protected,
+            protected_dns,
+            read_complete: read_complete && aborted.is_none(),
+        },
+        quarantine,
+        report,
+        aborted,
+    })
+}
+
+struct Accumulator<'a> {
+    tenant: &'a str,
+    source: &'a str,
+    plugin_label: String,
+    max_failed_percent: f64,
+    desired: HashMap<String, Desired>,
+    /// Group id → its member references, resolved after the read.
+    members: HashMap<String, Vec<MemberRef>>,
+    /// Normalized DN → id of every entry seen (mapped or not).
+    dn_index: HashMap<String, String>,
+    anchor_index: HashMap<String, String>,
+    protected: HashSet<String>,
+    protected_dns: HashSet<String>,
+    quarantine: Vec<QuarantineItem>,
+    report: SourceReport,
+    seen: u64,
+    failed: u64,
+    aborted: Option<String>,
+}
+
+impl Accumulator<'_> {
+    fn reject(
+        &mut self,
+        dn: Option<String>,
+        anchor: Option<String>,
+        kind: Option<EntryKind>,
+        stage: &str,
+        reason: String,
+        plugin: Option<String>,
+    ) {
+        if let Some(a) = &anchor {
+            // Protect both kinds when the kind is unknown: better to keep a stale
+            // object than to delete a live one because its entry was unreadable.
+            let kinds: &[EntryKind] = match kind {
+                Some(EntryKind::User) => &[EntryKind::User],
+                Some(EntryKind::Group) => &[EntryKind::Group],
+                None => &[EntryKind::User, EntryKind::Group],
+            };
+            for k in kinds {
+                self.protected.insert(object_id(self.tenant, self.source, *k, a));
+            }
+        } else if let Some(d) = &dn {
+            // Without an anchor we cannot tell which stored object this was;
+            // protect whatever is stored under this DN rather than delete it.
+            self.protected_dns.insert(normalize_dn(d));
+        }
+        if stage != "read" {
+            self.failed += 1;
+        }
+        tracing::warn!(tenant = self.tenant, source = self.source, dn = ?dn, anchor = ?anchor, stage, %reason, "entry quarantined");
+        self.quarantine.push(QuarantineItem {
+            source: self.source.to_string(),
+            anchor,
+            kind,
+            dn,
+            stage: stage.into(),
+            reason,
+            plugin,
+        });
+    }
+
+    fn take(&mut self, done: Vec<(SourceEntry, Mapped)>) {
+        for (entry, result) in done {
+            let id = object_id(self.tenant, self.source, entry.kind, &entry.anchor);
+            if let Some(dn) = &entry.dn {
+                self.dn_index.insert(normalize_dn(dn), id.clone());
+            }
+            self.anchor_index.insert(entry.anchor.clone(), id.clone());
+            match result {
+                Mapped::Ok(MapOutcome::Mapped { kind, attrs }) => {
+                    if kind != entry.kind {
+                        let reason =
+                            format!("plugin mapped a {} entry to a {kind}; the kind cannot change", entry.kind);
+                        let plugin = Some(self.plugin_label.clone());
+                        self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "map", reason, plugin);
+                        continue;
+                    }
+                    if self.desired.contains_key(&id) {
+                        let reason = format!("another entry in this source has the same anchor '{}'", entry.anchor);
+                        self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "read", reason, None);
+                        continue;
+                    }
+                    if entry.kind == EntryKind::Group && !entry.members.is_empty() {
+                        self.members.insert(id.clone(), entry.members);
+                    }
+                    self.desired.insert(
+                        id.clone(),
+                        Desired {
+                            id,
+                            kind,
+                            source: self.source.to_string(),
+                            anchor: entry.anchor,
+                            dn: entry.dn,
+                            attrs,
+                        },
+                    );
+                }
+                Mapped::Ok(MapOutcome::Skip(reason)) => {
+                    tracing::debug!(tenant = self.tenant, source = self.source, anchor = %entry.anchor, %reason, "entry skipped by the mapper");
+                    self.report.skipped += 1;
+                }
+                Mapped::Ok(MapOutcome::Error(message)) => {
+                    let reason = format!("plugin {}: {message}", self.plugin_label);
+                    let plugin = Some(self.plugin_label.clone());
+                    self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "map", reason, plugin);
+                }
+                Mapped::Failed(message) => {
+                    let plugin = Some(self.plugin_label.clone());
+                    self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "map", message, plugin);
+                }
+            }
+        }
+    }
+
+    /// `Some(reason)` when the failure share says the plugin, not the data, is broken.
+    fn should_abort(&self, final_check: bool) -> Option<String> {
+        if self.failed == 0 || self.seen == 0 {
+            return None;
+        }
+        if !final_check && self.failed < EARLY_ABORT_MIN_FAILURES {
+            return None;
+        }
+        let percent = self.failed as f64 * 100.0 / self.seen as f64;
+        (percent > self.max_failed_percent).then(|| {
+            format!(
+                "{} of {} entries ({percent:.1}%) of source '{}' failed to map, over limits.max_failed_percent = {}; the run was aborted before apply. See `roster quarantine list --tenant {}`",
+                self.failed, self.seen, self.source, self.max_failed_percent, self.tenant
+            )
+        })
+    }
+}

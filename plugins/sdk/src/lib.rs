@@ -1,0 +1,433 @@
+//! Write Roster mapping plugins in a few lines of Rust.
+//!
+//! A Roster plugin is a WebAssembly component implementing the `mapper` world
+//! of WIT package `roster:plugin@0.1.0` (`wit/` at the root of the Roster
+//! repository). This crate runs the bindings generator for you and hides the
+//! wire details: implement [`Mapper`], call [`export_mapper!`], build for
+//! `wasm32-wasip2`, and the result is the component.
+//!
+//! ```
+//! use roster_plugin_sdk::prelude::*;
+//!
+//! struct Upper;
+//!
+//! impl Mapper for Upper {
+//!     fn init(_config: &Config) -> Result<Self, Vec<ConfigError>> {
+//!         Ok(Upper)
+//!     }
+//!
+//!     fn map(&mut self, entry: &Entry<'_>) -> MapResult {
+//!         let Some(uid) = entry.first_str("uid") else {
+//!             return MapResult::skip("no uid");
+//!         };
+//!         Output::for_entry(entry)
+//!             .set("userName", uid.to_lowercase())
+//!             .set_opt("displayName", entry.first_str("cn").map(str::to_uppercase))
+//!             .finish()
+//!     }
+//! }
+//!
+//! roster_plugin_sdk::export_mapper!(Upper);
+//! ```
+//!
+//! `Cargo.toml` of the plugin:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]          # add "rlib" to unit-test it natively
+//!
+//! [dependencies]
+//! roster-plugin-sdk = { path = "…/plugins/sdk" }
+//! ```
+//!
+//! and `cargo build --release --target wasm32-wasip2` emits
+//! `target/wasm32-wasip2/release/<crate>.wasm`, a component.
+//!
+//! # Life cycle
+//!
+//! The host calls `init` once per instance with the tenant's configuration
+//! ([`Config`]); the value [`Mapper::init`] returns is kept for the life of the
+//! instance and every batch of entries is handed to [`Mapper::map`] one entry at
+//! a time, in order. `map` before a successful `init` answers every entry with
+//! an error. An entry whose packed attributes are malformed gets an error
+//! result without reaching `map`.
+//!
+//! A panic, an infinite loop or an allocation storm does not take the host down:
+//! the instance traps, is killed or hits its limits, and the host reports the
+//! plugin as failed.
+//!
+//! # Lower level
+//!
+//! [`raw`] exposes the generated WIT types and [`export_guest!`] exports a raw
+//! `Guest` implementation, for plugins that need control over whole batches.
+
+pub mod config;
+pub mod entry;
+pub mod log;
+pub mod output;
+
+pub use config::{Config, ConfigError, ConfigValue};
+pub use entry::{Entry, EntryKind};
+pub use output::{MapResult, Mapped, Output};
+pub use roster_wire;
+pub use roster_wire::{Attr, Attrs};
+
+/// Bindings generated from the WIT (`wit_bindgen::generate!`). Prefer the types
+/// at the crate root; [`raw`] re-exports what is useful from here.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "mapper",
+        path: "../../wit",
+        pub_export_macro: true,
+        default_bindings_module: "roster_plugin_sdk::bindings",
+        export_macro_name: "__export_mapper_world",
+    });
+}
+
+/// The WIT-level interface, for plugins that want whole batches (see
+/// [`export_guest!`]). The conversions between these types and the friendly
+/// ones are [`Config::from_raw`], [`Entry::from_raw`], [`MapResult::into_raw`],
+/// [`ConfigError::into_raw`] and [`PluginInfo::into_raw`].
+pub mod raw {
+    /// The trait a raw guest implements: `init` and `map` exactly as in the WIT.
+    pub use crate::bindings::Guest;
+    pub use crate::bindings::roster::plugin::host::{LogLevel, log};
+    pub use crate::bindings::roster::plugin::types::{
+        Config, ConfigError, ConfigValue, Entry, EntryKind, MapResult, Mapped, PluginInfo,
+    };
+}
+
+/// Everything a plugin usually needs: `use roster_plugin_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::log;
+    pub use crate::{
+        Config, ConfigError, ConfigValue, Entry, EntryKind, MapResult, Mapped, Mapper, Output, PluginInfo,
+        export_mapper, plugin_info,
+    };
+}
+
+/// A mapping plugin.
+///
+/// One value of the implementing type lives per plugin instance, created by
+/// [`Mapper::init`]; export the type with [`export_mapper!`].
+pub trait Mapper: Sized + 'static {
+    /// Validates the configuration and builds the instance. Report every
+    /// problem found, not just the first: `roster config check` shows them all.
+    fn init(config: &Config) -> Result<Self, Vec<ConfigError>>;
+
+    /// The plugin's name and version, reported after a successful `init`.
+    /// Defaults to the crate's package name and version ([`PluginInfo::package`]).
+    fn info(&self) -> PluginInfo {
+        PluginInfo::package()
+    }
+
+    /// Maps one entry. Called once per entry, in batch order.
+    fn map(&mut self, entry: &Entry<'_>) -> MapResult;
+}
+
+/// What a plugin says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub name: String,
+    pub version: String,
+}
+
+thread_local! {
+    static PACKAGE: std::cell::Cell<(&'static str, &'static str)> =
+        const { std::cell::Cell::new(("unknown", "0.0.0")) };
+}
+
+impl PluginInfo {
+    pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
+        Self { name: name.into(), version: version.into() }
+    }
+
+    /// The package name and version of the crate that called
+    /// [`export_mapper!`] (`"unknown"`, `"0.0.0"` outside an exported plugin;
+    /// use [`plugin_info!`] for the calling crate's own).
+    pub fn package() -> Self {
+        let (name, version) = PACKAGE.with(std::cell::Cell::get);
+        Self::new(name, version)
+    }
+
+    pub fn into_raw(self) -> raw::PluginInfo {
+        raw::PluginInfo { name: self.name, version: self.version }
+    }
+}
+
+/// `PluginInfo` with the calling crate's `CARGO_PKG_NAME` and `CARGO_PKG_VERSION`.
+#[macro_export]
+macro_rules! plugin_info {
+    () => {
+        $crate::PluginInfo::new(::core::env!("CARGO_PKG_NAME"), ::core::env!("CARGO_PKG_VERSION"))
+    };
+}
+
+/// Exports a [`Mapper`] as the component's `init` and `map`.
+///
+/// ```ignore
+/// roster_plugin_sdk::export_mapper!(MyMapper);
+/// // or, to report another name or version than the crate's:
+/// roster_plugin_sdk::export_mapper!(MyMapper, name = "acme-mapper", version = "2.1.0");
+/// ```
+///
+/// Use it once per plugin crate. It only generates code when compiling for
+/// WebAssembly; natively (unit tests) it just checks that the type is a `Mapper`.
+#[macro_export]
+macro_rules! export_mapper {
+    ($ty:ty $(,)?) => {
+        $crate::export_mapper!($ty, name = ::core::env!("CARGO_PKG_NAME"), version = ::core::env!("CARGO_PKG_VERSION"));
+    };
+    ($ty:ty, name = $name:expr, version = $version:expr $(,)?) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            ::std::thread_local! {
+                static __ROSTER_INSTANCE: ::core::cell::RefCell<::core::option::Option<$ty>> =
+                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
+            }
+
+            struct __RosterGuest;
+
+            impl $crate::raw::Guest for __RosterGuest {
+                fn init(
+                    config: $crate::raw::Config,
+                ) -> ::core::result::Result<$crate::raw::PluginInfo, ::std::vec::Vec<$crate::raw::ConfigError>>
+                {
+                    $crate::__private::init::<$ty>(&__ROSTER_INSTANCE, config, $name, $version)
+                }
+
+                fn map(entries: ::std::vec::Vec<$crate::raw::Entry>) -> ::std::vec::Vec<$crate::raw::MapResult> {
+                    $crate::__private::map::<$ty>(&__ROSTER_INSTANCE, entries)
+                }
+            }
+
+    $crate::bindings::__export_mapper_world!(__RosterGuest with_types_in $crate::bindings);
+        };
+
+        // Natively: only check the type (and keep it from looking unused).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::Mapper>::init;
+            let _ = <$ty as $crate::Mapper>::map;
+        };
+    };
+}
+
+/// Exports a type implementing [`raw::Guest`] directly, bypassing [`Mapper`]:
+/// the plugin sees whole batches of WIT records and answers with WIT results.
+/// Only for plugins that need it (the test suite's hostile plugin does).
+#[macro_export]
+macro_rules! export_guest {
+    ($ty:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::__export_mapper_world!($ty with_types_in $crate::bindings);
+
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::raw::Guest>::init;
+            let _ = <$ty as $crate::raw::Guest>::map;
+        };
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use std::cell::RefCell;
+    use std::thread::LocalKey;
+
+    use crate::{Config, ConfigError, Entry, MapResult, Mapper, raw};
+
+    pub type Instance<M> = LocalKey<RefCell<Option<M>>>;
+
+    pub fn init<M: Mapper>(
+        instance: &'static Instance<M>,
+        config: raw::Config,
+        name: &'static str,
+        version: &'static str,
+    ) -> Result<raw::PluginInfo, Vec<raw::ConfigError>> {
+        crate::PACKAGE.with(|p| p.set((name, version)));
+        // A failed re-init leaves no instance behind, never a stale one.
+        instance.with(|cell| cell.replace(None));
+        let config = Config::from_raw(&config).map_err(|e| vec![e.into_raw()])?;
+        match M::init(&config) {
+            Ok(mapper) => {
+                let info = mapper.info().into_raw();
+                instance.with(|cell| *cell.borrow_mut() = Some(mapper));
+                Ok(info)
+            }
+            Err(errors) if errors.is_empty() => {
+                Err(vec![ConfigError::new("", "the plugin rejected its configuration without saying why").into_raw()])
+            }
+            Err(errors) => Err(errors.into_iter().map(ConfigError::into_raw).collect()),
+        }
+    }
+
+    pub fn map<M: Mapper>(instance: &'static Instance<M>, entries: Vec<raw::Entry>) -> Vec<raw::MapResult> {
+        instance.with(|cell| {
+            let mut out = Vec::with_capacity(entries.len());
+            let mut guard = cell.borrow_mut();
+            let Some(mapper) = guard.as_mut() else {
+                out.extend(entries.iter().map(|_| {
+                    MapResult::error("plugin not initialised: map was called before a successful init").into_raw()
+                }));
+                return out;
+            };
+            for raw_entry in &entries {
+                let result = match Entry::from_raw(raw_entry) {
+                    Ok(entry) => mapper.map(&entry),
+                    Err(e) => MapResult::error(e.to_string()),
+                };
+                out.push(result.into_raw());
+            }
+            out
+        })
+    }
+}
+
+/// The closest of `candidates` to `word` (case-insensitive edit distance), if
+/// close enough to be a plausible typo: for "did you mean" hints.
+///
+/// ```
+/// assert_eq!(roster_plugin_sdk::suggest("coalese", ["coalesce", "concat"]), Some("coalesce"));
+/// assert_eq!(roster_plugin_sdk::suggest("xyz", ["coalesce"]), None);
+/// ```
+pub fn suggest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let word: Vec<char> = word.chars().flat_map(char::to_lowercase).collect();
+    let limit = (word.len() / 3).clamp(1, 3);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, c), c))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &[char], b: &str) -> usize {
+    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let subst = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = subst.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    struct Echo {
+        suffix: String,
+    }
+
+    impl Mapper for Echo {
+        fn init(config: &Config) -> Result<Self, Vec<ConfigError>> {
+            let mut errors = config.unknown_keys(&["suffix"]);
+            let suffix = config.str("suffix").unwrap_or_else(|e| {
+                errors.push(e);
+                None
+            });
+            if errors.is_empty() { Ok(Echo { suffix: suffix.unwrap_or("").to_string() }) } else { Err(errors) }
+        }
+
+        fn map(&mut self, entry: &Entry<'_>) -> MapResult {
+            match entry.first_str("uid") {
+                Some(uid) => Output::for_entry(entry).set("userName", format!("{uid}{}", self.suffix)).finish(),
+                None => MapResult::skip("no uid"),
+            }
+        }
+    }
+
+    thread_local! {
+        static INSTANCE: RefCell<Option<Echo>> = const { RefCell::new(None) };
+    }
+
+    fn raw_entry(attrs: Vec<u8>) -> raw::Entry {
+        raw::Entry { anchor: "a".into(), dn: None, kind: raw::EntryKind::User, attributes: attrs }
+    }
+
+    fn config(nodes: Vec<raw::ConfigValue>) -> raw::Config {
+        raw::Config { nodes }
+    }
+
+    #[test]
+    fn glue_initialises_maps_and_refuses_to_map_before_init() {
+        let entries = || {
+            vec![
+                raw_entry(roster_wire::pack([("uid", ["jdoe"].as_slice())])),
+                raw_entry(roster_wire::pack([("cn", ["x"].as_slice())])),
+                raw_entry(vec![0x05, b'u']), // truncated
+            ]
+        };
+        let before = __private::map(&INSTANCE, entries());
+        assert_eq!(before.len(), 3);
+        assert!(before.iter().all(|r| matches!(r, raw::MapResult::Error(m) if m.contains("before a successful init"))));
+
+        let bad = __private::init(
+            &INSTANCE,
+            config(vec![raw::ConfigValue::Table(vec![("suffx".into(), 1)]), raw::ConfigValue::Text("!".into())]),
+            "echo",
+            "1.2.3",
+        )
+        .unwrap_err();
+        assert_eq!(bad[0].key, "suffx");
+        assert_eq!(bad[0].message, "unknown key 'suffx' (did you mean 'suffix'?)");
+
+        let broken_tree = __private::init(&INSTANCE, config(vec![raw::ConfigValue::Array(vec![7])]), "echo", "1.2.3");
+        assert!(broken_tree.unwrap_err()[0].message.contains("node 7 does not exist"));
+
+        let info = __private::init(
+            &INSTANCE,
+            config(vec![raw::ConfigValue::Table(vec![("suffix".into(), 1)]), raw::ConfigValue::Text("!".into())]),
+            "echo",
+            "1.2.3",
+        )
+        .unwrap();
+        assert_eq!((info.name.as_str(), info.version.as_str()), ("echo", "1.2.3"));
+
+        let results = __private::map(&INSTANCE, entries());
+        assert_eq!(results.len(), 3);
+        let raw::MapResult::Mapped(m) = &results[0] else { panic!("{:?}", results[0]) };
+        assert_eq!(
+            roster_wire::Attrs::parse(&m.attributes).unwrap().get("userName").unwrap().first(),
+            Some(&b"jdoe!"[..])
+        );
+        assert!(matches!(&results[1], raw::MapResult::Skip(r) if r == "no uid"));
+        assert!(matches!(&results[2], raw::MapResult::Error(e) if e.contains("malformed packed attributes")));
+
+        // A failed re-init drops the old instance.
+        assert!(__private::init(&INSTANCE, config(vec![raw::ConfigValue::Integer(1)]), "echo", "1").is_err());
+        assert!(matches!(&__private::map(&INSTANCE, entries())[0], raw::MapResult::Error(_)));
+    }
+
+    #[test]
+    fn output_reuses_its_buffer_and_packs_every_shape() {
+        let mut out = Output::group();
+        out.set("displayName", "Staff").set_all("emails", Vec::<String>::new()).set_all("x", ["1", "2", "3"]);
+        assert_eq!(out.len(), 2);
+        let MapResult::Mapped(first) = out.finish() else { unreachable!() };
+        assert!(out.is_empty(), "finish leaves the builder empty");
+        assert_eq!(first.kind, EntryKind::Group);
+        let attrs = first.attrs().unwrap();
+        assert_eq!(attrs.get("x").unwrap().values().collect::<Vec<_>>(), [b"1", b"2", b"3"]);
+        drop(out);
+        let MapResult::Mapped(second) = Output::user().set("userName", "u").finish() else { unreachable!() };
+        assert_eq!(second.attrs().unwrap().len(), 1, "nothing left over from the previous output");
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(suggest("User", ["user", "group"]), Some("user"));
+        assert_eq!(suggest("grop", ["user", "group"]), Some("group"));
+        assert_eq!(suggest("zzzzzz", ["user", "group"]), None);
+    }
+}

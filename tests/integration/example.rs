@@ -1,0 +1,105 @@
+//! The bundled example: what the README's first command does.
+
+use crate::support::{Env, counts, repo_root, user};
+
+fn example_env() -> Env {
+    let ldif = repo_root().join("examples/directory.ldif");
+    let text = std::fs::read_to_string(repo_root().join("examples/roster.toml")).expect("examples/roster.toml");
+    // Same config, but the store goes to the temp dir and the LDIF is found from there.
+    let text = text.replace("path = \"directory.ldif\"", &format!("path = {:?}", ldif.display().to_string()));
+    assert!(text.contains(&ldif.display().to_string()), "example config changed shape: {text}");
+    Env::new(&text)
+}
+
+#[test]
+fn example_directory_syncs_and_a_second_run_changes_nothing() {
+    let env = example_env();
+    let (run, report) = env.sync(&[]);
+    let run = run.ok();
+    let (creates, updates, deletes) = counts(&report);
+    assert_eq!(report["status"], "applied", "{}", run.stderr);
+    assert_eq!(creates, 340, "300 users + 40 groups: {}", run.stderr);
+    assert_eq!((updates, deletes), (0, 0));
+    assert!(run.stderr.contains("example: applied"), "summary line: {}", run.stderr);
+
+    let users = env.users("example");
+    let groups = env.groups("example");
+    assert_eq!(users.len(), 300);
+    assert_eq!(groups.len(), 40);
+
+    // Non-ASCII survives base64 and mapping; a DN with an escaped comma resolves.
+    let mueller = users
+        .iter()
+        .find(|u| u["name"]["familyName"].as_str().is_some_and(|s| s.starts_with("Müller")))
+        .expect("a Müller in the example");
+    assert!(mueller["externalId"].as_str().is_some_and(|s| s.len() == 36), "anchor is the entryUUID: {mueller}");
+    assert_eq!(mueller["active"], true);
+    let spelled = groups.iter().find(|g| g["displayName"] == "dn-spelling").expect("dn-spelling group");
+    let members = spelled["members"].as_array().expect("members");
+    assert_eq!(members.len(), 1, "member DN written with hex escapes resolves: {spelled}");
+    assert_eq!(members[0]["value"], mueller["id"]);
+
+    // A dangling member reference is ignored, the others resolve.
+    let dangling = groups.iter().find(|g| g["displayName"] == "dangling-ref").expect("dangling-ref group");
+    assert_eq!(dangling["members"].as_array().map(|m| m.len()), Some(2));
+
+    // Nested groups: someone is an indirect member somewhere, and every group
+    // reference in a user points at a real group.
+    let indirect = users
+        .iter()
+        .flat_map(|u| u["groups"].as_array().cloned().unwrap_or_default())
+        .filter(|g| g["type"] == "indirect")
+        .count();
+    assert!(indirect > 0, "nested groups give indirect memberships");
+    let group_ids: std::collections::HashSet<_> = groups.iter().map(|g| g["id"].clone()).collect();
+    for u in &users {
+        for g in u["groups"].as_array().into_iter().flatten() {
+            assert!(group_ids.contains(&g["value"]), "dangling group ref in {u}");
+        }
+    }
+    let lower = users.iter().all(|u| u["userName"].as_str().is_some_and(|s| s == s.to_lowercase()));
+    assert!(lower, "userName = lower(uid)");
+
+    // Second run: nothing to do, nothing written.
+    let (run2, report2) = env.sync(&[]);
+    run2.ok();
+    assert_eq!(report2["status"], "no-changes");
+    assert_eq!(counts(&report2), (0, 0, 0));
+    let users2 = env.users("example");
+    assert_eq!(
+        user(&users2, mueller["userName"].as_str().unwrap_or_default()).map(|u| u["meta"]["version"].clone()),
+        Some(mueller["meta"]["version"].clone()),
+        "an unchanged object is not rewritten"
+    );
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let env = example_env();
+    let run = env.run(&["sync", "--dry-run"]).ok();
+    assert!(run.stdout.contains("Plan for tenant 'example': 340 to create"), "{}", run.stdout);
+    assert!(run.stdout.contains("+ user "), "{}", run.stdout);
+    assert!(env.users("example").is_empty());
+    assert!(env.runs("example").is_empty(), "a dry run records no run");
+}
+
+#[test]
+fn the_compiled_plugin_is_cached_by_content_hash() {
+    let env = example_env();
+    env.sync(&[]).0.ok();
+    let cache = env.path().join("roster-data/plugin-cache");
+    let entries = || -> Vec<(std::path::PathBuf, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap_or_else(|e| panic!("{}: {e}", cache.display()))
+            .filter_map(|e| e.ok())
+            .map(|e| (e.path(), e.metadata().and_then(|m| m.modified()).expect("mtime")))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = entries();
+    assert_eq!(first.len(), 1, "one compiled component: {first:?}");
+    assert!(first[0].0.extension().is_some_and(|e| e == "cwasm"));
+    env.sync(&[]).0.ok();
+    assert_eq!(entries(), first, "a second start reuses the compiled component instead of recompiling");
+}

@@ -1,0 +1,230 @@
+//! `kind = "ldap"` against a real slapd: TLS modes, paging, identity across
+//! renames and moves, deletes, the guard-rail and partial reads.
+
+use std::path::Path;
+
+use crate::support::slapd::{Slapd, gen_ldif};
+use crate::support::{Env, counts};
+
+/// Users in the generated test directory: more than one 1,000-entry page.
+const USERS: usize = 1200;
+const GROUPS: usize = 60;
+
+fn directory() -> Slapd {
+    Slapd::start(&[&gen_ldif(USERS, GROUPS, 7)])
+}
+
+/// A config for one tenant `t` with one LDAP source `corp`.
+fn config(s: &Slapd, env_dir: &Path, url: &str, starttls: bool, ca: &Path, extra: &str) -> String {
+    std::fs::write(env_dir.join("ldap-password"), format!("{}\n", s.svc_pw)).expect("writing the password file");
+    format!(
+        r#"
+[store]
+path = "data"
+
+[[tenant]]
+id = "t"
+
+[[tenant.source]]
+name = "corp"
+kind = "ldap"
+url = "{url}"
+starttls = {starttls}
+ca_file = {ca:?}
+bind_dn = "{svc}"
+bind_password = {{ file = "ldap-password" }}
+user_base = "ou=people,{base}"
+group_base = "ou=groups,{base}"
+{extra}
+
+[tenant.mapping]
+userName = "lower(uid)"
+"name.givenName" = "givenName"
+"name.familyName" = "sn"
+displayName = "coalesce(displayName, join(' ', givenName, sn))"
+email = "lower(mail)"
+"#,
+        svc = s.svc_dn,
+        base = s.base,
+        ca = ca.display().to_string(),
+    )
+}
+
+fn env_for(s: &Slapd, url: &str, starttls: bool, extra: &str) -> Env {
+    let env = Env::new("");
+    env.write_config(&config(s, env.path(), url, starttls, &s.ca_file, extra));
+    env
+}
+
+#[test]
+fn plain_starttls_and_ldaps_all_sync_every_user_through_paging() {
+    let s = directory();
+    let cases = [
+        ("ldap (plain)", s.ldap_url.clone(), false),
+        ("StartTLS", s.ldap_url.clone(), true),
+        ("LDAPS", s.ldaps_url.clone(), false),
+    ];
+    for (label, url, starttls) in cases {
+        let env = env_for(&s, &url, starttls, "");
+        let (run, report) = env.sync(&[]);
+        let run = run.ok();
+        let src = &report["sources"][0];
+        assert_eq!(src["read"]["users"], USERS as u64, "{label}: {}", run.stderr);
+        assert!(src["read"]["groups"].as_u64().unwrap_or(0) >= GROUPS as u64, "{label}: {src}");
+        // 1,200 users at 1,000 per page is two pages, plus at least one for groups.
+        assert!(src["read"]["requests"].as_u64().unwrap_or(0) >= 3, "{label}: paged search expected: {src}");
+        assert_eq!(env.users("t").len(), USERS, "{label}");
+        assert!(src["quarantined"] == 0, "{label}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn a_wrong_ca_is_refused_with_a_clear_error() {
+    let s = directory();
+    for (url, starttls) in [(s.ldaps_url.clone(), false), (s.ldap_url.clone(), true)] {
+        let env = Env::new("");
+        env.write_config(&config(&s, env.path(), &url, starttls, &s.other_ca_file, ""));
+        let run = env.run(&["sync"]).code(1);
+        assert!(run.stderr.contains("source 'corp'"), "{}", run.stderr);
+        assert!(run.stderr.to_lowercase().contains("certificate"), "names the certificate problem: {}", run.stderr);
+        assert!(!run.stderr.contains(&s.svc_pw), "the password never appears");
+    }
+}
+
+#[test]
+fn a_wrong_password_is_refused_and_not_logged() {
+    let s = directory();
+    let env = env_for(&s, &s.ldaps_url, false, "");
+    std::fs::write(env.path().join("ldap-password"), "not-the-password").expect("write");
+    let run = env.run(&["-vv", "sync"]).code(1);
+    assert!(run.stderr.contains("bind") && run.stderr.contains("invalid credentials"), "{}", run.stderr);
+    assert!(!run.stderr.contains("not-the-password"));
+}
+
+#[test]
+fn rename_and_move_keep_identity_and_deletes_propagate() {
+    let s = directory();
+    let env = env_for(&s, &s.ldaps_url, false, "");
+    env.sync(&[]).0.ok();
+    let before = env.users("t");
+    let dn_of = |name: &str| {
+        let out = s.search(&format!("ou=people,{}", s.base), &format!("(uid={name})"), &["dn"]);
+        out.lines().find_map(|l| l.strip_prefix("dn: ")).map(str::to_string)
+    };
+    let id_of =
+        |users: &[serde_json::Value], name: &str| users.iter().find(|u| u["userName"] == name).map(|u| u["id"].clone());
+    // Plain `uid=…,ou=people` users, so a rename changes the uid and a move changes the OU.
+    let direct = format!(",ou=people,{}", s.base);
+    let plain: Vec<(String, String)> = before
+        .iter()
+        .filter_map(|u| u["userName"].as_str().map(str::to_string))
+        .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
+        .filter_map(|n| dn_of(&n).map(|dn| (n, dn)))
+        .filter(|(n, dn)| dn.eq_ignore_ascii_case(&format!("uid={n}{direct}")))
+        .take(3)
+        .collect();
+    assert_eq!(plain.len(), 3, "the generated directory has plain users");
+    let [(a, a_dn), (b, b_dn), (c, c_dn)] = [plain[0].clone(), plain[1].clone(), plain[2].clone()];
+
+    // Rename a (new uid and RDN), move b to another OU, delete c.
+    s.modrdn(&a_dn, &format!("uid={a}x"), None);
+    s.modrdn(&b_dn, &format!("uid={b}"), Some(&format!("ou=sales,ou=people,{}", s.base)));
+    s.ldapdelete(&c_dn);
+
+    let (run, report) = env.sync(&[]);
+    let run = run.ok();
+    assert_eq!(counts(&report), (0, 2, 1), "rename + move are updates, delete is a delete: {}", run.stderr);
+    let after = env.users("t");
+    assert_eq!(after.len(), USERS - 1);
+    assert_eq!(id_of(&after, &format!("{a}x")), id_of(&before, &a), "rename keeps the id");
+    assert!(id_of(&before, &a).is_some());
+    assert_eq!(id_of(&after, &b), id_of(&before, &b), "move keeps the id");
+    assert!(id_of(&after, &c).is_none(), "deleted user is gone");
+    let plan = serde_json::to_string(&report["plan"]).expect("plan json");
+    assert!(plan.contains("ou=sales"), "the move shows as a dn change: {plan}");
+}
+
+#[test]
+fn the_guard_rail_blocks_a_mass_delete_until_allowed() {
+    let s = directory();
+    let env = env_for(&s, &s.ldap_url, true, "");
+    let mut cfg = std::fs::read_to_string(env.config_path()).expect("config");
+    cfg.push_str("\n[tenant.safety]\nmax_deletes = 5\n");
+    env.write_config(&cfg);
+    env.sync(&[]).0.ok();
+    let users = env.users("t");
+    let victims: Vec<String> =
+        users[..8].iter().map(|u| u["userName"].as_str().unwrap_or_default().to_string()).collect();
+    for v in &victims {
+        let out = s.search(&format!("ou=people,{}", s.base), &format!("(uid={v})"), &["dn"]);
+        let dn = out.lines().find_map(|l| l.strip_prefix("dn: ")).expect("dn").to_string();
+        s.ldapdelete(&dn);
+    }
+    let run = env.run(&["sync"]).code(3);
+    assert!(run.stderr.contains("guard-rail") && run.stderr.contains("deletes 8"), "{}", run.stderr);
+    assert_eq!(env.users("t").len(), USERS, "nothing applied");
+    let runs = env.runs("t");
+    assert_eq!(runs[0]["status"], "blocked");
+
+    let dry = env.run(&["sync", "--dry-run"]).ok();
+    assert_eq!(dry.stdout.lines().filter(|l| l.starts_with("- user")).count(), 8, "{}", dry.stdout);
+
+    let (run, report) = env.sync(&["--allow-deletes"]);
+    run.ok();
+    assert_eq!(counts(&report).2, 8);
+    assert_eq!(env.users("t").len(), USERS - 8);
+}
+
+#[test]
+fn a_read_that_fails_part_way_plans_no_deletes() {
+    let s = directory();
+    let env = env_for(&s, &s.ldaps_url, false, "");
+    env.sync(&[]).0.ok();
+    let victim = env.users("t")[0]["userName"].as_str().unwrap_or_default().to_string();
+    let out = s.search(&format!("ou=people,{}", s.base), &format!("(uid={victim})"), &["dn"]);
+    s.ldapdelete(out.lines().find_map(|l| l.strip_prefix("dn: ")).expect("dn"));
+
+    // Users read fine, then the group search fails: no deletes from that run.
+    let cfg = std::fs::read_to_string(env.config_path()).expect("config");
+    let broken = cfg
+        .replace(&format!("group_base = \"ou=groups,{}\"", s.base), &format!("group_base = \"ou=missing,{}\"", s.base));
+    assert_ne!(cfg, broken);
+    env.write_config(&broken);
+    let (run, report) = env.sync(&[]);
+    let run = run.code(5);
+    assert_eq!(counts(&report).2, 0, "no deletes from a partial read: {}", run.stderr);
+    assert!(run.stderr.contains("ou=missing"), "says which search failed: {}", run.stderr);
+    assert_eq!(env.users("t").len(), USERS);
+
+    env.write_config(&cfg);
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(counts(&report).2, 1, "the complete read deletes it");
+}
+
+#[test]
+fn scope_by_ou_and_by_group() {
+    let s = directory();
+    let sales = format!("ou=sales,ou=people,{}", s.base);
+    let in_sales = s.search_count(&sales, "(objectClass=inetOrgPerson)");
+    assert!(in_sales > 0, "the generated directory has users in {sales}");
+    let env = env_for(&s, &s.ldaps_url, false, &format!("scope_ous = [{sales:?}]"));
+    env.sync(&[]).0.ok();
+    let users = env.users("t");
+    assert_eq!(users.len(), in_sales);
+
+    // Group scope: the members (nested included) of the first group in the directory.
+    let full = env_for(&s, &s.ldaps_url, false, "");
+    full.sync(&[]).0.ok();
+    let groups = full.groups("t");
+    let biggest = groups.iter().max_by_key(|g| g["members"].as_array().map(|m| m.len()).unwrap_or(0)).expect("a group");
+    let name = biggest["displayName"].as_str().expect("displayName").to_string();
+    let expected = full
+        .users("t")
+        .iter()
+        .filter(|u| u["groups"].as_array().into_iter().flatten().any(|g| g["value"] == biggest["id"]))
+        .count();
+    let scoped = env_for(&s, &s.ldaps_url, false, &format!("scope_groups = [{name:?}]"));
+    scoped.sync(&[]).0.ok();
+    assert_eq!(scoped.users("t").len(), expected, "members of '{name}', direct and nested");
+}

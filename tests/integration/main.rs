@@ -1,0 +1,10 @@
+//! Roster's integration tests: the real `roster` binary against real servers
+//! (throwaway slapd instances on loopback) and real WebAssembly plugins built
+//! from `plugins/`. One binary, one module per topic, shared helpers in `support`.
+
+mod support;
+
+mod config_check;
+mod example;
+mod ldap;
+mod plugins;

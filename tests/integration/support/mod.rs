@@ -1,0 +1,139 @@
+//! Shared helpers: run the real `roster` binary against a throwaway data dir.
+
+#![allow(dead_code)]
+
+pub mod slapd;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A plugin built from `plugins/` by engine/build.rs for this test run.
+pub fn plugin_wasm(stem: &str) -> PathBuf {
+    let p = PathBuf::from(env!("ROSTER_PLUGIN_BUILD_DIR")).join(format!("{stem}.wasm"));
+    assert!(p.is_file(), "plugin {} was not built", p.display());
+    p
+}
+
+/// A temp dir with a `roster.toml` in it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+/// What one `roster` invocation did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "roster failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "unexpected exit code\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Env {
+    pub fn new(config: &str) -> Env {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let env = Env { dir };
+        env.write_config(config);
+        env
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("roster.toml")
+    }
+
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.config_path(), config).expect("writing roster.toml");
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_roster"));
+        c.arg("--config").arg(self.config_path()).env_remove("RUST_LOG").env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd().args(args).output().expect("running roster"))
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = self.cmd();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Run::from(c.args(args).output().expect("running roster"))
+    }
+
+    /// `sync --json` and the report of the first tenant.
+    pub fn sync(&self, extra: &[&str]) -> (Run, Value) {
+        let mut args = vec!["sync", "--json"];
+        args.extend_from_slice(extra);
+        let run = self.run(&args);
+        let report = if run.stdout.trim().is_empty() { Value::Null } else { run.json()[0].clone() };
+        (run, report)
+    }
+
+    pub fn users(&self, tenant: &str) -> Vec<Value> {
+        let r = self.run(&["users", "list", "--tenant", tenant, "--json"]).ok();
+        r.json()["Resources"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn groups(&self, tenant: &str) -> Vec<Value> {
+        let r = self.run(&["groups", "list", "--tenant", tenant, "--json"]).ok();
+        r.json()["Resources"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn quarantine(&self, tenant: &str) -> Vec<Value> {
+        let r = self.run(&["quarantine", "list", "--tenant", tenant, "--json"]).ok();
+        r.json().as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn runs(&self, tenant: &str) -> Vec<Value> {
+        let r = self.run(&["runs", "list", "--tenant", tenant, "--json"]).ok();
+        r.json().as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Finds a SCIM user by userName.
+pub fn user<'a>(users: &'a [Value], user_name: &str) -> Option<&'a Value> {
+    users.iter().find(|u| u["userName"] == user_name)
+}
+
+pub fn counts(report: &Value) -> (u64, u64, u64) {
+    let c = &report["counts"];
+    (c["creates"].as_u64().unwrap_or(0), c["updates"].as_u64().unwrap_or(0), c["deletes"].as_u64().unwrap_or(0))
+}
