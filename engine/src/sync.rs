@@ -601,7 +601,7 @@ impl Accumulator<'_> {
                     self.report.skipped += 1;
                 }
                 Mapped::Ok(MapOutcome::Error(message)) => {
-                    let reason = format!("plugin {}: {message}", self.plugin_label);
+                    let reason = format!("tenant '{}': plugin {}: {message}", self.tenant, self.plugin_label);
                     let plugin = Some(self.plugin_label.clone());
                     self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "map", reason, plugin);
                 }

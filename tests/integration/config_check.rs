@@ -8,9 +8,7 @@ fn ldif() -> String {
 
 #[test]
 fn the_example_config_checks_clean() {
-    let env = Env::new("");
-    let run = env
-        .cmd()
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
         .args(["--config"])
         .arg(repo_root().join("examples/roster.toml"))
         .args(["config", "check"])

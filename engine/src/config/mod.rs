@@ -52,7 +52,10 @@ fn default_store_path() -> PathBuf {
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     pub id: String,
+    /// As written; turned into [`TenantConfig::sources`] by [`Config::parse`].
     #[serde(default, rename = "source")]
+    raw_sources: Vec<toml::Spanned<RawSource>>,
+    #[serde(skip)]
     pub sources: Vec<SourceConfig>,
     /// Built-in declarative mapper: SCIM attribute = expression, for users.
     #[serde(default)]
@@ -172,12 +175,128 @@ fn default_max_failed_percent() -> f64 {
     10.0
 }
 
-/// One source of a tenant. `kind` selects the variant.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+/// One source of a tenant, typed by its `kind`.
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
     Ldif(LdifSourceConfig),
     Ldap(LdapSourceConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SourceKind {
+    Ldif,
+    Ldap,
+}
+
+/// A source table as written: every key of every kind, so serde keeps the
+/// line and column of each error (an internally tagged enum would lose them).
+/// Keys that do not belong to the source's `kind` are refused afterwards.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSource {
+    name: String,
+    kind: SourceKind,
+    anchor: Option<String>,
+    member_attributes: Option<Vec<String>>,
+    #[serde(default)]
+    scope_ous: Vec<String>,
+    #[serde(default)]
+    scope_groups: Vec<String>,
+    // ldif
+    path: Option<PathBuf>,
+    user_object_classes: Option<Vec<String>>,
+    group_object_classes: Option<Vec<String>>,
+    // ldap
+    url: Option<String>,
+    starttls: Option<bool>,
+    ca_file: Option<PathBuf>,
+    tls_insecure_skip_verify: Option<bool>,
+    bind_dn: Option<String>,
+    bind_password: Option<SecretRef>,
+    user_base: Option<String>,
+    user_filter: Option<String>,
+    group_base: Option<String>,
+    group_filter: Option<String>,
+    page_size: Option<i32>,
+    timeout_secs: Option<u64>,
+}
+
+impl RawSource {
+    /// Keys that are set, for refusing those a kind does not take.
+    fn set_keys(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut note = |set: bool, k: &'static str| {
+            if set {
+                v.push(k)
+            }
+        };
+        note(self.path.is_some(), "path");
+        note(self.user_object_classes.is_some(), "user_object_classes");
+        note(self.group_object_classes.is_some(), "group_object_classes");
+        note(self.url.is_some(), "url");
+        note(self.starttls.is_some(), "starttls");
+        note(self.ca_file.is_some(), "ca_file");
+        note(self.tls_insecure_skip_verify.is_some(), "tls_insecure_skip_verify");
+        note(self.bind_dn.is_some(), "bind_dn");
+        note(self.bind_password.is_some(), "bind_password");
+        note(self.user_base.is_some(), "user_base");
+        note(self.user_filter.is_some(), "user_filter");
+        note(self.group_base.is_some(), "group_base");
+        note(self.group_filter.is_some(), "group_filter");
+        note(self.page_size.is_some(), "page_size");
+        note(self.timeout_secs.is_some(), "timeout_secs");
+        v
+    }
+
+    fn into_config(self) -> Result<SourceConfig, (Option<&'static str>, String)> {
+        const LDIF_KEYS: &[&str] = &["path", "user_object_classes", "group_object_classes"];
+        const LDAP_KEYS: &[&str] = &[
+            "url", "starttls", "ca_file", "tls_insecure_skip_verify", "bind_dn", "bind_password", "user_base",
+            "user_filter", "group_base", "group_filter", "page_size", "timeout_secs",
+        ];
+        let (kind_name, allowed) = match self.kind {
+            SourceKind::Ldif => ("ldif", LDIF_KEYS),
+            SourceKind::Ldap => ("ldap", LDAP_KEYS),
+        };
+        if let Some(k) = self.set_keys().into_iter().find(|k| !allowed.contains(k)) {
+            return Err((Some(k), format!("key '{k}' does not apply to kind = \"{kind_name}\"")));
+        }
+        let missing = |k: &'static str| (None, format!("missing key '{k}' (required for kind = \"{kind_name}\")"));
+        let anchor = self.anchor.unwrap_or_else(default_ldap_anchor);
+        let member_attributes = self.member_attributes.unwrap_or_else(default_member_attributes);
+        Ok(match self.kind {
+            SourceKind::Ldif => SourceConfig::Ldif(LdifSourceConfig {
+                name: self.name,
+                path: self.path.ok_or_else(|| missing("path"))?,
+                anchor,
+                user_object_classes: self.user_object_classes.unwrap_or_else(default_user_classes),
+                group_object_classes: self.group_object_classes.unwrap_or_else(default_group_classes),
+                member_attributes,
+                scope_ous: self.scope_ous,
+                scope_groups: self.scope_groups,
+            }),
+            SourceKind::Ldap => SourceConfig::Ldap(LdapSourceConfig {
+                name: self.name,
+                url: self.url.ok_or_else(|| missing("url"))?,
+                starttls: self.starttls.unwrap_or(false),
+                ca_file: self.ca_file,
+                tls_insecure_skip_verify: self.tls_insecure_skip_verify.unwrap_or(false),
+                bind_dn: self.bind_dn,
+                bind_password: self.bind_password,
+                user_base: self.user_base.ok_or_else(|| missing("user_base"))?,
+                user_filter: self.user_filter.unwrap_or_else(default_user_filter),
+                group_base: self.group_base,
+                group_filter: self.group_filter.unwrap_or_else(default_group_filter),
+                anchor,
+                member_attributes,
+                scope_ous: self.scope_ous,
+                scope_groups: self.scope_groups,
+                page_size: self.page_size.unwrap_or_else(default_page_size),
+                timeout_secs: self.timeout_secs.unwrap_or_else(default_timeout_secs),
+            }),
+        })
+    }
 }
 
 impl SourceConfig {
@@ -212,64 +331,42 @@ pub struct ScopeConfig {
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct LdifSourceConfig {
     pub name: String,
     pub path: PathBuf,
-    #[serde(default = "default_ldap_anchor")]
     pub anchor: String,
-    #[serde(default = "default_user_classes")]
     pub user_object_classes: Vec<String>,
-    #[serde(default = "default_group_classes")]
     pub group_object_classes: Vec<String>,
-    #[serde(default = "default_member_attributes")]
     pub member_attributes: Vec<String>,
-    #[serde(default)]
     pub scope_ous: Vec<String>,
-    #[serde(default)]
     pub scope_groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct LdapSourceConfig {
     pub name: String,
     /// `ldap://host:port`, `ldaps://host:port`.
     pub url: String,
     /// Upgrade an `ldap://` connection with StartTLS.
-    #[serde(default)]
     pub starttls: bool,
     /// PEM file of the CA(s) that sign the server's certificate; default: the system roots.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Turns certificate verification off. Logged as a warning on every run.
-    #[serde(default)]
     pub tls_insecure_skip_verify: bool,
-    #[serde(default)]
     pub bind_dn: Option<String>,
-    #[serde(default)]
     pub bind_password: Option<SecretRef>,
     pub user_base: String,
-    #[serde(default = "default_user_filter")]
     pub user_filter: String,
-    #[serde(default)]
     pub group_base: Option<String>,
-    #[serde(default = "default_group_filter")]
     pub group_filter: String,
-    #[serde(default = "default_ldap_anchor")]
     pub anchor: String,
-    #[serde(default = "default_member_attributes")]
     pub member_attributes: Vec<String>,
-    #[serde(default)]
     pub scope_ous: Vec<String>,
-    #[serde(default)]
     pub scope_groups: Vec<String>,
     /// RFC 2696 page size.
-    #[serde(default = "default_page_size")]
     pub page_size: i32,
     /// Connect and per-operation timeout, in seconds.
-    #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
 }
 
@@ -330,6 +427,19 @@ impl Config {
             .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        for t in &mut config.tenants {
+            for raw in std::mem::take(&mut t.raw_sources) {
+                let span = raw.span();
+                match raw.into_inner().into_config() {
+                    Ok(s) => t.sources.push(s),
+                    Err((key, message)) => {
+                        let offset = key.and_then(|k| find_key(text, span.clone(), k)).unwrap_or(span.start);
+                        let (line, col) = line_col(text, offset);
+                        return Err(ConfigError::Syntax { path: shown, message: format!("line {line}, column {col}: {message}") });
+                    }
+                }
+            }
+        }
         config.validate()?;
         Ok(config)
     }
@@ -421,6 +531,24 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// Where `key = …` starts in the table that begins at `span` (toml's span of an
+/// array-of-tables entry may cover only its header), for messages about it.
+fn find_key(text: &str, span: std::ops::Range<usize>, key: &str) -> Option<usize> {
+    let region = text.get(span.start..)?;
+    let mut offset = span.start;
+    for (i, line) in region.split_inclusive('\n').enumerate() {
+        let trimmed = line.trim_start();
+        if i > 0 && trimmed.starts_with('[') {
+            break;
+        }
+        if trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('=')) {
+            return Some(offset + (line.len() - trimmed.len()));
+        }
+        offset += line.len();
+    }
+    None
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -508,5 +636,8 @@ max_delete_percent = 20
         let err = parse("[[tenant]]\nid = \"a\"\n[[tenant.source]]\nname = \"l\"\nkind = \"ldif\"\n")
             .expect_err("missing path");
         assert!(err.to_string().contains("path"), "{err}");
+        let err = parse("[[tenant]]\nid = \"a\"\n[[tenant.source]]\nname = \"l\"\nkind = \"ldif\"\npath = \"x\"\nurl = \"ldap://x\"\n")
+            .expect_err("url on ldif");
+        assert!(err.to_string().contains("line 7, column 1") && err.to_string().contains("'url'"), "{err}");
     }
 }
