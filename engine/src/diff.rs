@@ -124,21 +124,13 @@ fn membership_changes(stored: &Snapshot, desired: &DesiredState) -> Vec<Membersh
         }
         (EntryKind::User, id.to_string())
     };
-    let mut out = Vec::new();
-    let mut adds: Vec<&(String, String)> = desired.memberships.difference(&stored.memberships).collect();
-    adds.sort();
-    for (g, m) in adds {
+    let change = |add: bool, (g, m): &(String, String)| {
         let (_, group_label) = describe(g);
         let (member_kind, member_label) = describe(m);
-        out.push(MembershipChange {
-            add: true,
-            group_id: g.clone(),
-            group_label,
-            member_id: m.clone(),
-            member_kind,
-            member_label,
-        });
-    }
+        MembershipChange { add, group_id: g.clone(), group_label, member_id: m.clone(), member_kind, member_label }
+    };
+    let mut adds: Vec<&(String, String)> = desired.memberships.difference(&stored.memberships).collect();
+    adds.sort();
     let mut removes: Vec<&(String, String)> = stored
         .memberships
         .difference(&desired.memberships)
@@ -149,19 +141,7 @@ fn membership_changes(stored: &Snapshot, desired: &DesiredState) -> Vec<Membersh
         })
         .collect();
     removes.sort();
-    for (g, m) in removes {
-        let (_, group_label) = describe(g);
-        let (member_kind, member_label) = describe(m);
-        out.push(MembershipChange {
-            add: false,
-            group_id: g.clone(),
-            group_label,
-            member_id: m.clone(),
-            member_kind,
-            member_label,
-        });
-    }
-    out
+    adds.into_iter().map(|p| change(true, p)).chain(removes.into_iter().map(|p| change(false, p))).collect()
 }
 
 #[cfg(test)]

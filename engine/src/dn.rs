@@ -140,10 +140,7 @@ impl Dn {
             return false;
         }
         let offset = self.rdns.len() - base.rdns.len();
-        self.rdns[offset..]
-            .iter()
-            .zip(&base.rdns)
-            .all(|(a, b)| a.normalized() == b.normalized())
+        self.rdns[offset..].iter().zip(&base.rdns).all(|(a, b)| a.normalized() == b.normalized())
     }
 
     /// The DN one level up; `None` for the root DN.
@@ -342,7 +339,9 @@ impl Parser<'_> {
                                 self.pos += 2;
                             }
                             _ => {
-                                return Err(self.err(at, "'\\' must be followed by two hex digits or a special character"))
+                                return Err(
+                                    self.err(at, "'\\' must be followed by two hex digits or a special character")
+                                );
                             }
                         }
                     } else {
@@ -412,7 +411,10 @@ mod tests {
         for (slapd, samba) in pairs {
             assert_eq!(n(slapd), n(samba), "{slapd} vs {samba}");
         }
-        assert_eq!(n("cn=Müller\\2C José,ou=people,dc=example,dc=com"), "cn=müller\\, josé,ou=people,dc=example,dc=com");
+        assert_eq!(
+            n("cn=Müller\\2C José,ou=people,dc=example,dc=com"),
+            "cn=müller\\, josé,ou=people,dc=example,dc=com"
+        );
         assert_eq!(n("cn=\\23hashtag"), "cn=\\23hashtag");
         assert_eq!(n("cn=Trailing Space\\20"), "cn=trailing space\\20");
     }

@@ -7,6 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{Cli, Command, ConfigAction, ListAction, exit};
 use crate::config::{Config, TenantConfig};
+use crate::model::Stored;
 use crate::plugin_host::{PluginError, PluginHost};
 use crate::scim::Directory;
 use crate::store::Store;
@@ -174,10 +175,7 @@ fn users_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
     if let Err(code) = tenant(config, id) {
         return Ok(code);
     }
-    let mut store = open_store(config)?;
-    let users = store.users(id)?;
-    let groups = store.groups(id)?;
-    let memberships = store.memberships(id)?;
+    let (users, groups, memberships) = load_tenant(config, id)?;
     let dir = Directory::new(&users, &groups, &memberships);
     if json {
         let resources: Vec<_> = users.iter().map(|u| dir.user_resource(u)).collect();
@@ -205,10 +203,7 @@ fn groups_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
     if let Err(code) = tenant(config, id) {
         return Ok(code);
     }
-    let mut store = open_store(config)?;
-    let users = store.users(id)?;
-    let groups = store.groups(id)?;
-    let memberships = store.memberships(id)?;
+    let (users, groups, memberships) = load_tenant(config, id)?;
     let dir = Directory::new(&users, &groups, &memberships);
     if json {
         let resources: Vec<_> = groups.iter().map(|g| dir.group_resource(g)).collect();
@@ -230,6 +225,13 @@ fn groups_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
     }
     eprintln!("{} groups", groups.len());
     Ok(exit::OK)
+}
+
+type Memberships = Vec<(String, String)>;
+
+fn load_tenant(config: &Config, id: &str) -> Result<(Vec<Stored>, Vec<Stored>, Memberships)> {
+    let mut store = open_store(config)?;
+    Ok((store.users(id)?, store.groups(id)?, store.memberships(id)?))
 }
 
 fn list_response(resources: Vec<serde_json::Value>) -> serde_json::Value {

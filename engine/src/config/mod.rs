@@ -196,7 +196,8 @@ enum SourceKind {
 #[serde(deny_unknown_fields)]
 struct RawSource {
     name: String,
-    kind: SourceKind,
+    /// Required in a `[[tenant.source]]`; implied when a kind's config is read alone.
+    kind: Option<SourceKind>,
     anchor: Option<String>,
     member_attributes: Option<Vec<String>>,
     #[serde(default)]
@@ -252,10 +253,23 @@ impl RawSource {
     fn into_config(self) -> Result<SourceConfig, (Option<&'static str>, String)> {
         const LDIF_KEYS: &[&str] = &["path", "user_object_classes", "group_object_classes"];
         const LDAP_KEYS: &[&str] = &[
-            "url", "starttls", "ca_file", "tls_insecure_skip_verify", "bind_dn", "bind_password", "user_base",
-            "user_filter", "group_base", "group_filter", "page_size", "timeout_secs",
+            "url",
+            "starttls",
+            "ca_file",
+            "tls_insecure_skip_verify",
+            "bind_dn",
+            "bind_password",
+            "user_base",
+            "user_filter",
+            "group_base",
+            "group_filter",
+            "page_size",
+            "timeout_secs",
         ];
-        let (kind_name, allowed) = match self.kind {
+        let Some(kind) = self.kind else {
+            return Err((None, "missing key 'kind' (\"ldif\" or \"ldap\")".into()));
+        };
+        let (kind_name, allowed) = match kind {
             SourceKind::Ldif => ("ldif", LDIF_KEYS),
             SourceKind::Ldap => ("ldap", LDAP_KEYS),
         };
@@ -265,7 +279,7 @@ impl RawSource {
         let missing = |k: &'static str| (None, format!("missing key '{k}' (required for kind = \"{kind_name}\")"));
         let anchor = self.anchor.unwrap_or_else(default_ldap_anchor);
         let member_attributes = self.member_attributes.unwrap_or_else(default_member_attributes);
-        Ok(match self.kind {
+        Ok(match kind {
             SourceKind::Ldif => SourceConfig::Ldif(LdifSourceConfig {
                 name: self.name,
                 path: self.path.ok_or_else(|| missing("path"))?,
@@ -298,6 +312,26 @@ impl RawSource {
         })
     }
 }
+
+/// A kind's configuration read on its own (tests, tools): `kind` may be left out.
+macro_rules! deserialize_kind {
+    ($ty:ty, $kind:expr, $variant:path) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::Error;
+                let mut raw = RawSource::deserialize(d)?;
+                raw.kind.get_or_insert($kind);
+                match raw.into_config() {
+                    Ok($variant(c)) => Ok(c),
+                    Ok(other) => Err(D::Error::custom(format!("expected kind = \"{}\"", other.kind()))),
+                    Err((_, message)) => Err(D::Error::custom(message)),
+                }
+            }
+        }
+    };
+}
+deserialize_kind!(LdifSourceConfig, SourceKind::Ldif, SourceConfig::Ldif);
+deserialize_kind!(LdapSourceConfig, SourceKind::Ldap, SourceConfig::Ldap);
 
 impl SourceConfig {
     pub fn name(&self) -> &str {
@@ -435,7 +469,10 @@ impl Config {
                     Err((key, message)) => {
                         let offset = key.and_then(|k| find_key(text, span.clone(), k)).unwrap_or(span.start);
                         let (line, col) = line_col(text, offset);
-                        return Err(ConfigError::Syntax { path: shown, message: format!("line {line}, column {col}: {message}") });
+                        return Err(ConfigError::Syntax {
+                            path: shown,
+                            message: format!("line {line}, column {col}: {message}"),
+                        });
                     }
                 }
             }

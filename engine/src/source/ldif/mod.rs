@@ -64,9 +64,8 @@ impl LdifSource {
     /// What a record is, by its objectClass values.
     fn classify(&self, record: &LdifRecord) -> Classified {
         let classes = record.values("objectClass").unwrap_or_default();
-        let has = |wanted: &[String]| {
-            classes.iter().any(|c| wanted.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(c)))
-        };
+        let has =
+            |wanted: &[String]| classes.iter().any(|c| wanted.iter().any(|w| w.as_bytes().eq_ignore_ascii_case(c)));
         match (has(&self.config.user_object_classes), has(&self.config.group_object_classes)) {
             (true, false) => Classified::Kind(EntryKind::User),
             (false, true) => Classified::Kind(EntryKind::Group),
@@ -190,10 +189,8 @@ impl Source for LdifSource {
                     tracing::warn!(source = %self.config.name, %reason, "entry rejected");
                 }
             }
-            sink.item(item).map_err(|message| SourceError::Stopped {
-                source_name: self.config.name.clone(),
-                message,
-            })?;
+            sink.item(item)
+                .map_err(|message| SourceError::Stopped { source_name: self.config.name.clone(), message })?;
         }
         tracing::info!(
             source = %self.config.name,

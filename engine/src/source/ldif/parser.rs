@@ -87,10 +87,8 @@ impl<R: BufRead> LdifReader<R> {
             return Ok(Some(p));
         }
         let mut buf = Vec::new();
-        let n = self
-            .input
-            .read_until(b'\n', &mut buf)
-            .map_err(|source| LdifError::Io { line: self.line_no, source })?;
+        let n =
+            self.input.read_until(b'\n', &mut buf).map_err(|source| LdifError::Io { line: self.line_no, source })?;
         if n == 0 {
             return Ok(None);
         }
@@ -199,13 +197,9 @@ impl<R: BufRead> LdifReader<R> {
 
         let spec = parse_spec(&first, first_line)?;
         if !spec.name.eq_ignore_ascii_case("dn") {
-            return Err(syntax(
-                first_line,
-                format!("a record must start with 'dn:', found '{}:'", spec.name),
-            ));
+            return Err(syntax(first_line, format!("a record must start with 'dn:', found '{}:'", spec.name)));
         }
-        let dn = String::from_utf8(spec.value)
-            .map_err(|_| syntax(first_line, "the DN is not valid UTF-8"))?;
+        let dn = String::from_utf8(spec.value).map_err(|_| syntax(first_line, "the DN is not valid UTF-8"))?;
 
         let mut record = LdifRecord { dn, line: first_line, attrs: Vec::new() };
         let mut first_attr = true;
@@ -225,7 +219,8 @@ impl<R: BufRead> LdifReader<R> {
                 ));
             }
             let spec = parse_spec(&text, line)?;
-            if spec.name.eq_ignore_ascii_case("changetype") || (first_attr && spec.name.eq_ignore_ascii_case("control")) {
+            if spec.name.eq_ignore_ascii_case("changetype") || (first_attr && spec.name.eq_ignore_ascii_case("control"))
+            {
                 return Err(syntax(
                     line,
                     format!(
@@ -285,20 +280,14 @@ fn starts_with_attr(text: &[u8], name: &str) -> bool {
 /// Parses `name: value`, `name:: base64` or refuses `name:< url`.
 fn parse_spec(text: &[u8], line: u64) -> Result<Spec, LdifError> {
     let Some(colon) = text.iter().position(|&b| b == b':') else {
-        return Err(syntax(
-            line,
-            format!("expected 'attribute: value', found '{}'", preview(text)),
-        ));
+        return Err(syntax(line, format!("expected 'attribute: value', found '{}'", preview(text))));
     };
     let name = &text[..colon];
     let valid_name = !name.is_empty()
         && name[0].is_ascii_alphanumeric()
         && name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b';');
     if !valid_name {
-        return Err(syntax(
-            line,
-            format!("'{}' is not an attribute description", preview(name)),
-        ));
+        return Err(syntax(line, format!("'{}' is not an attribute description", preview(name))));
     }
     // Checked ASCII above.
     let name = String::from_utf8_lossy(name).into_owned();
@@ -306,15 +295,12 @@ fn parse_spec(text: &[u8], line: u64) -> Result<Spec, LdifError> {
     let value = match rest.first() {
         Some(b':') => {
             let encoded: Vec<u8> = rest[1..].iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-            base64::engine::general_purpose::STANDARD.decode(&encoded).map_err(|e| {
-                syntax(line, format!("the base64 value of '{name}' does not decode: {e}"))
-            })?
+            base64::engine::general_purpose::STANDARD
+                .decode(&encoded)
+                .map_err(|e| syntax(line, format!("the base64 value of '{name}' does not decode: {e}")))?
         }
         Some(b'<') => {
-            return Err(syntax(
-                line,
-                format!("URL values (<) are not supported; inline the value of '{name}'"),
-            ));
+            return Err(syntax(line, format!("URL values (<) are not supported; inline the value of '{name}'")));
         }
         _ => {
             // RFC 2849 FILL: spaces after the colon are not part of the value.
@@ -344,11 +330,7 @@ mod tests {
     }
 
     fn str_values(r: &LdifRecord, name: &str) -> Vec<String> {
-        r.values(name)
-            .unwrap_or_default()
-            .iter()
-            .map(|v| String::from_utf8(v.clone()).expect("utf8"))
-            .collect()
+        r.values(name).unwrap_or_default().iter().map(|v| String::from_utf8(v.clone()).expect("utf8")).collect()
     }
 
     #[test]
@@ -395,7 +377,8 @@ cn: Müller\n";
 
     #[test]
     fn url_values_are_refused_with_the_line() {
-        let err = read_all("version: 1\n\ndn: cn=a,dc=x\ncn: a\njpegPhoto:< file:///etc/passwd\n").expect_err("refused");
+        let err =
+            read_all("version: 1\n\ndn: cn=a,dc=x\ncn: a\njpegPhoto:< file:///etc/passwd\n").expect_err("refused");
         assert_eq!(err.line(), 5);
         assert!(err.to_string().contains("URL values (<) are not supported; inline the value"), "{err}");
     }
