@@ -312,7 +312,7 @@ impl Parser<'_> {
                 after += 1;
             }
             let terminated = matches!(self.bytes.get(after), None | Some(b',') | Some(b'+'));
-            if end > start && (end - start) % 2 == 0 && terminated {
+            if end > start && (end - start).is_multiple_of(2) && terminated {
                 self.pos = after;
                 return Ok(AvaValue::Ber(self.input[start..end].to_ascii_lowercase()));
             }

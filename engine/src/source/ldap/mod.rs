@@ -1,20 +1,427 @@
-//! `kind = "ldap"` (placeholder)
-use super::{ReadSummary, Sink, Source, SourceError};
-use crate::config::{LdapSourceConfig, Secret};
+//! `kind = "ldap"`: any LDAP v3 server through ldap3.
+//!
+//! A read connects (`ldap://`, `ldaps://`, or `ldap://` + StartTLS), binds (simple
+//! bind, or anonymously without `bind_dn`), then runs two paged subtree searches —
+//! users, then groups — and hands every entry to the sink as it arrives, so memory
+//! does not grow with the directory. Users come from the user search and groups
+//! from the group search; the search decides the kind, not objectClass.
+//!
+//! `read` and `check` are synchronous: they drive ldap3 on a current-thread tokio
+//! runtime owned by the source (measured: as fast as `ldapsearch`, where a
+//! multi-thread runtime was ≈ 65 % slower). Call them from a plain thread (or
+//! `spawn_blocking`), not from inside an async task.
+
+pub mod client;
+pub mod entry;
+pub mod error;
+pub mod tls;
+
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Runtime;
+
+use crate::config::{LdapSourceConfig, Secret};
+use crate::dn::Dn;
+use crate::source::{EntryKind, ReadSummary, Sink, Source, SourceError, SourceItem};
+
+use client::Endpoint;
+use entry::EntryRules;
+use error::ErrorContext;
+use tls::TrustRoots;
+
+/// The RFC 2696 paged results control, as listed in the root DSE.
+const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
+
+/// Reads users and groups from an LDAP server.
+#[derive(Debug)]
 pub struct LdapSource {
-    name: String,
+    config: LdapSourceConfig,
+    endpoint: Endpoint,
+    /// Where the trusted roots come from; `None` on a plain connection.
+    trust: Option<TrustRoots>,
+    rules: EntryRules,
+    /// Created on first use; dropped after a panic so the next run starts clean.
+    runtime: Option<Runtime>,
 }
+
 impl LdapSource {
-    pub fn new(config: &LdapSourceConfig, _base_dir: &Path, _pw: Option<Secret>) -> Result<Self, SourceError> {
-        Ok(Self { name: config.name.clone() })
+    /// Validates the configuration and prepares TLS; does not connect (`read` and
+    /// `check` do). `base_dir` is the configuration file's directory (for a relative
+    /// `ca_file`); `password` is the resolved `bind_password`.
+    pub fn new(config: &LdapSourceConfig, base_dir: &Path, password: Option<Secret>) -> Result<Self, SourceError> {
+        let name = config.name.clone();
+        let other = |message: String| SourceError::Other { source_name: name.clone(), message };
+
+        let (scheme_tls, rest) = if let Some(rest) = config.url.strip_prefix("ldaps://") {
+            (true, rest)
+        } else if let Some(rest) = config.url.strip_prefix("ldap://") {
+            (false, rest)
+        } else {
+            return Err(other(format!("url '{}' must start with ldap:// or ldaps://", config.url)));
+        };
+        if scheme_tls && config.starttls {
+            return Err(other("starttls = true needs an ldap:// url (ldaps:// is already TLS)".into()));
+        }
+        let authority = rest.split('/').next().unwrap_or_default().to_string();
+        let host = host_of(&authority);
+        if host.is_empty() {
+            return Err(other(format!("url '{}' names no host", config.url)));
+        }
+        let uses_tls = scheme_tls || config.starttls;
+
+        match (&config.bind_dn, &password) {
+            (Some(_), None) => return Err(other("bind_dn is set but bind_password is not".into())),
+            (None, Some(_)) => return Err(other("bind_password is set but bind_dn is not".into())),
+            // An empty password turns a simple bind into an "unauthenticated" bind that
+            // many servers accept as anonymous: the run would read less than intended
+            // without any error.
+            (Some(_), Some(p)) if p.expose().is_empty() => {
+                return Err(other("bind_password is empty; an empty password would bind anonymously".into()));
+            }
+            _ => {}
+        }
+        if config.anchor.trim().is_empty() {
+            return Err(other("anchor must name an attribute".into()));
+        }
+        if !(1..=10_000).contains(&config.page_size) {
+            return Err(other(format!("page_size {} must be 1..=10000", config.page_size)));
+        }
+        if config.timeout_secs == 0 {
+            return Err(other("timeout_secs must be at least 1".into()));
+        }
+        for (what, base) in [("user_base", Some(&config.user_base)), ("group_base", config.group_base.as_ref())] {
+            if let Some(base) = base {
+                Dn::parse(base).map_err(|e| other(format!("{what}: {e}")))?;
+            }
+        }
+        for (what, filter) in [("user_filter", &config.user_filter), ("group_filter", &config.group_filter)] {
+            if ldap3::parse_filter(filter).is_err() {
+                return Err(other(format!("{what} '{filter}' is not a valid LDAP filter")));
+            }
+        }
+
+        let ca_file = config.ca_file.as_ref().map(|p| base_dir.join(p));
+        let (tls, trust) = if uses_tls {
+            let (cfg, trust) =
+                tls::client_config(ca_file.as_deref(), config.tls_insecure_skip_verify).map_err(|e| {
+                    SourceError::Tls { source_name: name.clone(), url: config.url.clone(), message: e.to_string() }
+                })?;
+            (Some(cfg), Some(trust))
+        } else {
+            if ca_file.is_some() || config.tls_insecure_skip_verify {
+                tracing::warn!(
+                    source = %name,
+                    url = %config.url,
+                    "ca_file / tls_insecure_skip_verify are ignored: the connection is plain ldap:// without starttls"
+                );
+            }
+            (None, None)
+        };
+
+        let ctx = ErrorContext {
+            source_name: name.clone(),
+            url: config.url.clone(),
+            authority: authority.clone(),
+            host,
+            trust: trust.clone(),
+            bind_dn: config.bind_dn.clone().unwrap_or_else(|| "(anonymous)".into()),
+            timeout_secs: config.timeout_secs,
+        };
+        let endpoint = Endpoint {
+            url: config.url.clone(),
+            starttls: config.starttls,
+            tls,
+            insecure: uses_tls && config.tls_insecure_skip_verify,
+            timeout: Duration::from_secs(config.timeout_secs),
+            bind_dn: config.bind_dn.clone(),
+            password,
+            ctx,
+        };
+        let rules = EntryRules { anchor: config.anchor.clone(), member_attributes: config.member_attributes.clone() };
+        Ok(Self { config: config.clone(), endpoint, trust, rules, runtime: None })
+    }
+
+    /// Connects, binds and reads the root DSE; returns a short report for
+    /// `roster source test`. Also checks that the configured bases exist.
+    pub fn check(&mut self) -> Result<String, SourceError> {
+        let endpoint = self.endpoint.clone();
+        let user_base = self.config.user_base.clone();
+        let group_base = self.config.group_base.clone();
+        let transport = self.describe_transport();
+        self.run(async move {
+            let started = Instant::now();
+            let mut session = client::connect(&endpoint).await?;
+            let ldap = &mut session.ldap;
+            let result = async {
+                let dse = client::read_root_dse(ldap, &endpoint).await?;
+                let user_base_found = client::base_exists(ldap, &endpoint, &user_base).await?;
+                let group_base_found = match &group_base {
+                    Some(b) => Some(client::base_exists(ldap, &endpoint, b).await?),
+                    None => None,
+                };
+                Ok::<_, SourceError>((dse, user_base_found, group_base_found))
+            }
+            .await;
+            match &result {
+                Ok(_) => session.close().await,
+                Err(_) => session.abort(),
+            }
+            let (dse, user_base_found, group_base_found) = result?;
+
+            let get = |name: &str| -> Vec<String> {
+                dse.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).unwrap_or_default()
+            };
+            let mut lines =
+                vec![format!("connected to {} ({transport}) in {} ms", endpoint.url, started.elapsed().as_millis())];
+            lines.push(match &endpoint.bind_dn {
+                Some(dn) => format!("bound as '{dn}'"),
+                None => "anonymous (no bind_dn)".to_string(),
+            });
+            let vendor = [get("vendorName"), get("vendorVersion")].concat().join(" ");
+            if !vendor.is_empty() {
+                lines.push(format!("server: {vendor}"));
+            }
+            let contexts = get("namingContexts");
+            if contexts.is_empty() {
+                lines.push("naming contexts: none visible to this account".into());
+            } else {
+                lines.push(format!("naming contexts: {}", contexts.join("; ")));
+            }
+            let controls = get("supportedControl");
+            lines.push(if controls.iter().any(|c| c == PAGED_RESULTS_OID) {
+                "paged results (RFC 2696): supported".into()
+            } else if controls.is_empty() {
+                "paged results (RFC 2696): unknown (the root DSE lists no controls to this account)".into()
+            } else {
+                "paged results (RFC 2696): NOT supported; a large directory may hit the server's size limit".into()
+            });
+            lines.push(format!(
+                "user_base '{user_base}': {}",
+                if user_base_found { "found" } else { "NOT FOUND (or not readable by this account)" }
+            ));
+            if let (Some(b), Some(found)) = (&group_base, group_base_found) {
+                lines.push(format!(
+                    "group_base '{b}': {}",
+                    if found { "found" } else { "NOT FOUND (or not readable by this account)" }
+                ));
+            }
+            Ok(lines.join("\n"))
+        })
+    }
+
+    fn describe_transport(&self) -> String {
+        let how = if self.endpoint.starttls {
+            "StartTLS"
+        } else if self.endpoint.tls.is_some() {
+            "LDAPS"
+        } else {
+            return "plain LDAP, not encrypted".into();
+        };
+        match &self.trust {
+            Some(TrustRoots::CaFile(p)) => format!("{how}, certificate verified against ca_file '{}'", p.display()),
+            Some(TrustRoots::System) => format!("{how}, certificate verified against the system CAs"),
+            Some(TrustRoots::Insecure) | None => format!("{how}, certificate NOT verified (tls_insecure_skip_verify)"),
+        }
+    }
+
+    /// Runs a future to completion on the source's runtime, turning a panic in the
+    /// LDAP client into an error instead of a crash.
+    fn run<T>(&mut self, fut: impl std::future::Future<Output = Result<T, SourceError>>) -> Result<T, SourceError> {
+        let name = self.config.name.clone();
+        let other = |message: String| SourceError::Other { source_name: name.clone(), message };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(other(
+                "internal error: an LDAP source was read from inside an async task; call it from a blocking thread"
+                    .into(),
+            ));
+        }
+        if self.runtime.is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| other(format!("cannot start the I/O runtime: {e}")))?;
+            self.runtime = Some(rt);
+        }
+        let Some(rt) = self.runtime.as_ref() else {
+            return Err(other("internal error: no runtime".into()));
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(fut))) {
+            Ok(result) => result,
+            Err(panic) => {
+                self.runtime = None;
+                Err(other(format!(
+                    "the LDAP client failed on unexpected server data ({}); the read is incomplete",
+                    entry::panic_message(&panic)
+                )))
+            }
+        }
     }
 }
+
 impl Source for LdapSource {
     fn name(&self) -> &str {
-        &self.name
+        &self.config.name
     }
-    fn read(&mut self, _sink: &mut dyn Sink) -> Result<ReadSummary, SourceError> {
-        todo!()
+
+    fn read(&mut self, sink: &mut dyn Sink) -> Result<ReadSummary, SourceError> {
+        let endpoint = self.endpoint.clone();
+        let rules = self.rules.clone();
+        let config = self.config.clone();
+        let name = self.config.name.clone();
+        tracing::info!(source = %name, url = %endpoint.url, transport = %self.describe_transport(), "reading LDAP directory");
+        let started = Instant::now();
+        // A panic in the sink is the caller's bug, not bad server data: it is caught
+        // here only to get out of the runtime, then resumed unchanged.
+        let mut sink_panic = None;
+        let result = self.run(async {
+            let mut session = client::connect(&endpoint).await?;
+            let result = read_all(&mut session.ldap, &endpoint, &config, &rules, sink, &mut sink_panic).await;
+            match &result {
+                Ok(_) => session.close().await,
+                Err(_) => session.abort(),
+            }
+            result
+        });
+        if let Some(panic) = sink_panic {
+            std::panic::resume_unwind(panic);
+        }
+        let summary = result?;
+        tracing::info!(
+            source = %name,
+            users = summary.users,
+            groups = summary.groups,
+            rejected = summary.rejected,
+            pages = summary.requests,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "LDAP read complete"
+        );
+        Ok(summary)
+    }
+}
+
+/// The user search, then the group search, streaming into the sink.
+async fn read_all(
+    ldap: &mut ldap3::Ldap,
+    endpoint: &Endpoint,
+    config: &LdapSourceConfig,
+    rules: &EntryRules,
+    sink: &mut dyn Sink,
+    sink_panic: &mut Option<Box<dyn std::any::Any + Send>>,
+) -> Result<ReadSummary, SourceError> {
+    let mut summary = ReadSummary::default();
+    // entryUUID (and other anchors) are operational attributes: "*" does not return them.
+    let attrs = vec!["*".to_string(), config.anchor.clone()];
+    // Without group_base, groups are searched for under user_base: small directories
+    // often keep both under one base.
+    let group_base = config.group_base.as_deref().unwrap_or(&config.user_base);
+    let searches = [
+        (EntryKind::User, config.user_base.as_str(), &config.user_filter),
+        (EntryKind::Group, group_base, &config.group_filter),
+    ];
+    for (kind, base, filter) in searches {
+        let mut on_entry = |tag| {
+            let item = entry::convert(tag, kind, rules);
+            match &item {
+                SourceItem::Entry(_) if kind == EntryKind::User => summary.users += 1,
+                SourceItem::Entry(_) => summary.groups += 1,
+                SourceItem::Rejected { reason, .. } => {
+                    summary.rejected += 1;
+                    tracing::warn!(source = %config.name, %reason, "entry rejected");
+                }
+            }
+            let stopped = |message: String| SourceError::Stopped { source_name: config.name.clone(), message };
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.item(item))) {
+                Ok(result) => result.map_err(stopped),
+                Err(panic) => {
+                    *sink_panic = Some(panic);
+                    Err(stopped("the consumer panicked".into()))
+                }
+            }
+        };
+        let stats =
+            client::paged_search(ldap, endpoint, base, filter, attrs.clone(), config.page_size, &mut on_entry).await?;
+        tracing::debug!(
+            source = %config.name,
+            kind = %kind,
+            base,
+            entries = stats.entries,
+            pages = stats.pages,
+            "search complete"
+        );
+        summary.requests += stats.pages;
+    }
+    Ok(summary)
+}
+
+/// The host part of `host:port` / `[v6]:port` / `user@host:port`.
+fn host_of(authority: &str) -> String {
+    let hostport = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(rest) = hostport.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_string();
+    }
+    hostport.split(':').next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> LdapSourceConfig {
+        let text = format!(
+            "name = \"corp\"\nurl = \"ldap://127.0.0.1:1\"\nuser_base = \"ou=people,dc=example,dc=com\"\n{extra}"
+        );
+        toml::from_str(&text).expect("config parses")
+    }
+
+    fn secret(value: &str) -> Secret {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("pw"), value).expect("write");
+        crate::config::SecretRef::File { file: "pw".into() }.resolve(dir.path()).expect("resolves")
+    }
+
+    #[test]
+    fn host_of_handles_ports_ipv6_and_userinfo() {
+        assert_eq!(host_of("ldap.example.com:636"), "ldap.example.com");
+        assert_eq!(host_of("[::1]:389"), "::1");
+        assert_eq!(host_of("x@h"), "h");
+        assert_eq!(host_of(""), "");
+    }
+
+    #[test]
+    fn constructor_validates_without_connecting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        LdapSource::new(&config(""), dir.path(), None).expect("anonymous plain source");
+
+        let err = LdapSource::new(&config("user_filter = \"(objectClass=person\""), dir.path(), None)
+            .expect_err("bad filter");
+        assert!(err.to_string().contains("user_filter"), "{err}");
+
+        let err = LdapSource::new(&config("bind_dn = \"cn=svc\"\nbind_password = { env = \"X\" }"), dir.path(), None)
+            .expect_err("no password");
+        assert!(err.to_string().contains("bind_password"), "{err}");
+
+        let err = LdapSource::new(&config("starttls = true\nca_file = \"missing.pem\""), dir.path(), None)
+            .expect_err("missing CA file");
+        assert!(matches!(err, SourceError::Tls { .. }), "{err:?}");
+        assert!(err.to_string().contains("missing.pem"), "{err}");
+    }
+
+    #[test]
+    fn connection_refused_is_a_connect_error_naming_the_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Port 1 on loopback: nothing listens there.
+        let mut source = LdapSource::new(&config("timeout_secs = 5"), dir.path(), None).expect("new");
+        let err = source.read(&mut |_| Ok(())).expect_err("refused");
+        assert!(matches!(err, SourceError::Connect { .. }), "{err:?}");
+        assert!(err.to_string().contains("ldap://127.0.0.1:1"), "{err}");
+    }
+
+    #[test]
+    fn debug_never_shows_the_password() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config("bind_dn = \"cn=svc\"\nbind_password = { env = \"X\" }");
+        let source = LdapSource::new(&cfg, dir.path(), Some(secret("hunter2"))).expect("new");
+        assert!(!format!("{source:?}").contains("hunter2"));
     }
 }
