@@ -168,3 +168,11 @@ fn a_file_that_is_not_a_component_is_rejected_with_the_plugin_named() {
     let run = env.run(&["sync"]).code(2);
     assert!(run.stderr.contains("plugin 'bogus'") && run.stderr.contains("tenant 't'"), "{}", run.stderr);
 }
+
+#[test]
+fn a_component_of_another_world_is_rejected_naming_the_missing_export() {
+    let env = Env::new(&config_with_mapper("wrong_world", "", ""));
+    let run = env.run(&["config", "check"]).code(2);
+    assert!(run.stderr.contains("missing export 'map'"), "{}", run.stderr);
+    assert!(run.stderr.contains("tenant 't'") && run.stderr.contains("wrong_world"), "{}", run.stderr);
+}

@@ -11,6 +11,7 @@ mod cache;
 pub mod config;
 mod mapper;
 mod sandbox;
+mod validate;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -193,6 +194,10 @@ impl PluginHost {
             .cache
             .load(&self.engine, &binary.hash, &binary.wasm)
             .map_err(|e| load_err(format!("not a valid WebAssembly component: {e:#}")))?;
+        let problems = validate::mapper_problems(&self.engine, &component);
+        if !problems.is_empty() {
+            return Err(load_err(format!("it is not a usable mapper plugin: {}", problems.join("; "))));
+        }
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
