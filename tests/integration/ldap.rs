@@ -228,3 +228,15 @@ fn scope_by_ou_and_by_group() {
     scoped.sync(&[]).0.ok();
     assert_eq!(scoped.users("t").len(), expected, "members of '{name}', direct and nested");
 }
+
+#[test]
+fn source_test_reports_connection_and_bind_and_names_failures() {
+    let s = directory();
+    let env = env_for(&s, &s.ldaps_url, false, "");
+    let run = env.run(&["source", "test", "--tenant", "t", "--source", "corp"]).ok();
+    assert!(run.stdout.contains("OK") && run.stdout.contains(&format!("bound as '{}'", s.svc_dn)), "{}", run.stdout);
+    assert_eq!(env.users("t").len(), 0, "a test changes nothing");
+    std::fs::write(env.path().join("ldap-password"), "wrong").expect("write");
+    let run = env.run(&["source", "test", "--tenant", "t", "--source", "corp"]).code(1);
+    assert!(run.stderr.contains("invalid credentials"), "{}", run.stderr);
+}

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Cli, Command, ConfigAction, ListAction, exit};
+use super::{Cli, Command, ConfigAction, ListAction, SourceAction, exit};
 use crate::config::{Config, TenantConfig};
 use crate::model::Stored;
 use crate::plugin_host::{PluginError, PluginHost};
@@ -31,6 +31,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Quarantine { action: ListAction::List { tenant, json } } => quarantine_cmd(&config, tenant, *json),
         Command::Runs { action: ListAction::List { tenant, json } } => runs_cmd(&config, tenant, *json),
         Command::Config { action: ConfigAction::Check } => check_cmd(&config),
+        Command::Source { action: SourceAction::Test { tenant, source } } => source_test_cmd(&config, tenant, source),
     }
 }
 
@@ -296,6 +297,42 @@ fn runs_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+fn source_test_cmd(config: &Config, id: &str, name: &str) -> Result<u8> {
+    let t = match tenant(config, id) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let Some(source_cfg) = t.sources.iter().find(|s| s.name() == name) else {
+        let known: Vec<&str> = t.sources.iter().map(|s| s.name()).collect();
+        eprintln!(
+            "error: {}: tenant '{id}' has no source '{name}' (sources: {})",
+            config.path.display(),
+            known.join(", ")
+        );
+        return Ok(exit::CONFIG);
+    };
+    let mut source = match sync::open_source(config, t, source_cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::CONFIG);
+        }
+    };
+    match source.check() {
+        Ok(report) => {
+            println!("tenant '{id}', source '{name}' ({}): OK", source_cfg.kind());
+            for line in report.lines() {
+                println!("  {line}");
+            }
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("error: tenant '{id}': {e}");
+            Ok(exit::FAILURE)
+        }
+    }
 }
 
 fn check_cmd(config: &Config) -> Result<u8> {

@@ -89,6 +89,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ListAction,
     },
+    /// Source checks.
+    Source {
+        #[command(subcommand)]
+        action: SourceAction,
+    },
     /// Configuration checks.
     Config {
         #[command(subcommand)]
@@ -104,6 +109,17 @@ pub enum ListAction {
         /// SCIM 2.0 JSON (RFC 7643) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SourceAction {
+    /// Connect, authenticate and read: print what was found, change nothing.
+    Test {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        source: String,
     },
 }
 

@@ -141,4 +141,19 @@ pub trait Source {
     /// Reads every user and group in scope, streaming them into `sink`.
     /// Returns `Ok` only when the read was complete.
     fn read(&mut self, sink: &mut dyn Sink) -> Result<ReadSummary, SourceError>;
+
+    /// Checks that the source can be read and says what it found, for
+    /// `roster source test`. By default: a full read that keeps nothing.
+    fn check(&mut self) -> Result<String, SourceError> {
+        let started = std::time::Instant::now();
+        let mut ignore = |_: SourceItem| Ok(());
+        let s = self.read(&mut ignore)?;
+        Ok(format!(
+            "read {} users and {} groups ({} rejected) in {} ms",
+            s.users,
+            s.groups,
+            s.rejected,
+            started.elapsed().as_millis()
+        ))
+    }
 }

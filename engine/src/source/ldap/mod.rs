@@ -264,6 +264,11 @@ impl Source for LdapSource {
         &self.config.name
     }
 
+    fn check(&mut self) -> Result<String, SourceError> {
+        // The inherent check: connect, bind, root DSE, bases; no full read.
+        LdapSource::check(self)
+    }
+
     fn read(&mut self, sink: &mut dyn Sink) -> Result<ReadSummary, SourceError> {
         let endpoint = self.endpoint.clone();
         let rules = self.rules.clone();
