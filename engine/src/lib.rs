@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod plugin_host;
+pub mod registry;
 pub mod scim;
 pub mod scope;
 pub mod source;

@@ -128,31 +128,41 @@ pub trait Progress {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
-/// The mapper plugin a tenant runs, with its configuration.
-pub fn tenant_mapper(config: &Config, tenant: &TenantConfig) -> Result<(PluginBinary, toml::Table), SyncError> {
-    match &tenant.plugins.mapper {
-        Some(p) => {
-            let path = config.resolve_path(p.path());
-            let binary = PluginBinary::from_file(&path).map_err(|e| SyncError::Setup {
-                tenant: tenant.id.clone(),
-                message: format!("cannot read mapper plugin {}: {e}", path.display()),
-            })?;
-            Ok((binary, p.config()))
-        }
-        None => {
-            let mut table = toml::Table::new();
-            let to_table = |m: &std::collections::BTreeMap<String, String>| {
-                toml::Value::Table(m.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect())
-            };
-            if let Some(m) = &tenant.mapping {
-                table.insert("user".into(), to_table(m));
-            }
-            if let Some(m) = &tenant.group_mapping {
-                table.insert("group".into(), to_table(m));
-            }
-            Ok((PluginBinary::builtin_declarative_mapper(), table))
-        }
+/// The mapper plugin a tenant runs, with its configuration: a file named in
+/// the config, else the tenant's active uploaded plugin, else the built-in
+/// declarative mapper configured by `[tenant.mapping]`.
+pub fn tenant_mapper(
+    config: &Config,
+    tenant: &TenantConfig,
+    store: &mut dyn Store,
+) -> Result<(PluginBinary, toml::Table), SyncError> {
+    let plugin_config = tenant.plugins.mapper.as_ref().map(|p| p.config()).unwrap_or_default();
+    if let Some(path) = tenant.plugins.mapper.as_ref().and_then(|p| p.path()) {
+        let path = config.resolve_path(path);
+        let binary = PluginBinary::from_file(&path).map_err(|e| SyncError::Setup {
+            tenant: tenant.id.clone(),
+            message: format!("cannot read mapper plugin {}: {e}", path.display()),
+        })?;
+        return Ok((binary, plugin_config));
     }
+    if let Some((record, wasm)) = store.active_plugin(&tenant.id, crate::registry::MAPPER)? {
+        if tenant.mapping.is_some() {
+            tracing::warn!(tenant = %tenant.id, plugin = %record.name, version = record.version, "[tenant.mapping] is ignored: the tenant's uploaded mapper plugin is active");
+        }
+        let origin = format!("registry version {}", record.version);
+        return Ok((PluginBinary::new(record.name, origin, wasm), plugin_config));
+    }
+    let mut table = toml::Table::new();
+    let to_table = |m: &std::collections::BTreeMap<String, String>| {
+        toml::Value::Table(m.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect())
+    };
+    if let Some(m) = &tenant.mapping {
+        table.insert("user".into(), to_table(m));
+    }
+    if let Some(m) = &tenant.group_mapping {
+        table.insert("group".into(), to_table(m));
+    }
+    Ok((PluginBinary::builtin_declarative_mapper(), table))
 }
 
 pub fn sandbox_limits(tenant: &TenantConfig) -> SandboxLimits {
@@ -167,8 +177,9 @@ pub fn instantiate_mapper(
     config: &Config,
     tenant: &TenantConfig,
     host: &PluginHost,
+    store: &mut dyn Store,
 ) -> Result<MapperInstance, SyncError> {
-    let (binary, plugin_config) = tenant_mapper(config, tenant)?;
+    let (binary, plugin_config) = tenant_mapper(config, tenant, store)?;
     let loaded = host.load_mapper(&tenant.id, &binary)?;
     Ok(MapperInstance::new(host, loaded, &tenant.id, sandbox_limits(tenant), &plugin_config)?)
 }
@@ -213,7 +224,8 @@ pub fn sync_tenant(
     progress: &dyn Progress,
 ) -> Result<RunReport, SyncError> {
     let started = Instant::now();
-    let mut mapping = MappingStage::new(instantiate_mapper(config, tenant, host)?, tenant.limits.plugin_batch_size);
+    let mut mapping =
+        MappingStage::new(instantiate_mapper(config, tenant, host, store)?, tenant.limits.plugin_batch_size);
     let plugins = vec![mapping.plugin().clone()];
     let run_id = if opts.dry_run { None } else { Some(store.begin_run(&tenant.id, &opts.trigger, false)?) };
 

@@ -8,3 +8,4 @@ mod config_check;
 mod example;
 mod ldap;
 mod plugins;
+mod registry;

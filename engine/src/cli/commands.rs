@@ -5,13 +5,14 @@ use std::io::IsTerminal;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Cli, Command, ConfigAction, ListAction, SourceAction, exit};
+use super::{Cli, Command, ConfigAction, ListAction, PluginAction, SourceAction, exit};
 use crate::config::{Config, TenantConfig};
 use crate::model::Stored;
-use crate::plugin_host::{PluginError, PluginHost};
+use crate::plugin_host::{PluginError, PluginHost, short_hash};
+use crate::registry::{self, RegistryError};
 use crate::scim::Directory;
-use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
 use crate::sync::{self, Progress, RunStatus, SyncError, SyncOptions};
 
 pub fn run(cli: &Cli) -> Result<u8> {
@@ -31,6 +32,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Quarantine { action: ListAction::List { tenant, json } } => quarantine_cmd(&config, tenant, *json),
         Command::Runs { action: ListAction::List { tenant, json } } => runs_cmd(&config, tenant, *json),
         Command::Config { action: ConfigAction::Check } => check_cmd(&config),
+        Command::Plugin { action } => plugin_cmd(&config, action),
         Command::Source { action: SourceAction::Test { tenant, source } } => source_test_cmd(&config, tenant, source),
     }
 }
@@ -335,11 +337,102 @@ fn source_test_cmd(config: &Config, id: &str, name: &str) -> Result<u8> {
     }
 }
 
+fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
+    match action {
+        PluginAction::Add { tenant: id, kind, vectors, no_activate, file } => {
+            let t = match tenant(config, id) {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
+            let mut store = open_store(config)?;
+            let host = plugin_host(config)?;
+            let who = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            match registry::add(t, &host, &mut store, kind, file, vectors.as_deref(), !no_activate, &who) {
+                Ok(added) => {
+                    let r = &added.record;
+                    println!(
+                        "tenant '{id}': {} plugin '{}' {} stored as version {} (sha256:{}, {} bytes, {} test vectors passed){}",
+                        r.kind,
+                        r.name,
+                        r.plugin_version,
+                        r.version,
+                        short_hash(&r.sha256),
+                        r.size,
+                        added.vectors_run,
+                        if added.activated { ", active" } else { ", not activated" }
+                    );
+                    Ok(exit::OK)
+                }
+                Err(e @ (RegistryError::Store(_) | RegistryError::Read { .. })) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: tenant '{id}': plugin {} rejected: {e}", file.display());
+                    Ok(exit::CONFIG)
+                }
+            }
+        }
+        PluginAction::List { tenant: id, json } => {
+            if let Err(code) = tenant(config, id) {
+                return Ok(code);
+            }
+            let plugins = open_store(config)?.plugins(id)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&plugins)?);
+                return Ok(exit::OK);
+            }
+            println!(
+                "{:<8} {:>7}  {:<24} {:<10} {:<14} {:>9}  {:<30} {}",
+                "KIND", "VERSION", "NAME", "PLUGIN VER", "SHA256", "BYTES", "ADDED", "ACTIVE"
+            );
+            for p in &plugins {
+                println!(
+                    "{:<8} {:>7}  {:<24} {:<10} {:<14} {:>9}  {:<30} {}",
+                    p.kind,
+                    p.version,
+                    p.name,
+                    p.plugin_version,
+                    short_hash(&p.sha256),
+                    p.size,
+                    p.added_at,
+                    if p.active { "*" } else { "" }
+                );
+            }
+            Ok(exit::OK)
+        }
+        PluginAction::Activate { tenant: id, kind, version } => {
+            if let Err(code) = tenant(config, id) {
+                return Ok(code);
+            }
+            if !registry::KINDS.contains(&kind.as_str()) {
+                eprintln!("error: {}", RegistryError::UnknownKind(kind.clone()));
+                return Ok(exit::CONFIG);
+            }
+            let mut store = open_store(config)?;
+            match store.activate_plugin(id, kind, *version) {
+                Ok(()) => {
+                    println!("tenant '{id}': {kind} plugin version {version} is now active");
+                    Ok(exit::OK)
+                }
+                Err(e @ StoreError::NoSuchPlugin { .. }) => {
+                    eprintln!("error: {e}");
+                    Ok(exit::CONFIG)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
 fn check_cmd(config: &Config) -> Result<u8> {
     let host = PluginHost::new(None).map_err(anyhow::Error::msg)?;
+    // A check writes nothing: read the registry only if a store already exists.
+    let mut store = if config.store_dir().join(crate::store::sqlite::DB_FILE).is_file() {
+        open_store(config)?
+    } else {
+        SqliteStore::open_in_memory()?
+    };
     let mut problems = 0;
     for t in &config.tenants {
-        match sync::instantiate_mapper(config, t, &host) {
+        match sync::instantiate_mapper(config, t, &host, &mut store) {
             Ok(m) => println!("tenant '{}': mapper {} OK", t.id, m.identity()),
             Err(SyncError::Plugin(PluginError::Config { plugin, errors })) => {
                 for e in errors {

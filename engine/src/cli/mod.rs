@@ -89,6 +89,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ListAction,
     },
+    /// The tenant's plugin registry: upload, list, activate (and roll back).
+    Plugin {
+        #[command(subcommand)]
+        action: PluginAction,
+    },
     /// Source checks.
     Source {
         #[command(subcommand)]
@@ -110,6 +115,35 @@ pub enum ListAction {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginAction {
+    /// Validate a plugin, run its test vectors, store it as the next version and activate it.
+    Add {
+        #[arg(long)]
+        tenant: String,
+        /// Plugin kind: mapper.
+        #[arg(long)]
+        kind: String,
+        /// Test vectors (JSON); default: FILE.vectors.json beside the plugin, if present.
+        #[arg(long)]
+        vectors: Option<PathBuf>,
+        /// Store it without making it the active version.
+        #[arg(long)]
+        no_activate: bool,
+        /// The component (.wasm).
+        file: PathBuf,
+    },
+    /// Every stored version, and which one is active.
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a stored version the active one (an older one to roll back).
+    Activate { tenant: String, kind: String, version: i64 },
 }
 
 #[derive(Subcommand, Debug)]

@@ -78,7 +78,9 @@ pub struct PluginsConfig {
     pub mapper: Option<PluginRef>,
 }
 
-/// `mapper = "file.wasm"` or `[tenant.plugins.mapper] path = …` with a `config` table.
+/// `mapper = "file.wasm"`, or `[tenant.plugins.mapper]` with an optional `path`
+/// and a `config` table. Without `path`, the tenant's active uploaded plugin
+/// (`roster plugin add`) runs with that configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged, expecting = "a plugin file path, or a table with `path` and an optional `config` table")]
 pub enum PluginRef {
@@ -89,16 +91,18 @@ pub enum PluginRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginTable {
-    pub path: PathBuf,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
     #[serde(default)]
     pub config: toml::Table,
 }
 
 impl PluginRef {
-    pub fn path(&self) -> &Path {
+    /// The plugin file, if the config names one (else: the registry's active plugin).
+    pub fn path(&self) -> Option<&Path> {
         match self {
-            PluginRef::Path(p) => p,
-            PluginRef::Table(t) => &t.path,
+            PluginRef::Path(p) => Some(p),
+            PluginRef::Table(t) => t.path.as_deref(),
         }
     }
 
@@ -521,7 +525,7 @@ impl Config {
                     }
                 }
             }
-            if t.mapping.is_some() && t.plugins.mapper.is_some() {
+            if t.mapping.is_some() && t.plugins.mapper.as_ref().is_some_and(|m| m.path().is_some()) {
                 return Err(invalid(
                     "[tenant.mapping] configures the built-in mapper; it cannot be combined with [tenant.plugins] mapper".into(),
                 ));

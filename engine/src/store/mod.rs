@@ -23,6 +23,8 @@ pub enum StoreError {
     Query { context: &'static str, message: String },
     #[error("store: '{label}' ({id}) changed since the plan was made (expected version {expected}); run again")]
     Conflict { id: String, label: String, expected: i64 },
+    #[error("store: tenant '{tenant}' has no {kind} plugin version {version}")]
+    NoSuchPlugin { tenant: String, kind: String, version: i64 },
     #[error("store: stored data is corrupt: {0}")]
     Corrupt(String),
 }
@@ -75,6 +77,24 @@ pub struct ApplyStats {
     pub rows_written: u64,
 }
 
+/// One uploaded plugin version in a tenant's registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginRecord {
+    pub tenant: String,
+    /// Plugin kind (`mapper`, …).
+    pub kind: String,
+    /// Registry version: 1, 2, … per tenant and kind.
+    pub version: i64,
+    pub sha256: String,
+    /// Name and version the plugin reports about itself.
+    pub name: String,
+    pub plugin_version: String,
+    pub size: u64,
+    pub added_at: String,
+    pub added_by: String,
+    pub active: bool,
+}
+
 pub trait Store {
     /// Creates the tenant row if it does not exist.
     fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
@@ -105,6 +125,14 @@ pub trait Store {
     fn groups(&mut self, tenant: &str) -> Result<Vec<Stored>, StoreError>;
     /// Direct memberships of a tenant: (group id, member id).
     fn memberships(&mut self, tenant: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Stores a plugin version; returns its registry version number.
+    fn add_plugin(&mut self, record: &PluginRecord, wasm: &[u8]) -> Result<i64, StoreError>;
+    fn plugins(&mut self, tenant: &str) -> Result<Vec<PluginRecord>, StoreError>;
+    /// Makes `version` the one the tenant runs (also a rollback).
+    fn activate_plugin(&mut self, tenant: &str, kind: &str, version: i64) -> Result<(), StoreError>;
+    /// The active plugin of a kind, with its bytes.
+    fn active_plugin(&mut self, tenant: &str, kind: &str) -> Result<Option<(PluginRecord, Vec<u8>)>, StoreError>;
 
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError>;
     fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError>;

@@ -1,9 +1,10 @@
 //! Versioned schema migrations. Append only: a released migration never changes.
 
-pub const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial schema",
-    r#"
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        r#"
 CREATE TABLE tenants (
     id          TEXT PRIMARY KEY,
     created_at  TEXT NOT NULL
@@ -89,4 +90,34 @@ CREATE TABLE source_state (
     PRIMARY KEY (tenant, source, key)
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "plugin registry",
+        r#"
+-- Every uploaded version of a tenant's plugin, kept for rollback.
+CREATE TABLE plugins (
+    tenant          TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    plugin_version  TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    wasm            BLOB NOT NULL,
+    added_at        TEXT NOT NULL,
+    added_by        TEXT NOT NULL,
+    PRIMARY KEY (tenant, kind, version)
+);
+
+-- Which version of each kind a tenant runs.
+CREATE TABLE active_plugins (
+    tenant        TEXT NOT NULL,
+    kind          TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    activated_at  TEXT NOT NULL,
+    PRIMARY KEY (tenant, kind)
+);
+"#,
+    ),
+];

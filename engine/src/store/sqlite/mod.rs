@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{ApplyStats, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Store, StoreError};
+use super::{ApplyStats, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Store, StoreError};
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
 use crate::plan::{Change, Plan, PlannedObject};
@@ -39,6 +39,15 @@ impl SqliteStore {
         )
         .map_err(|e| open_err(e.to_string()))?;
         let mut store = Self { conn, path };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A throwaway store, for commands that must not create a data directory.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()
+            .map_err(|e| StoreError::Open { path: ":memory:".into(), message: e.to_string() })?;
+        let mut store = Self { conn, path: PathBuf::from(":memory:") };
         store.migrate()?;
         Ok(store)
     }
@@ -386,6 +395,88 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(q("reading membership row"))
     }
 
+    fn add_plugin(&mut self, r: &PluginRecord, wasm: &[u8]) -> Result<i64, StoreError> {
+        self.ensure_tenant(&r.tenant)?;
+        let tx = self.conn.transaction().map_err(q("starting plugin upload"))?;
+        let version: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM plugins WHERE tenant = ?1 AND kind = ?2",
+                params![r.tenant, r.kind],
+                |row| row.get(0),
+            )
+            .map_err(q("numbering plugin version"))?;
+        tx.execute(
+            "INSERT INTO plugins (tenant, kind, version, sha256, name, plugin_version, size, wasm, added_at, added_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                r.tenant,
+                r.kind,
+                version,
+                r.sha256,
+                r.name,
+                r.plugin_version,
+                r.size as i64,
+                wasm,
+                now_rfc3339(),
+                r.added_by
+            ],
+        )
+        .map_err(q("storing plugin"))?;
+        tx.commit().map_err(q("committing plugin upload"))?;
+        Ok(version)
+    }
+
+    fn plugins(&mut self, tenant: &str) -> Result<Vec<PluginRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT p.tenant, p.kind, p.version, p.sha256, p.name, p.plugin_version, p.size, p.added_at, p.added_by,
+                        a.version IS NOT NULL
+                 FROM plugins p LEFT JOIN active_plugins a
+                   ON a.tenant = p.tenant AND a.kind = p.kind AND a.version = p.version
+                 WHERE p.tenant = ?1 ORDER BY p.kind, p.version",
+            )
+            .map_err(q("preparing plugin list"))?;
+        let rows = stmt.query_map(params![tenant], plugin_row).map_err(q("listing plugins"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(q("reading plugin row"))
+    }
+
+    fn activate_plugin(&mut self, tenant: &str, kind: &str, version: i64) -> Result<(), StoreError> {
+        let exists: bool = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM plugins WHERE tenant = ?1 AND kind = ?2 AND version = ?3)",
+                params![tenant, kind, version],
+                |r| r.get(0),
+            )
+            .map_err(q("looking up plugin version"))?;
+        if !exists {
+            return Err(StoreError::NoSuchPlugin { tenant: tenant.into(), kind: kind.into(), version });
+        }
+        self.conn
+            .execute(
+                "INSERT INTO active_plugins (tenant, kind, version, activated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (tenant, kind) DO UPDATE SET version = excluded.version, activated_at = excluded.activated_at",
+                params![tenant, kind, version, now_rfc3339()],
+            )
+            .map_err(q("activating plugin"))?;
+        Ok(())
+    }
+
+    fn active_plugin(&mut self, tenant: &str, kind: &str) -> Result<Option<(PluginRecord, Vec<u8>)>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT p.tenant, p.kind, p.version, p.sha256, p.name, p.plugin_version, p.size, p.added_at, p.added_by, 1, p.wasm
+                 FROM active_plugins a JOIN plugins p
+                   ON a.tenant = p.tenant AND a.kind = p.kind AND a.version = p.version
+                 WHERE a.tenant = ?1 AND a.kind = ?2",
+                params![tenant, kind],
+                |row| Ok((plugin_row(row)?, row.get::<_, Vec<u8>>(10)?)),
+            )
+            .optional()
+            .map_err(q("reading active plugin"))
+    }
+
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
@@ -408,6 +499,21 @@ impl Store for SqliteStore {
             .map_err(q("writing source state"))?;
         Ok(())
     }
+}
+
+fn plugin_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PluginRecord> {
+    Ok(PluginRecord {
+        tenant: r.get(0)?,
+        kind: r.get(1)?,
+        version: r.get(2)?,
+        sha256: r.get(3)?,
+        name: r.get(4)?,
+        plugin_version: r.get(5)?,
+        size: r.get::<_, i64>(6)?.max(0) as u64,
+        added_at: r.get(7)?,
+        added_by: r.get(8)?,
+        active: r.get(9)?,
+    })
 }
 
 fn table(kind: EntryKind) -> &'static str {
