@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod diff;
 pub mod dn;
+pub mod explain;
 pub mod mapping;
 pub mod model;
 pub mod plan;

@@ -176,3 +176,28 @@ fn a_component_of_another_world_is_rejected_naming_the_missing_export() {
     assert!(run.stderr.contains("missing export 'map'"), "{}", run.stderr);
     assert!(run.stderr.contains("tenant 't'") && run.stderr.contains("wrong_world"), "{}", run.stderr);
 }
+
+#[test]
+fn explain_shows_an_entrys_way_through_the_pipeline() {
+    let env = broken("trap", Some(VICTIM), "");
+    env.sync(&[]).0.ok();
+    // By DN, spelled differently from the source (hex escapes, upper-case types).
+    let run =
+        env.run(&["explain", "--tenant", "t", "CN=M\\C3\\BCller\\2C Jos\\C3\\A9,OU=people,DC=example,DC=com"]).ok();
+    let out = &run.stdout;
+    assert!(out.contains("anchor: d3ccdd70-a99a-5008-a330-5448b45664a7"), "{out}");
+    assert!(out.contains("sn: Müller") && out.contains("uid: jmuller2"), "source attributes: {out}");
+    assert!(out.contains("userPassword: <1 value(s), not shown>"), "secrets are not shown: {out}");
+    assert!(out.contains("FAILED: the plugin trapped"), "mapper stage: {out}");
+    assert!(out.contains("Stored: not in the store") && out.contains("Quarantine: since"), "{out}");
+
+    // A healthy entry, by anchor: mapped and in sync.
+    let users = env.users("t");
+    let anchor = users[0]["externalId"].as_str().expect("externalId").to_string();
+    let out = env.run(&["explain", "--tenant", "t", &anchor]).ok().stdout;
+    assert!(
+        out.contains("mapped user:") && out.contains("in sync with the source") && out.contains("not quarantined"),
+        "{out}"
+    );
+    env.run(&["explain", "--tenant", "t", "uid=nobody,dc=example,dc=com"]).code(1);
+}

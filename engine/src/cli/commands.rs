@@ -33,6 +33,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Runs { action: ListAction::List { tenant, json } } => runs_cmd(&config, tenant, *json),
         Command::Config { action: ConfigAction::Check } => check_cmd(&config),
         Command::Plugin { action } => plugin_cmd(&config, action),
+        Command::Explain { tenant: id, key } => explain_cmd(&config, id, key),
         Command::Source { action: SourceAction::Test { tenant, source } } => source_test_cmd(&config, tenant, source),
     }
 }
@@ -332,6 +333,29 @@ fn source_test_cmd(config: &Config, id: &str, name: &str) -> Result<u8> {
         }
         Err(e) => {
             eprintln!("error: tenant '{id}': {e}");
+            Ok(exit::FAILURE)
+        }
+    }
+}
+
+fn explain_cmd(config: &Config, id: &str, key: &str) -> Result<u8> {
+    let t = match tenant(config, id) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let mut store = open_store(config)?;
+    let host = plugin_host(config)?;
+    match crate::explain::explain(config, t, &host, &mut store, key) {
+        Ok(Some(report)) => {
+            print!("{report}");
+            Ok(exit::OK)
+        }
+        Ok(None) => {
+            eprintln!("error: tenant '{id}': no entry with anchor or DN '{key}' in any source");
+            Ok(exit::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             Ok(exit::FAILURE)
         }
     }

@@ -89,6 +89,13 @@ pub enum Command {
         #[command(subcommand)]
         action: ListAction,
     },
+    /// One entry's way through the pipeline: source attributes, scope, mapper output, stored state, quarantine.
+    Explain {
+        #[arg(long)]
+        tenant: String,
+        /// The entry's anchor (entryUUID, objectGUID…) or DN.
+        key: String,
+    },
     /// The tenant's plugin registry: upload, list, activate (and roll back).
     Plugin {
         #[command(subcommand)]

@@ -1,0 +1,221 @@
+//! `roster explain`: one entry's way through the pipeline, for an admin asking
+//! "why does this user look like that?" — its source attributes, whether it is
+//! in scope, what the mapper made of it, what is stored, and any quarantine.
+
+use std::fmt::Write as _;
+
+use crate::config::{Config, TenantConfig};
+use crate::dn::normalize_dn;
+use crate::model::object_id;
+use crate::plugin_host::{MapOutcome, PluginError, PluginHost};
+use crate::scope::OuScope;
+use crate::source::{SourceEntry, SourceItem};
+use crate::store::Store;
+use crate::sync::{SyncError, instantiate_mapper, open_source};
+
+/// Attributes whose values are never shown.
+const SENSITIVE: &[&str] =
+    &["userPassword", "unicodePwd", "pwdHistory", "ntPwdHistory", "dBCSPwd", "supplementalCredentials"];
+
+/// Builds the report for the entry whose anchor or DN is `key`.
+/// `Ok(None)`: no source of the tenant has such an entry.
+pub fn explain(
+    config: &Config,
+    tenant: &TenantConfig,
+    host: &PluginHost,
+    store: &mut dyn Store,
+    key: &str,
+) -> Result<Option<String>, SyncError> {
+    let wanted_dn = normalize_dn(key);
+    for source_cfg in &tenant.sources {
+        let mut source = open_source(config, tenant, source_cfg)?;
+        let mut found: Option<SourceItem> = None;
+        let mut sink = |item: SourceItem| -> Result<(), String> {
+            let hit = match &item {
+                SourceItem::Entry(e) => {
+                    e.anchor == key || e.dn.as_deref().is_some_and(|d| normalize_dn(d) == wanted_dn)
+                }
+                SourceItem::Rejected { anchor, dn, .. } => {
+                    anchor.as_deref() == Some(key) || dn.as_deref().is_some_and(|d| normalize_dn(d) == wanted_dn)
+                }
+            };
+            if hit {
+                found = Some(item);
+                return Err("found".into());
+            }
+            Ok(())
+        };
+        let read = source.read(&mut sink);
+        let Some(item) = found else {
+            if let Err(e) = read {
+                return Err(SyncError::Source { tenant: tenant.id.clone(), source: e });
+            }
+            continue;
+        };
+        let mut out = String::new();
+        let entry = match item {
+            SourceItem::Rejected { dn, anchor, reason, .. } => {
+                let _ = writeln!(
+                    out,
+                    "Entry {} in source '{}' ({})",
+                    dn.as_deref().unwrap_or("(no DN)"),
+                    source_cfg.name(),
+                    source_cfg.kind()
+                );
+                let _ = writeln!(out, "  anchor: {}", anchor.as_deref().unwrap_or("(none)"));
+                let _ = writeln!(out, "Rejected by the source: {reason}");
+                quarantine_section(&mut out, store, tenant, source_cfg.name(), anchor.as_deref())?;
+                return Ok(Some(out));
+            }
+            SourceItem::Entry(e) => e,
+        };
+        header(&mut out, &entry, source_cfg.name(), source_cfg.kind());
+        let scope = source_cfg.scope();
+        let in_ou = OuScope::new(&scope).map(|s| s.contains(entry.dn.as_deref())).unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "Scope: {}{}",
+            if in_ou { "in scope" } else { "OUT OF SCOPE: not under any of scope_ous" },
+            if scope.groups.is_empty() {
+                ""
+            } else {
+                " (group scope is decided on the whole directory; see `roster users list`)"
+            }
+        );
+
+        let mut mapper = instantiate_mapper(config, tenant, host, store)?;
+        let _ = writeln!(out, "Mapper: plugin {}", mapper.identity());
+        let outcome = match mapper.map_batch(&[&entry]) {
+            Ok(mut v) if !v.is_empty() => Some(v.remove(0)),
+            Ok(_) => None,
+            Err(PluginError::Call { failure, .. }) => {
+                let _ = writeln!(out, "  FAILED: the plugin {failure}");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match &outcome {
+            Some(MapOutcome::Mapped { kind, attrs }) => {
+                let _ = writeln!(out, "  mapped {kind}:");
+                for (k, v) in attrs {
+                    let _ = writeln!(out, "    {k}: {}", show(v));
+                }
+            }
+            Some(MapOutcome::Skip(reason)) => {
+                let _ = writeln!(out, "  SKIPPED: {reason}");
+            }
+            Some(MapOutcome::Error(message)) => {
+                let _ = writeln!(out, "  ERROR: {message}");
+            }
+            None => {}
+        }
+
+        let id = object_id(&tenant.id, source_cfg.name(), entry.kind, &entry.anchor);
+        let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
+        match snapshot.objects.get(&id) {
+            Some(stored) => {
+                let _ = writeln!(out, "Stored: id {id}, version {}, updated {}", stored.version, stored.updated_at);
+                if let Some(MapOutcome::Mapped { attrs, .. }) = &outcome {
+                    let keys: std::collections::BTreeSet<&String> = stored.attrs.keys().chain(attrs.keys()).collect();
+                    let mut differs = false;
+                    if stored.dn != entry.dn {
+                        differs = true;
+                        let _ = writeln!(
+                            out,
+                            "  dn: {:?} → {:?} (next run)",
+                            stored.dn.as_deref().unwrap_or(""),
+                            entry.dn.as_deref().unwrap_or("")
+                        );
+                    }
+                    for k in keys {
+                        let (old, new) = (stored.attrs.get(k.as_str()), attrs.get(k.as_str()));
+                        if old != new {
+                            differs = true;
+                            let empty = Vec::new();
+                            let _ = writeln!(
+                                out,
+                                "  {k}: {} → {} (next run)",
+                                show(old.unwrap_or(&empty)),
+                                show(new.unwrap_or(&empty))
+                            );
+                        }
+                    }
+                    if !differs {
+                        let _ = writeln!(out, "  in sync with the source");
+                    }
+                } else {
+                    for (k, v) in &stored.attrs {
+                        let _ = writeln!(out, "    {k}: {}", show(v));
+                    }
+                }
+            }
+            None => {
+                let _ = writeln!(out, "Stored: not in the store (id would be {id})");
+            }
+        }
+        quarantine_section(&mut out, store, tenant, source_cfg.name(), Some(&entry.anchor))?;
+        return Ok(Some(out));
+    }
+    Ok(None)
+}
+
+fn header(out: &mut String, e: &SourceEntry, source: &str, kind: &str) {
+    let _ = writeln!(out, "Entry {} in source '{source}' ({kind})", e.dn.as_deref().unwrap_or("(no DN)"));
+    let _ = writeln!(out, "  anchor: {}", e.anchor);
+    let _ = writeln!(out, "  kind: {}", e.kind);
+    let _ = writeln!(out, "Source attributes:");
+    let mut attrs: Vec<&(String, Vec<Vec<u8>>)> = e.attrs.iter().collect();
+    attrs.sort_by_key(|(n, _)| n.to_ascii_lowercase());
+    for (name, values) in attrs {
+        if SENSITIVE.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            let _ = writeln!(out, "  {name}: <{} value(s), not shown>", values.len());
+            continue;
+        }
+        for v in values {
+            match std::str::from_utf8(v) {
+                Ok(s) => {
+                    let _ = writeln!(out, "  {name}: {s}");
+                }
+                Err(_) => {
+                    let _ = writeln!(out, "  {name}: <{} bytes of binary data>", v.len());
+                }
+            }
+        }
+    }
+    if !e.members.is_empty() {
+        let _ = writeln!(out, "  ({} member references)", e.members.len());
+    }
+}
+
+fn quarantine_section(
+    out: &mut String,
+    store: &mut dyn Store,
+    tenant: &TenantConfig,
+    source: &str,
+    anchor: Option<&str>,
+) -> Result<(), SyncError> {
+    let records = store.quarantine(&tenant.id)?;
+    let hit =
+        records.iter().find(|q| q.item.source == source && anchor.is_some() && q.item.anchor.as_deref() == anchor);
+    match hit {
+        Some(q) => {
+            let _ = writeln!(
+                out,
+                "Quarantine: since {} (last seen {}, run {}), stage {}: {}",
+                q.first_seen, q.last_seen, q.run_id, q.item.stage, q.item.reason
+            );
+        }
+        None => {
+            let _ = writeln!(out, "Quarantine: not quarantined");
+        }
+    }
+    Ok(())
+}
+
+fn show(v: &[String]) -> String {
+    match v.len() {
+        0 => "(none)".into(),
+        1 => format!("{:?}", v[0]),
+        _ => format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
+    }
+}
