@@ -15,6 +15,7 @@ pub mod model;
 pub mod plan;
 pub mod plugin_host;
 pub mod registry;
+pub mod scaffold;
 pub mod scim;
 pub mod scope;
 pub mod source;

@@ -122,3 +122,37 @@ fn failing_vectors_and_wrong_components_are_rejected_with_actionable_messages() 
     let list = env.run(&["plugin", "list", "--tenant", "t", "--json"]).ok().json();
     assert_eq!(list.as_array().map(|a| a.len()), Some(0), "nothing rejected was stored");
 }
+
+#[test]
+fn a_scaffolded_plugin_builds_as_is_and_uploads() {
+    let env = env();
+    let run = env
+        .cmd()
+        .current_dir(env.path())
+        .args(["plugin", "new", "--kind", "mapper", "my-mapper"])
+        .output()
+        .expect("run");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let krate = env.path().join("my-mapper");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let build = std::process::Command::new(cargo)
+        .current_dir(&krate)
+        .args(["build", "--release", "--quiet"])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .expect("cargo build");
+    assert!(build.status.success(), "the scaffold builds as is:\n{}", String::from_utf8_lossy(&build.stderr));
+    let wasm = krate.join("target/wasm32-wasip2/release/my_mapper.wasm");
+    let run = env.run(&["plugin", "add", "--tenant", "t", "--kind", "mapper", wasm.to_str().unwrap_or_default()]).ok();
+    assert!(run.stdout.contains("'my-mapper'"), "{}", run.stdout);
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(counts(&report).0, 340, "the scaffold maps the example directory");
+    assert!(env.quarantine("t").is_empty());
+    // A second scaffold with the same name is refused.
+    let again = env.cmd().current_dir(env.path()).args(["plugin", "new", "my-mapper"]).output().expect("run");
+    assert_eq!(again.status.code(), Some(2));
+}

@@ -1,6 +1,7 @@
 //! What each subcommand does.
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -16,6 +17,10 @@ use crate::store::{Store, StoreError};
 use crate::sync::{self, Progress, RunStatus, SyncError, SyncOptions};
 
 pub fn run(cli: &Cli) -> Result<u8> {
+    // Scaffolding needs no configuration.
+    if let Command::Plugin { action: PluginAction::New { kind, name } } = &cli.command {
+        return new_plugin_cmd(kind, name);
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -338,6 +343,19 @@ fn source_test_cmd(config: &Config, id: &str, name: &str) -> Result<u8> {
     }
 }
 
+fn new_plugin_cmd(kind: &str, name: &str) -> Result<u8> {
+    match crate::scaffold::new_plugin(Path::new("."), kind, name) {
+        Ok(dir) => {
+            println!("created {}: cd {name} && cargo build --release", dir.display());
+            Ok(exit::OK)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(exit::CONFIG)
+        }
+    }
+}
+
 fn explain_cmd(config: &Config, id: &str, key: &str) -> Result<u8> {
     let t = match tenant(config, id) {
         Ok(t) => t,
@@ -394,6 +412,7 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
                 }
             }
         }
+        PluginAction::New { kind, name } => new_plugin_cmd(kind, name),
         PluginAction::List { tenant: id, json } => {
             if let Err(code) = tenant(config, id) {
                 return Ok(code);

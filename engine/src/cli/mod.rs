@@ -142,6 +142,14 @@ pub enum PluginAction {
         /// The component (.wasm).
         file: PathBuf,
     },
+    /// Create a plugin crate that builds as is (SDK and WIT vendored).
+    New {
+        /// Plugin kind: mapper.
+        #[arg(long, default_value = "mapper")]
+        kind: String,
+        /// Crate name; the crate is created in ./NAME.
+        name: String,
+    },
     /// Every stored version, and which one is active.
     List {
         #[arg(long)]
