@@ -146,6 +146,13 @@ pub struct LimitsConfig {
     /// Entries per plugin call.
     #[serde(default = "default_batch_size")]
     pub plugin_batch_size: usize,
+    /// Most a plugin call may return (attribute buffers and strings), in KiB.
+    #[serde(default = "default_plugin_output_max_kb")]
+    pub plugin_output_max_kb: u64,
+    /// Give the plugin the host's real clocks; otherwise the wall clock reads the
+    /// UNIX epoch and the monotonic clock stands still.
+    #[serde(default)]
+    pub plugin_grant_clock: bool,
     /// If more than this share of entries fail to map, the run aborts before apply.
     #[serde(default = "default_max_failed_percent")]
     pub max_failed_percent: f64,
@@ -157,6 +164,8 @@ impl Default for LimitsConfig {
             plugin_call_timeout_ms: default_call_timeout_ms(),
             plugin_memory_mb: default_plugin_memory_mb(),
             plugin_batch_size: default_batch_size(),
+            plugin_output_max_kb: default_plugin_output_max_kb(),
+            plugin_grant_clock: false,
             max_failed_percent: default_max_failed_percent(),
         }
     }
@@ -170,6 +179,9 @@ fn default_plugin_memory_mb() -> u64 {
 }
 fn default_batch_size() -> usize {
     256
+}
+fn default_plugin_output_max_kb() -> u64 {
+    4096
 }
 fn default_max_failed_percent() -> f64 {
     10.0
@@ -534,7 +546,11 @@ impl Config {
             if !(0.0..=100.0).contains(&l.max_failed_percent) {
                 return Err(invalid("limits.max_failed_percent must be between 0 and 100".into()));
             }
-            if l.plugin_batch_size == 0 || l.plugin_call_timeout_ms == 0 || l.plugin_memory_mb == 0 {
+            if l.plugin_batch_size == 0
+                || l.plugin_call_timeout_ms == 0
+                || l.plugin_memory_mb == 0
+                || l.plugin_output_max_kb == 0
+            {
                 return Err(invalid("limits.plugin_* values must be greater than 0".into()));
             }
         }

@@ -137,6 +137,21 @@ impl MapperInstance {
                 },
             });
         }
+        let returned = output_bytes(&results);
+        if returned > self.limits.output_max_bytes {
+            // The instance may hold on to whatever it built; start the next call fresh.
+            self.live = None;
+            return Err(PluginError::Call {
+                plugin: self.identity.clone(),
+                failure: CallFailure::BadOutput {
+                    message: format!(
+                        "returned {} KiB, over the limit of {} KiB",
+                        returned.div_ceil(1024),
+                        self.limits.output_max_bytes / 1024
+                    ),
+                },
+            });
+        }
         Ok(results.into_iter().map(from_wit).collect())
     }
 
@@ -155,6 +170,17 @@ impl MapperInstance {
             attributes: self.packer.as_bytes().to_vec(),
         }
     }
+}
+
+/// Bytes a `map` call returned: attribute buffers, skip reasons and error messages.
+fn output_bytes(results: &[wit::MapResult]) -> usize {
+    results
+        .iter()
+        .map(|r| match r {
+            wit::MapResult::Skip(s) | wit::MapResult::Error(s) => s.len(),
+            wit::MapResult::Mapped(m) => m.attributes.len(),
+        })
+        .fold(0, usize::saturating_add)
 }
 
 fn from_wit(r: wit::MapResult) -> MapOutcome {

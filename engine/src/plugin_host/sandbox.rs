@@ -1,16 +1,23 @@
 //! What a plugin instance may touch: nothing but the host's `log`, a capped
-//! linear memory and a wall-clock deadline per call.
+//! linear memory, a wall-clock deadline per call and a cap on what one call
+//! may return.
 //!
 //! A std `wasm32-wasip2` guest imports WASI's CLI, I/O and clock interfaces even
-//! if it never uses them, so they are linked — but with a context that grants no
-//! preopened directories, no environment, no arguments and no sockets. Guest
-//! stderr goes to a capped in-memory pipe so a panic message reaches the
+//! if it never uses them, so all of WASI p2 is linked — but with a context that
+//! grants no preopened directories, no environment, no arguments and no sockets.
+//! Clocks are not granted either unless the tenant says so: the wall clock reads
+//! the UNIX epoch and the monotonic clock never advances. Randomness is
+//! deterministic (a fixed byte cycle, insecure seed 0), so a plugin cannot
+//! fingerprint the host or make a mapping depend on anything but its input.
+//! Guest stderr goes to a capped in-memory pipe so a panic message reaches the
 //! tenant's log instead of vanishing.
+
+use std::time::Duration;
 
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::LogLevel;
 use super::bindings::v0_1_0::roster::plugin::{host, types};
@@ -27,6 +34,52 @@ const LOG_LINE_MAX: usize = 2_000;
 pub struct SandboxLimits {
     pub memory_bytes: usize,
     pub call_timeout_ms: u64,
+    /// Most bytes of attribute buffers and strings one `map` call may return.
+    pub output_max_bytes: usize,
+    /// Whether the plugin sees the host's real wall and monotonic clocks.
+    pub grant_clock: bool,
+}
+
+/// A wall clock stopped at the UNIX epoch.
+struct EpochWallClock;
+
+impl HostWallClock for EpochWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+/// A monotonic clock that never advances.
+struct FrozenMonotonicClock;
+
+impl HostMonotonicClock for FrozenMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The byte cycle every instance's "random" source yields: fixed, so the same
+/// input maps the same way on every host, and not all zeros, so a guest that
+/// rejects zero (rejection sampling, non-zero keys) still makes progress.
+fn deterministic_random() -> Deterministic {
+    let mut state: u64 = 0x0123_4567_89ab_cdef;
+    let bytes = (0..32)
+        .flat_map(|_| {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            (z ^ (z >> 31)).to_le_bytes()
+        })
+        .collect();
+    Deterministic::new(bytes)
 }
 
 /// Per-instance host state.
@@ -49,6 +102,10 @@ impl HostState {
         // Deny-by-default is wasmtime-wasi's behaviour; these make it explicit so
         // a future default change cannot silently grant access.
         builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).stderr(stderr.clone());
+        builder.secure_random(deterministic_random()).insecure_random(deterministic_random()).insecure_random_seed(0);
+        if !limits.grant_clock {
+            builder.wall_clock(EpochWallClock).monotonic_clock(FrozenMonotonicClock);
+        }
         Self {
             wasi: builder.build(),
             table: ResourceTable::new(),
