@@ -260,8 +260,8 @@ fn a_huge_output_is_quarantined_over_the_output_limit() {
     let (_run, reason) = probe("huge-output", "", "plugin_call_timeout_ms = 5000", &[]);
     assert!(reason.contains("invalid output") && reason.contains("over the limit of 4096 KiB"), "{reason}");
     let returned: u64 = reason
-        .split("returned ")
-        .nth(1)
+        .rsplit("returned ")
+        .next()
         .and_then(|r| r.split(" KiB").next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("the size returned in {reason}"));
