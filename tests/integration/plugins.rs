@@ -341,3 +341,17 @@ displayName = "cn"
     let b = reports.as_array().and_then(|r| r.iter().find(|r| r["tenant"] == "b")).expect("tenant b report");
     assert_eq!(counts(b), (0, 0, 0), "{}", again.stderr);
 }
+
+#[test]
+fn a_plugin_cannot_sleep_past_its_deadline() {
+    // The epoch deadline only interrupts WebAssembly code; a sleep is a blocking
+    // host call, so the host refuses any wait that would end past the deadline.
+    let started = Instant::now();
+    let (_run, reason) = probe("sleep", ", ms = 3600000", "plugin_call_timeout_ms = 500", &[]);
+    assert!(reason.contains("call exceeded its 500 ms deadline"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(30), "not an hour, nor even a deadline per batch");
+
+    // A short wait within the deadline is fine.
+    let (_run, reason) = probe("sleep", ", ms = 50", "plugin_call_timeout_ms = 2000", &[]);
+    assert!(reason.contains("sleep: slept 50 ms"), "{reason}");
+}

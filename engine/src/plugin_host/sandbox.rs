@@ -14,8 +14,11 @@
 
 use std::time::Duration;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{HasData, Resource, ResourceTable};
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
+use wasmtime_wasi::p2::DynPollable;
+use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -93,6 +96,8 @@ pub struct HostState {
     pub(crate) plugin: String,
     pub(crate) logs_this_call: u32,
     pub(crate) logs_dropped: u32,
+    /// When the running call's deadline passes; blocking waits end by then.
+    pub(crate) call_deadline: Option<std::time::Instant>,
 }
 
 impl HostState {
@@ -123,6 +128,7 @@ impl HostState {
             plugin: plugin.to_string(),
             logs_this_call: 0,
             logs_dropped: 0,
+            call_deadline: None,
         }
     }
 
@@ -136,6 +142,71 @@ impl HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// `wasi:clocks/monotonic-clock` where a wait cannot outlive the call.
+///
+/// The epoch deadline only interrupts WebAssembly code: a guest blocked in a
+/// host call (`std::thread::sleep` is `subscribe-duration` + `block`) would
+/// otherwise hold the call, and the run, for as long as it asked. Clock
+/// pollables are the only thing a guest can block on here (no sockets, no
+/// files, stdin is closed), so refusing to subscribe to a wait that ends past
+/// the call's deadline makes the deadline hard: such a call fails at once, as
+/// a timeout, instead of sleeping first.
+pub(crate) struct DeadlineClocks;
+
+impl HasData for DeadlineClocks {
+    type Data<'a> = DeadlineClockView<'a>;
+}
+
+pub(crate) struct DeadlineClockView<'a> {
+    inner: WasiClocksCtxView<'a>,
+    deadline: Option<std::time::Instant>,
+}
+
+/// The error a call fails with when the guest asks to wait past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("the plugin asked to wait {wait_ms} ms, past its call deadline")]
+pub(crate) struct WaitPastDeadline {
+    pub wait_ms: u64,
+}
+
+impl HostState {
+    pub(crate) fn deadline_clocks(&mut self) -> DeadlineClockView<'_> {
+        let deadline = self.call_deadline;
+        DeadlineClockView { inner: self.clocks(), deadline }
+    }
+}
+
+impl DeadlineClockView<'_> {
+    fn subscribe(&mut self, nanos: u64) -> wasmtime::Result<Resource<DynPollable>> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if u128::from(nanos) > left.as_nanos() {
+                return Err(wasmtime::Error::new(WaitPastDeadline { wait_ms: nanos / 1_000_000 }));
+            }
+        }
+        monotonic_clock::Host::subscribe_duration(&mut self.inner, nanos)
+    }
+}
+
+impl monotonic_clock::Host for DeadlineClockView<'_> {
+    fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
+        monotonic_clock::Host::now(&mut self.inner)
+    }
+
+    fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
+        monotonic_clock::Host::resolution(&mut self.inner)
+    }
+
+    fn subscribe_instant(&mut self, when: monotonic_clock::Instant) -> wasmtime::Result<Resource<DynPollable>> {
+        let now = monotonic_clock::Host::now(&mut self.inner)?;
+        self.subscribe(when.saturating_sub(now))
+    }
+
+    fn subscribe_duration(&mut self, nanos: monotonic_clock::Duration) -> wasmtime::Result<Resource<DynPollable>> {
+        self.subscribe(nanos)
     }
 }
 
