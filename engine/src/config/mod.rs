@@ -693,4 +693,22 @@ max_delete_percent = 20
             .expect_err("url on ldif");
         assert!(err.to_string().contains("line 7, column 1") && err.to_string().contains("'url'"), "{err}");
     }
+
+    #[test]
+    fn sandbox_limits_default_to_granting_nothing_and_are_checked() {
+        let base = "[[tenant]]\nid = \"a\"\n[[tenant.source]]\nname = \"l\"\nkind = \"ldif\"\npath = \"x\"\n";
+        let c = parse(base).expect("parses");
+        assert!(!c.tenants[0].limits.plugin_grant_clock, "clocks are not granted by default");
+        assert_eq!(c.tenants[0].limits.plugin_output_max_kb, 4096);
+
+        let c = parse(&format!("{base}[tenant.limits]\nplugin_grant_clock = true\nplugin_output_max_kb = 64\n"))
+            .expect("parses");
+        assert!(c.tenants[0].limits.plugin_grant_clock);
+        assert_eq!(c.tenants[0].limits.plugin_output_max_kb, 64);
+
+        let err = parse(&format!("{base}[tenant.limits]\nplugin_output_max_kb = 0\n")).expect_err("zero");
+        assert!(err.to_string().contains("greater than 0"), "{err}");
+        let err = parse(&format!("{base}[tenant.limits]\nplugin_grant_clock = \"yes\"\n")).expect_err("not a bool");
+        assert!(err.to_string().contains("line 8") && err.to_string().contains("boolean"), "{err}");
+    }
 }
