@@ -114,6 +114,12 @@ fn an_entry_error_is_quarantined() {
 }
 
 #[test]
+fn a_process_exit_ends_the_instance_not_roster() {
+    // WASI p2 `exit` carries only ok/err, so std reports any non-zero code as 1.
+    contained("exit", "Exited with i32 exit status 1");
+}
+
+#[test]
 fn a_plugin_failing_everywhere_aborts_before_apply_without_touching_the_store() {
     let env = broken("loop", None, "plugin_call_timeout_ms = 100");
     let started = Instant::now();

@@ -16,7 +16,9 @@
 //!   clock seconds since the UNIX epoch and a monotonic delta across a 20 ms
 //!   sleep), `"random"` (std's only stable door to WASI randomness: the keys of a
 //!   fresh `RandomState`, compared with a zero-keyed `DefaultHasher`),
-//!   `"sleep"` (sleep `ms` milliseconds inside one call).
+//!   `"sleep"` (sleep `ms` milliseconds inside one call), `"exit"`
+//!   (`std::process::exit(3)`, which must end the instance, not the host;
+//!   WASI p2 reports it as exit status 1).
 //!
 //!   Abuse of the host that maps the entry (normally) afterwards:
 //!   `"huge-output"` (a `displayName` of `bytes` bytes), `"log-flood"` (100,000
@@ -52,6 +54,7 @@ enum Fail {
     Clock,
     Random,
     Sleep,
+    Exit,
     HugeOutput,
     LogFlood,
 }
@@ -69,6 +72,7 @@ const FAILS: &[(&str, Fail)] = &[
     ("clock", Fail::Clock),
     ("random", Fail::Random),
     ("sleep", Fail::Sleep),
+    ("exit", Fail::Exit),
     ("huge-output", Fail::HugeOutput),
     ("log-flood", Fail::LogFlood),
 ];
@@ -297,6 +301,7 @@ impl raw::Guest for Broken {
                             Some(Fail::Clock) => MapResult::error(clock()),
                             Some(Fail::Random) => MapResult::error(random()),
                             Some(Fail::Sleep) => MapResult::error(sleep(s.ms)),
+                            Some(Fail::Exit) => std::process::exit(3),
                             Some(Fail::HugeOutput) => huge_output(&entry, s.bytes),
                             Some(Fail::LogFlood) => log_flood(&entry),
                         }
