@@ -31,6 +31,8 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 pub const LOG_LINES_PER_CALL: u32 = 100;
 /// Longest log message kept; longer ones are cut.
 const LOG_LINE_MAX: usize = 2_000;
+/// Most bytes one `wasi:random` call may ask for; a larger request traps.
+const RANDOM_BYTES_PER_CALL: u64 = 64 * 1024;
 
 /// Limits for one instance, from the tenant's `[tenant.limits]`.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +110,9 @@ impl HostState {
         // a future default change cannot silently grant access.
         builder.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false).stderr(stderr.clone());
         builder.secure_random(deterministic_random()).insecure_random(deterministic_random()).insecure_random_seed(0);
+        // The host allocates what `get-random-bytes` asks for before the guest's
+        // memory cap applies; wasmtime-wasi's default allows 64 MiB per call.
+        builder.max_random_size(RANDOM_BYTES_PER_CALL);
         if !limits.grant_clock {
             builder.wall_clock(EpochWallClock).monotonic_clock(FrozenMonotonicClock);
         }
