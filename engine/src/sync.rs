@@ -169,6 +169,8 @@ pub fn sandbox_limits(tenant: &TenantConfig) -> SandboxLimits {
     SandboxLimits {
         memory_bytes: (tenant.limits.plugin_memory_mb as usize).saturating_mul(1024 * 1024),
         call_timeout_ms: tenant.limits.plugin_call_timeout_ms,
+        output_max_bytes: (tenant.limits.plugin_output_max_kb as usize).saturating_mul(1024),
+        grant_clock: tenant.limits.plugin_grant_clock,
     }
 }
 

@@ -114,6 +114,12 @@ fn an_entry_error_is_quarantined() {
 }
 
 #[test]
+fn a_process_exit_ends_the_instance_not_roster() {
+    // WASI p2 `exit` carries only ok/err, so std reports any non-zero code as 1.
+    contained("exit", "Exited with i32 exit status 1");
+}
+
+#[test]
 fn a_plugin_failing_everywhere_aborts_before_apply_without_touching_the_store() {
     let env = broken("loop", None, "plugin_call_timeout_ms = 100");
     let started = Instant::now();
@@ -200,4 +206,191 @@ fn explain_shows_an_entrys_way_through_the_pipeline() {
         "{out}"
     );
     env.run(&["explain", "--tenant", "t", "uid=nobody,dc=example,dc=com"]).code(1);
+}
+
+// ---- Hostile plugins: a plugin gets nothing it was not granted, and limits are hard.
+
+/// Runs the broken mapper with `fail` on `VICTIM` only (extra plugin config in
+/// `extra`), with extra variables in roster's own environment. Everything else
+/// must sync; returns the run and the victim's quarantine reason.
+fn probe(fail: &str, extra: &str, limits: &str, env_vars: &[(&str, &str)]) -> (crate::support::Run, String) {
+    let cfg = format!("fail = {fail:?}, when_uid = {VICTIM:?}{extra}");
+    let env = Env::new(&config_with_mapper("broken_mapper", &cfg, limits));
+    let started = Instant::now();
+    let run = env.run_env(&["sync", "--json"], env_vars).ok();
+    assert!(started.elapsed() < Duration::from_secs(60), "{fail}: finished well within a minute");
+    let report = &run.json()[0];
+    assert_eq!(counts(report).0, EXAMPLE_OBJECTS - 1, "{fail}: everything else synced: {}", run.stderr);
+    let q = env.quarantine("t");
+    assert_eq!(q.len(), 1, "{fail}: {q:?}");
+    assert_eq!(q[0]["stage"], "map");
+    let reason = q[0]["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("tenant 't'") && reason.contains("broken-mapper"), "{fail}: names the plugin: {reason}");
+    (run, reason)
+}
+
+#[test]
+fn a_plugin_cannot_read_the_host_filesystem() {
+    let (run, reason) = probe("read-file", "", "", &[]);
+    assert!(reason.contains("/etc/passwd: error"), "{reason}");
+    assert!(reason.contains("read_dir /: error") && reason.contains("read_dir .: error"), "{reason}");
+    for text in [&reason, &run.stdout, &run.stderr] {
+        assert!(!text.contains("root:"), "host file content leaked: {text}");
+    }
+}
+
+#[test]
+fn a_plugin_sees_no_environment_even_when_roster_has_one() {
+    let secret_env = [("ROSTER_TEST_SECRET", "topsecret"), ("HOME", "/home/roster-test")];
+    let (run, reason) = probe("read-env", "", "", &secret_env);
+    assert!(reason.contains("read-env: 0 vars []"), "{reason}");
+    assert!(reason.contains("HOME: error") && reason.contains("PATH: error"), "{reason}");
+    assert!(reason.contains("ROSTER_TEST_SECRET: error") && reason.contains("0 args"), "{reason}");
+    for text in [&reason, &run.stdout, &run.stderr] {
+        assert!(!text.contains("topsecret") && !text.contains("/home/roster-test"), "environment leaked: {text}");
+    }
+}
+
+#[test]
+fn a_plugin_cannot_open_sockets() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listening on loopback");
+    let port = listener.local_addr().expect("local addr").port();
+    let (_run, reason) = probe("open-socket", &format!(", port = {port}"), "", &[]);
+    assert!(reason.contains(&format!("tcp connect 127.0.0.1:{port}: error")), "{reason}");
+    assert!(reason.contains("lookup localhost: error") && reason.contains("udp bind: error"), "{reason}");
+    listener.set_nonblocking(true).expect("non-blocking");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the plugin reached the listener: {other:?}"),
+    }
+}
+
+#[test]
+fn a_plugin_reads_the_epoch_unless_granted_the_clock() {
+    let (_run, reason) = probe("clock", "", "", &[]);
+    assert!(reason.contains("clock: wall 0 s since the epoch; monotonic delta 0 ns"), "{reason}");
+
+    let (_run, reason) = probe("clock", "", "plugin_grant_clock = true", &[]);
+    let number_after = |label: &str| -> u128 {
+        let rest = reason.split(label).nth(1).unwrap_or_else(|| panic!("{label:?} in {reason}"));
+        let digits: String = rest.trim_start().chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap_or_else(|_| panic!("a number after {label:?} in {reason}"))
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let wall = number_after("clock: wall") as u64;
+    assert!(wall.abs_diff(now) < 600, "granted wall clock reads now ({now}): {reason}");
+    assert!(number_after("monotonic delta") >= 20_000_000, "granted monotonic clock advances: {reason}");
+}
+
+#[test]
+fn a_plugin_gets_only_deterministic_randomness() {
+    let (_run, reason) = probe("random", "", "", &[]);
+    let hashes: Vec<&str> = reason
+        .split("random: seeded ")
+        .nth(1)
+        .map(|r| r.split(|c: char| !c.is_ascii_hexdigit()).filter(|s| s.len() == 16).collect())
+        .unwrap_or_default();
+    assert_eq!(hashes.len(), 2, "{reason}");
+    assert_eq!(hashes[0], hashes[1], "the insecure seed is 0, so RandomState is zero-keyed: {reason}");
+}
+
+#[test]
+fn a_huge_output_is_quarantined_over_the_output_limit() {
+    let (_run, reason) = probe("huge-output", "", "plugin_call_timeout_ms = 5000", &[]);
+    assert!(reason.contains("invalid output") && reason.contains("over the limit of 4096 KiB"), "{reason}");
+    let returned: u64 = reason
+        .rsplit("returned ")
+        .next()
+        .and_then(|r| r.split(" KiB").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the size returned in {reason}"));
+    assert!((8192..8200).contains(&returned), "the 8 MiB displayName alone: {reason}");
+
+    // A tighter limit catches smaller outputs too.
+    let (_run, reason) = probe("huge-output", ", bytes = 100000", "plugin_output_max_kb = 64", &[]);
+    assert!(reason.contains("over the limit of 64 KiB"), "{reason}");
+}
+
+#[test]
+fn a_log_flood_is_cut_counted_and_does_not_stall_the_run() {
+    let env = broken("log-flood", Some(VICTIM), "");
+    let started = Instant::now();
+    let (run, report) = env.sync(&[]);
+    let run = run.ok();
+    assert!(started.elapsed() < Duration::from_secs(30), "a log flood does not slow the run badly");
+    assert_eq!(counts(&report).0, EXAMPLE_OBJECTS, "the flooding entry maps too: {}", run.stderr);
+    assert!(env.quarantine("t").is_empty());
+    assert!(run.stderr.contains("dropped=99900"), "the dropped lines are counted: {}", run.stderr);
+    assert!(!run.stderr.contains("flood 100 "), "lines past the cap are not logged");
+}
+
+#[test]
+fn one_tenants_failing_plugin_does_not_touch_another_tenant() {
+    let ldif = repo_root().join("examples/directory.ldif").display().to_string();
+    let env = Env::new(&format!(
+        r#"
+[store]
+path = "data"
+
+[[tenant]]
+id = "a"
+
+[[tenant.source]]
+name = "sample"
+kind = "ldif"
+path = {ldif:?}
+
+[tenant.plugins.mapper]
+path = {plugin:?}
+config = {{ fail = "trap" }}
+
+[[tenant]]
+id = "b"
+
+[[tenant.source]]
+name = "sample"
+kind = "ldif"
+path = {ldif:?}
+
+[tenant.mapping]
+userName = "lower(uid)"
+displayName = "cn"
+"#,
+        plugin = plugin_wasm("broken_mapper").display().to_string(),
+    ));
+    let run = env.run(&["sync", "--json"]).code(4);
+    let reports = run.json();
+    let b = reports.as_array().and_then(|r| r.iter().find(|r| r["tenant"] == "b")).expect("tenant b report");
+    assert_eq!(b["status"], "applied", "{}", run.stderr);
+    assert_eq!(counts(b).0, EXAMPLE_OBJECTS, "{}", run.stderr);
+    assert!(run.stderr.contains("error: tenant 'a'") && run.stderr.contains("aborted before apply"), "{}", run.stderr);
+
+    assert!(env.users("a").is_empty() && env.groups("a").is_empty(), "tenant a's store is untouched");
+    assert_eq!(env.runs("a")[0]["status"], "aborted");
+    let users = env.users("b");
+    assert_eq!(users.len(), 300);
+    assert_eq!(env.groups("b").len(), 40);
+    assert!(users.iter().any(|u| u["userName"] == VICTIM), "tenant b maps with its own mapper");
+    assert!(env.quarantine("b").is_empty(), "a's failures are not b's");
+    assert!(!env.quarantine("a").is_empty());
+
+    // Running b again changes nothing: a's failure left no trace in b.
+    let again = env.run(&["sync", "--json"]).code(4);
+    let reports = again.json();
+    let b = reports.as_array().and_then(|r| r.iter().find(|r| r["tenant"] == "b")).expect("tenant b report");
+    assert_eq!(counts(b), (0, 0, 0), "{}", again.stderr);
+}
+
+#[test]
+fn a_plugin_cannot_sleep_past_its_deadline() {
+    // The epoch deadline only interrupts WebAssembly code; a sleep is a blocking
+    // host call, so the host refuses any wait that would end past the deadline.
+    let started = Instant::now();
+    let (_run, reason) = probe("sleep", ", ms = 3600000", "plugin_call_timeout_ms = 500", &[]);
+    assert!(reason.contains("call exceeded its 500 ms deadline"), "{reason}");
+    assert!(started.elapsed() < Duration::from_secs(30), "not an hour, nor even a deadline per batch");
+
+    // A short wait within the deadline is fine.
+    let (_run, reason) = probe("sleep", ", ms = 50", "plugin_call_timeout_ms = 2000", &[]);
+    assert!(reason.contains("sleep: slept 50 ms"), "{reason}");
 }

@@ -150,6 +150,13 @@ pub struct LimitsConfig {
     /// Entries per plugin call.
     #[serde(default = "default_batch_size")]
     pub plugin_batch_size: usize,
+    /// Most a plugin call may return (attribute buffers and strings), in KiB.
+    #[serde(default = "default_plugin_output_max_kb")]
+    pub plugin_output_max_kb: u64,
+    /// Give the plugin the host's real clocks; otherwise the wall clock reads the
+    /// UNIX epoch and the monotonic clock stands still.
+    #[serde(default)]
+    pub plugin_grant_clock: bool,
     /// If more than this share of entries fail to map, the run aborts before apply.
     #[serde(default = "default_max_failed_percent")]
     pub max_failed_percent: f64,
@@ -161,6 +168,8 @@ impl Default for LimitsConfig {
             plugin_call_timeout_ms: default_call_timeout_ms(),
             plugin_memory_mb: default_plugin_memory_mb(),
             plugin_batch_size: default_batch_size(),
+            plugin_output_max_kb: default_plugin_output_max_kb(),
+            plugin_grant_clock: false,
             max_failed_percent: default_max_failed_percent(),
         }
     }
@@ -174,6 +183,9 @@ fn default_plugin_memory_mb() -> u64 {
 }
 fn default_batch_size() -> usize {
     256
+}
+fn default_plugin_output_max_kb() -> u64 {
+    4096
 }
 fn default_max_failed_percent() -> f64 {
     10.0
@@ -538,7 +550,11 @@ impl Config {
             if !(0.0..=100.0).contains(&l.max_failed_percent) {
                 return Err(invalid("limits.max_failed_percent must be between 0 and 100".into()));
             }
-            if l.plugin_batch_size == 0 || l.plugin_call_timeout_ms == 0 || l.plugin_memory_mb == 0 {
+            if l.plugin_batch_size == 0
+                || l.plugin_call_timeout_ms == 0
+                || l.plugin_memory_mb == 0
+                || l.plugin_output_max_kb == 0
+            {
                 return Err(invalid("limits.plugin_* values must be greater than 0".into()));
             }
         }
@@ -680,5 +696,23 @@ max_delete_percent = 20
         let err = parse("[[tenant]]\nid = \"a\"\n[[tenant.source]]\nname = \"l\"\nkind = \"ldif\"\npath = \"x\"\nurl = \"ldap://x\"\n")
             .expect_err("url on ldif");
         assert!(err.to_string().contains("line 7, column 1") && err.to_string().contains("'url'"), "{err}");
+    }
+
+    #[test]
+    fn sandbox_limits_default_to_granting_nothing_and_are_checked() {
+        let base = "[[tenant]]\nid = \"a\"\n[[tenant.source]]\nname = \"l\"\nkind = \"ldif\"\npath = \"x\"\n";
+        let c = parse(base).expect("parses");
+        assert!(!c.tenants[0].limits.plugin_grant_clock, "clocks are not granted by default");
+        assert_eq!(c.tenants[0].limits.plugin_output_max_kb, 4096);
+
+        let c = parse(&format!("{base}[tenant.limits]\nplugin_grant_clock = true\nplugin_output_max_kb = 64\n"))
+            .expect("parses");
+        assert!(c.tenants[0].limits.plugin_grant_clock);
+        assert_eq!(c.tenants[0].limits.plugin_output_max_kb, 64);
+
+        let err = parse(&format!("{base}[tenant.limits]\nplugin_output_max_kb = 0\n")).expect_err("zero");
+        assert!(err.to_string().contains("greater than 0"), "{err}");
+        let err = parse(&format!("{base}[tenant.limits]\nplugin_grant_clock = \"yes\"\n")).expect_err("not a bool");
+        assert!(err.to_string().contains("line 8") && err.to_string().contains("boolean"), "{err}");
     }
 }

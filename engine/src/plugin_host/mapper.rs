@@ -7,7 +7,7 @@ use roster_wire::{Attrs, Packer};
 use wasmtime::{Store, Trap};
 
 use super::bindings::{Mapper, wit};
-use super::sandbox::{HostState, SandboxLimits};
+use super::sandbox::{HostState, SandboxLimits, WaitPastDeadline};
 use super::{CallFailure, LoadedMapper, PluginConfigError, PluginError, PluginHost, PluginIdentity, deadline_ticks};
 use crate::source::{EntryKind, SourceEntry};
 
@@ -69,14 +69,14 @@ impl MapperInstance {
         let state = HostState::new(&self.identity.tenant, &self.identity.name, self.limits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout_ms));
+        arm_deadline(&mut store, self.limits);
         store.epoch_deadline_trap();
         let bindings = self
             .loaded
             .pre
             .instantiate(&mut store)
             .map_err(|e| call_err(&self.identity, classify(&e, &store, self.limits)))?;
-        store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout_ms));
+        arm_deadline(&mut store, self.limits);
         let init = bindings
             .call_init(&mut store, &self.config)
             .map_err(|e| call_err(&self.identity, classify(&e, &store, self.limits)))?;
@@ -112,7 +112,7 @@ impl MapperInstance {
                 failure: CallFailure::Trap { message: "instance unavailable".into() },
             });
         };
-        store.set_epoch_deadline(deadline_ticks(self.limits.call_timeout_ms));
+        arm_deadline(store, self.limits);
         store.data_mut().logs_this_call = 0;
         let result = bindings.call_map(&mut *store, &wit_entries);
         let dropped = std::mem::take(&mut store.data_mut().logs_dropped);
@@ -137,6 +137,21 @@ impl MapperInstance {
                 },
             });
         }
+        let returned = output_bytes(&results);
+        if returned > self.limits.output_max_bytes {
+            // The instance may hold on to whatever it built; start the next call fresh.
+            self.live = None;
+            return Err(PluginError::Call {
+                plugin: self.identity.clone(),
+                failure: CallFailure::BadOutput {
+                    message: format!(
+                        "returned {} KiB, over the limit of {} KiB",
+                        returned.div_ceil(1024),
+                        self.limits.output_max_bytes / 1024
+                    ),
+                },
+            });
+        }
         Ok(results.into_iter().map(from_wit).collect())
     }
 
@@ -155,6 +170,28 @@ impl MapperInstance {
             attributes: self.packer.as_bytes().to_vec(),
         }
     }
+}
+
+/// Starts a call's deadline: the epoch deadline that interrupts WebAssembly,
+/// and the same instant for host-side waits (see `sandbox::DeadlineClocks`).
+/// Ticks run late under load, never early, so the epoch deadline falls at or
+/// after this instant.
+fn arm_deadline(store: &mut Store<HostState>, limits: SandboxLimits) {
+    let ticks = deadline_ticks(limits.call_timeout_ms);
+    store.set_epoch_deadline(ticks);
+    let budget = super::EPOCH_TICK.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
+    store.data_mut().call_deadline = std::time::Instant::now().checked_add(budget);
+}
+
+/// Bytes a `map` call returned: attribute buffers, skip reasons and error messages.
+fn output_bytes(results: &[wit::MapResult]) -> usize {
+    results
+        .iter()
+        .map(|r| match r {
+            wit::MapResult::Skip(s) | wit::MapResult::Error(s) => s.len(),
+            wit::MapResult::Mapped(m) => m.attributes.len(),
+        })
+        .fold(0, usize::saturating_add)
 }
 
 fn from_wit(r: wit::MapResult) -> MapOutcome {
@@ -200,6 +237,9 @@ fn classify(e: &wasmtime::Error, store: &Store<HostState>, limits: SandboxLimits
         Some(Trap::Interrupt) => return CallFailure::Timeout { limit_ms: limits.call_timeout_ms },
         Some(Trap::OutOfFuel) => return CallFailure::Trap { message: "ran out of fuel".into() },
         _ => {}
+    }
+    if e.downcast_ref::<WaitPastDeadline>().is_some() {
+        return CallFailure::Timeout { limit_ms: limits.call_timeout_ms };
     }
     if chain.contains("forcing trap when growing memory") {
         return CallFailure::MemoryExhausted { limit_mb: (limits.memory_bytes / (1024 * 1024)) as u64 };

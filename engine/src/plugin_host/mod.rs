@@ -29,7 +29,7 @@ pub use sandbox::SandboxLimits;
 
 use bindings::{Mapper, MapperPre};
 use cache::ComponentCache;
-use sandbox::HostState;
+use sandbox::{DeadlineClocks, HostState};
 
 /// How often the epoch advances; call deadlines are rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -166,6 +166,14 @@ impl PluginHost {
         let engine = Engine::new(&config).map_err(|e| format!("cannot create the WebAssembly engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("cannot link WASI: {e:#}"))?;
+        // Replace the monotonic clock with one whose waits end at the call's deadline.
+        linker.allow_shadowing(true);
+        wasmtime_wasi::p2::bindings::clocks::monotonic_clock::add_to_linker::<HostState, DeadlineClocks>(
+            &mut linker,
+            HostState::deadline_clocks,
+        )
+        .map_err(|e| format!("cannot link the deadline-bound clock: {e:#}"))?;
+        linker.allow_shadowing(false);
         Mapper::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("cannot link the host interface: {e:#}"))?;
         let ticker = EpochTicker::start(engine.clone());
