@@ -386,6 +386,13 @@ mod tests {
     }
 
     #[test]
+    fn sources_can_move_to_a_blocking_thread() {
+        fn assert_send<T: Send>() {}
+        assert_send::<LdapSource>();
+        assert_send::<crate::source::ldif::LdifSource>();
+    }
+
+    #[test]
     fn host_of_handles_ports_ipv6_and_userinfo() {
         assert_eq!(host_of("ldap.example.com:636"), "ldap.example.com");
         assert_eq!(host_of("[::1]:389"), "::1");
