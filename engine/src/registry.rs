@@ -31,6 +31,8 @@ pub enum RegistryError {
     TooLarge { path: String, size: usize },
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
+    #[error("it asks for capabilities plugins are not granted: {0}")]
+    Ungranted(String),
     #[error("test vectors {path}: {message}")]
     Vectors { path: String, message: String },
     #[error(transparent)]
@@ -186,6 +188,10 @@ pub fn add(
     let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
     let binary = PluginBinary::new(name, path, wasm);
     let loaded = host.load_mapper(&tenant.id, &binary)?;
+    let ungranted = host.ungranted_imports(&loaded);
+    if !ungranted.is_empty() {
+        return Err(RegistryError::Ungranted(ungranted.join("; ")));
+    }
     let plugin_config = tenant.plugins.mapper.as_ref().map(|p| p.config()).unwrap_or_default();
     let mut instance =
         MapperInstance::new(host, loaded, &tenant.id, crate::sync::sandbox_limits(tenant), &plugin_config)?;

@@ -114,6 +114,17 @@ fn failing_vectors_and_wrong_components_are_rejected_with_actionable_messages() 
         env.run(&["plugin", "add", "--tenant", "t", "--kind", "mapper", wrong.to_str().unwrap_or_default()]).code(2);
     assert!(run.stderr.contains("missing export 'map'"), "{}", run.stderr);
 
+    // The hostile test plugin probes files and sockets: an upload is refused outright.
+    let hostile = plugin_wasm("broken_mapper");
+    let run =
+        env.run(&["plugin", "add", "--tenant", "t", "--kind", "mapper", hostile.to_str().unwrap_or_default()]).code(2);
+    assert!(
+        run.stderr.contains("network access is not granted") && run.stderr.contains("wasi:sockets/"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("file system access is not granted"), "{}", run.stderr);
+
     let run = env
         .run(&["plugin", "add", "--tenant", "t", "--kind", "teleporter", upper.to_str().unwrap_or_default()])
         .code(2);

@@ -218,6 +218,11 @@ impl PluginHost {
         Ok(loaded)
     }
 
+    /// Imports the sandbox would deny at run time; uploads with any are refused.
+    pub fn ungranted_imports(&self, loaded: &LoadedMapper) -> Vec<String> {
+        validate::ungranted_imports(&self.engine, loaded.pre.instance_pre().component())
+    }
+
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -42,3 +42,21 @@ pub fn mapper_problems(engine: &Engine, component: &Component) -> Vec<String> {
     }
     problems
 }
+
+/// WASI interfaces whose calls the sandbox denies at run time. An uploaded
+/// plugin must not import them at all: importing them means it was written to
+/// use a file system or the network, which it will never get.
+const UNGRANTED_WASI: &[(&str, &str)] =
+    &[("wasi:filesystem/", "file system access"), ("wasi:sockets/", "network access"), ("wasi:http/", "HTTP access")];
+
+/// Imports of capabilities the host does not grant, as messages an author can act on.
+pub fn ungranted_imports(engine: &Engine, component: &Component) -> Vec<String> {
+    let ty = component.component_type();
+    ty.imports(engine)
+        .filter_map(|(name, _)| {
+            UNGRANTED_WASI.iter().find(|(prefix, _)| name.starts_with(prefix)).map(|(_, what)| {
+                format!("imports '{name}': {what} is not granted to plugins; remove the code that uses it (std::fs, std::net…)")
+            })
+        })
+        .collect()
+}
