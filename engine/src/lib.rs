@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod conflict;
 pub mod diff;
 pub mod dn;
 pub mod explain;

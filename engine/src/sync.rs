@@ -105,6 +105,7 @@ pub struct RunReport {
     pub counts: PlanCounts,
     pub sources: Vec<SourceReport>,
     pub plugins: Vec<PluginIdentity>,
+    pub conflicts: crate::conflict::ConflictCounts,
     pub elapsed_ms: u128,
 }
 
@@ -237,6 +238,7 @@ pub fn sync_tenant(
     let mut aborted = None;
     let mut quarantines = Vec::new();
 
+    let mut read = Vec::new();
     for source_cfg in &tenant.sources {
         let outcome = read_and_map(config, tenant, source_cfg, &mut mapping, progress);
         let outcome = match outcome {
@@ -259,12 +261,29 @@ pub fn sync_tenant(
             aborted = outcome.aborted.clone();
         }
         let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
-        plan.sources.push(diff(source_cfg.name(), &snapshot, &outcome.desired));
-        quarantines.push((source_cfg.name().to_string(), outcome.desired.read_complete, outcome.quarantine));
-        reports.push(outcome.report);
+        read.push((source_cfg.name(), outcome, snapshot));
         if stop {
             break;
         }
+    }
+
+    // Conflicts are decided over all sources at once, then each source is diffed.
+    let mut states: Vec<crate::conflict::SourceState<'_>> = read
+        .iter_mut()
+        .map(|(name, outcome, snapshot)| crate::conflict::SourceState {
+            source: name,
+            desired: &mut outcome.desired,
+            snapshot,
+            quarantine: &mut outcome.quarantine,
+        })
+        .collect();
+    let conflicts = crate::conflict::resolve(&tenant.conflicts, &mut states);
+    for (name, mut outcome, snapshot) in read {
+        plan.sources.push(diff(name, &snapshot, &outcome.desired));
+        outcome.report.quarantined = outcome.quarantine.len() as u64;
+        outcome.report.mapped = outcome.desired.objects.len() as u64;
+        quarantines.push((name.to_string(), outcome.desired.read_complete, outcome.quarantine));
+        reports.push(outcome.report);
     }
 
     let counts = plan.counts();
@@ -298,6 +317,7 @@ pub fn sync_tenant(
             "sources": reports,
             "plugins": plugins.iter().map(|p| json!({"name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
             "allow_deletes": opts.allow_deletes,
+            "conflicts": conflicts,
             "detail": match &status {
                 RunStatus::Blocked(b) => b.to_string(),
                 RunStatus::Aborted(r) => r.clone(),
@@ -316,6 +336,7 @@ pub fn sync_tenant(
         plan,
         sources: reports,
         plugins,
+        conflicts,
         elapsed_ms: started.elapsed().as_millis(),
     })
 }

@@ -5,6 +5,7 @@
 mod support;
 
 mod config_check;
+mod conflicts;
 mod example;
 mod ldap;
 mod plugins;

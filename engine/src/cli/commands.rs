@@ -168,6 +168,7 @@ fn sync_cmd(
                 "status": report.status.as_str(),
                 "counts": report.counts,
                 "sources": report.sources,
+                "conflicts": report.conflicts,
                 "plugins": report.plugins.iter().map(|p| serde_json::json!({"name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
                 "plan": report.plan,
             }));

@@ -69,6 +69,41 @@ pub struct TenantConfig {
     pub safety: SafetyConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub conflicts: ConflictConfig,
+}
+
+/// What happens when objects of a tenant claim the same unique value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictConfig {
+    /// User attributes that must be unique within the tenant (`userName`, `email`, …).
+    #[serde(default = "default_unique")]
+    pub unique: Vec<String>,
+    #[serde(default)]
+    pub on_duplicate: OnDuplicate,
+}
+
+impl Default for ConflictConfig {
+    fn default() -> Self {
+        Self { unique: default_unique(), on_duplicate: OnDuplicate::default() }
+    }
+}
+
+fn default_unique() -> Vec<String> {
+    vec!["userName".into()]
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnDuplicate {
+    /// Every claimant goes to quarantine for human review.
+    Quarantine,
+    /// The claimant stored first keeps the value; the others are quarantined.
+    #[default]
+    KeepOldest,
+    /// The oldest keeps the value; the others get a deterministic suffix.
+    Suffix,
 }
 
 /// Plugins a tenant brings instead of the built-ins.
