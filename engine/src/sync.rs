@@ -636,13 +636,17 @@ impl Accumulator<'_> {
                     self.report.skipped += 1;
                 }
                 Mapped::Ok(MapOutcome::Error(message)) => {
-                    let reason = format!("tenant '{}': plugin {}: {message}", self.tenant, self.plugin_label);
+                    let reason = format!(
+                        "tenant '{}': plugin {}: {message} (entry {})",
+                        self.tenant, self.plugin_label, entry.anchor
+                    );
                     let plugin = Some(self.plugin_label.clone());
                     self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "map", reason, plugin);
                 }
                 Mapped::Failed(message) => {
                     let plugin = Some(self.plugin_label.clone());
-                    self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "map", message, plugin);
+                    let reason = format!("{message} (entry {})", entry.anchor);
+                    self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "map", reason, plugin);
                 }
             }
         }

@@ -76,6 +76,10 @@ fn contained(fail: &str, expect_in_reason: &str) {
         "{fail}: names tenant and plugin: {reason}"
     );
     assert_eq!(q[0]["stage"], "map");
+    assert!(
+        reason.contains("(entry d3ccdd70-a99a-5008-a330-5448b45664a7)"),
+        "{fail}: names the entry's anchor: {reason}"
+    );
     assert!(env.users("t").iter().all(|u| u["userName"] != VICTIM));
 
     // Quarantine is visible in the CLI, and protected from deletion on later runs.
