@@ -309,8 +309,14 @@ pub fn sync_tenant(
     };
 
     if let Some(id) = run_id {
+        let applied = matches!(status, RunStatus::Applied | RunStatus::NoChanges);
         for (source, complete, items) in &quarantines {
             store.record_quarantine(&tenant.id, source, id, items, *complete)?;
+            // Per-source state: when the store last matched a complete read of it.
+            if applied && *complete {
+                store.set_source_state(&tenant.id, source, "last_complete_sync", &crate::util::now_rfc3339())?;
+                store.set_source_state(&tenant.id, source, "last_complete_run", &id.to_string())?;
+            }
         }
         let summary = json!({
             "counts": counts,

@@ -57,6 +57,11 @@ fn example_directory_syncs_and_a_second_run_changes_nothing() {
     let lower = users.iter().all(|u| u["userName"].as_str().is_some_and(|s| s == s.to_lowercase()));
     assert!(lower, "userName = lower(uid)");
 
+    let status = env.run(&["status", "--json"]).ok().json();
+    assert_eq!(status[0]["source"], "sample");
+    assert!(status[0]["last_complete_sync"].is_string(), "{status}");
+    assert_eq!(status[0]["last_run"]["status"], "applied");
+
     // Second run: nothing to do, nothing written.
     let (run2, report2) = env.sync(&[]);
     run2.ok();
@@ -99,4 +104,25 @@ fn the_compiled_plugin_is_cached_by_content_hash() {
     assert!(first[0].0.extension().is_some_and(|e| e == "cwasm"));
     env.sync(&[]).0.ok();
     assert_eq!(entries(), first, "a second start reuses the compiled component instead of recompiling");
+}
+
+#[test]
+fn the_anchor_attribute_is_configurable() {
+    let ldif = repo_root().join("examples/directory.ldif");
+    let env = Env::new(&format!(
+        "[store]\npath = \"data\"\n[[tenant]]\nid = \"t\"\n[[tenant.source]]\nname = \"s\"\nkind = \"ldif\"\npath = {:?}\nanchor = \"employeeNumber\"\n",
+        ldif.display().to_string()
+    ));
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    let users = env.users("t");
+    assert_eq!(users.len(), 300, "{report}");
+    assert!(
+        users.iter().all(|u| u["externalId"].as_str().is_some_and(|a| a.starts_with("100"))),
+        "externalId is employeeNumber"
+    );
+    // Groups have no employeeNumber: they are quarantined for the missing anchor, not dropped silently.
+    let q = env.quarantine("t");
+    assert_eq!(q.len(), 40);
+    assert!(q[0]["reason"].as_str().unwrap_or("").contains("employeeNumber"), "{q:?}");
 }

@@ -37,6 +37,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Quarantine { action: ListAction::List { tenant, json } } => quarantine_cmd(&config, tenant, *json),
         Command::Runs { action: ListAction::List { tenant, json } } => runs_cmd(&config, tenant, *json),
         Command::Config { action: ConfigAction::Check } => check_cmd(&config),
+        Command::Status { tenant, json } => status_cmd(&config, tenant.as_deref(), *json),
         Command::Plugin { action } => plugin_cmd(&config, action),
         Command::Explain { tenant: id, key } => explain_cmd(&config, id, key),
         Command::Source { action: SourceAction::Test { tenant, source } } => source_test_cmd(&config, tenant, source),
@@ -281,6 +282,59 @@ fn quarantine_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
         );
     }
     eprintln!("{} quarantined entries", items.len());
+    Ok(exit::OK)
+}
+
+fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
+    if let Some(id) = only {
+        if let Err(code) = tenant(config, id) {
+            return Ok(code);
+        }
+    }
+    let mut store = open_store(config)?;
+    let mut rows = Vec::new();
+    for t in config.tenants.iter().filter(|t| only.is_none_or(|id| id == t.id)) {
+        let last_run = store.runs(&t.id, 1)?.into_iter().next();
+        let quarantine = store.quarantine(&t.id)?;
+        for s in &t.sources {
+            let last_complete = store.source_state(&t.id, s.name(), "last_complete_sync")?;
+            let quarantined = quarantine.iter().filter(|q| q.item.source == s.name()).count();
+            rows.push(serde_json::json!({
+                "tenant": t.id,
+                "source": s.name(),
+                "kind": s.kind(),
+                "mode": "manual",
+                "last_complete_sync": last_complete,
+                "last_run": last_run.as_ref().map(|r| serde_json::json!({"id": r.id, "status": r.status, "started_at": r.started_at})),
+                "quarantined": quarantined,
+            }));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<16} {:<16} {:<6} {:<8} {:<32} {:<22} {}",
+        "TENANT", "SOURCE", "KIND", "MODE", "LAST COMPLETE SYNC", "LAST RUN", "QUARANTINED"
+    );
+    for r in &rows {
+        let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+        let last = r["last_run"]
+            .as_object()
+            .map(|o| format!("{} ({})", o["id"], o["status"].as_str().unwrap_or("")))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<16} {:<16} {:<6} {:<8} {:<32} {:<22} {}",
+            s("tenant"),
+            s("source"),
+            s("kind"),
+            s("mode"),
+            s("last_complete_sync"),
+            last,
+            r["quarantined"]
+        );
+    }
     Ok(exit::OK)
 }
 

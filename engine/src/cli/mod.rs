@@ -84,6 +84,13 @@ pub enum Command {
         #[command(subcommand)]
         action: ListAction,
     },
+    /// Each tenant's sources: kind, last complete sync, last run, quarantine.
+    Status {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Recent sync runs.
     Runs {
         #[command(subcommand)]

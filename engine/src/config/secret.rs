@@ -89,6 +89,18 @@ mod tests {
     }
 
     #[test]
+    fn env_secret_resolves_and_a_missing_variable_is_named() {
+        // A name no other test uses, so parallel tests cannot race on it.
+        // SAFETY: only this test touches this variable.
+        unsafe { std::env::set_var("ROSTER_SECRET_TEST_4711", "from-env") };
+        let r = SecretRef::Env { env: "ROSTER_SECRET_TEST_4711".into() };
+        assert_eq!(r.resolve(std::path::Path::new(".")).expect("resolves").expose(), "from-env");
+        let missing = SecretRef::Env { env: "ROSTER_SECRET_TEST_UNSET_4711".into() };
+        let err = missing.resolve(std::path::Path::new(".")).expect_err("unset");
+        assert!(err.to_string().contains("ROSTER_SECRET_TEST_UNSET_4711"), "{err}");
+    }
+
+    #[test]
     fn file_secret_drops_the_trailing_newline() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("pw"), "s3cret\n").expect("write");
