@@ -119,6 +119,11 @@ pub enum SyncError {
     Store(#[from] StoreError),
     #[error("tenant '{tenant}': {message}")]
     Setup { tenant: String, message: String },
+    #[error(
+        "tenant '{}': plugin {plugin} is disabled since {since} after {failures} consecutive failed runs (last: {last_error}); fix it, then `roster plugin enable --tenant {} --kind mapper` or activate another version",
+        plugin.tenant, plugin.tenant
+    )]
+    PluginDisabled { plugin: PluginIdentity, since: String, failures: u32, last_error: String },
 }
 
 /// Progress callbacks for a terminal progress bar.
@@ -230,6 +235,15 @@ pub fn sync_tenant(
     let mut mapping =
         MappingStage::new(instantiate_mapper(config, tenant, host, store)?, tenant.limits.plugin_batch_size);
     let plugins = vec![mapping.plugin().clone()];
+    let health = store.plugin_health(&tenant.id, crate::registry::MAPPER, &mapping.plugin().hash)?;
+    if let Some(since) = &health.disabled_at {
+        return Err(SyncError::PluginDisabled {
+            plugin: mapping.plugin().clone(),
+            since: since.clone(),
+            failures: health.consecutive_failures,
+            last_error: health.last_error.unwrap_or_default(),
+        });
+    }
     let run_id = if opts.dry_run { None } else { Some(store.begin_run(&tenant.id, &opts.trigger, false)?) };
 
     let mut plan = Plan { tenant: tenant.id.clone(), sources: Vec::new() };
@@ -310,6 +324,24 @@ pub fn sync_tenant(
 
     if let Some(id) = run_id {
         let applied = matches!(status, RunStatus::Applied | RunStatus::NoChanges);
+        // A plugin that keeps aborting runs is switched off for this tenant.
+        let plugin_error = match &status {
+            RunStatus::Aborted(reason) => Some(reason.as_str()),
+            _ => None,
+        };
+        if applied || plugin_error.is_some() {
+            let p = &plugins[0];
+            let h = store.record_plugin_run(
+                &tenant.id,
+                crate::registry::MAPPER,
+                &p.hash,
+                plugin_error,
+                tenant.limits.disable_after_failed_runs,
+            )?;
+            if plugin_error.is_some() && h.disabled_at.is_some() {
+                tracing::error!(tenant = %tenant.id, plugin = %p, failures = h.consecutive_failures, "plugin disabled for this tenant after consecutive failed runs");
+            }
+        }
         for (source, complete, items) in &quarantines {
             store.record_quarantine(&tenant.id, source, id, items, *complete)?;
             // Per-source state: when the store last matched a complete read of it.

@@ -398,3 +398,28 @@ fn a_plugin_cannot_sleep_past_its_deadline() {
     let (_run, reason) = probe("sleep", ", ms = 50", "plugin_call_timeout_ms = 2000", &[]);
     assert!(reason.contains("sleep: slept 50 ms"), "{reason}");
 }
+
+#[test]
+fn a_plugin_that_keeps_failing_is_disabled_for_its_tenant_until_re_enabled() {
+    let env = broken("trap", None, "disable_after_failed_runs = 2");
+    for _ in 0..2 {
+        let run = env.run(&["sync"]).code(4);
+        assert!(run.stderr.contains("aborted before apply"), "{}", run.stderr);
+    }
+    let run = env.run(&["sync"]).code(4);
+    assert!(
+        run.stderr.contains("is disabled since") && run.stderr.contains("2 consecutive failed runs"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("roster plugin enable --tenant t --kind mapper"),
+        "says how to recover: {}",
+        run.stderr
+    );
+    assert_eq!(env.runs("t").len(), 2, "a disabled plugin starts no run");
+
+    env.run(&["plugin", "enable", "--tenant", "t", "--kind", "mapper"]).ok();
+    let run = env.run(&["sync"]).code(4);
+    assert!(run.stderr.contains("aborted before apply"), "runs again once enabled: {}", run.stderr);
+}

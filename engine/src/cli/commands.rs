@@ -116,6 +116,7 @@ fn sync_cmd(
                 let code = match &e {
                     SyncError::Plugin(PluginError::Config { .. } | PluginError::Load { .. })
                     | SyncError::Setup { .. } => exit::CONFIG,
+                    SyncError::PluginDisabled { .. } => exit::ABORTED,
                     _ => exit::FAILURE,
                 };
                 eprintln!("error: {e}");
@@ -496,6 +497,14 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
             }
             Ok(exit::OK)
         }
+        PluginAction::Enable { tenant: id, kind } => {
+            if let Err(code) = tenant(config, id) {
+                return Ok(code);
+            }
+            open_store(config)?.enable_plugin(id, kind)?;
+            println!("tenant '{id}': {kind} plugins enabled; the next run uses them again");
+            Ok(exit::OK)
+        }
         PluginAction::Activate { tenant: id, kind, version } => {
             if let Err(code) = tenant(config, id) {
                 return Ok(code);
@@ -507,6 +516,8 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
             let mut store = open_store(config)?;
             match store.activate_plugin(id, kind, *version) {
                 Ok(()) => {
+                    // A deliberate choice of version clears an earlier disablement.
+                    store.enable_plugin(id, kind)?;
                     println!("tenant '{id}': {kind} plugin version {version} is now active");
                     Ok(exit::OK)
                 }

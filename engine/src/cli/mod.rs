@@ -164,6 +164,13 @@ pub enum PluginAction {
         #[arg(long)]
         json: bool,
     },
+    /// Re-enable a kind of plugin that was disabled after consecutive failed runs.
+    Enable {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        kind: String,
+    },
     /// Make a stored version the active one (an older one to roll back).
     Activate { tenant: String, kind: String, version: i64 },
 }

@@ -195,6 +195,10 @@ pub struct LimitsConfig {
     /// If more than this share of entries fail to map, the run aborts before apply.
     #[serde(default = "default_max_failed_percent")]
     pub max_failed_percent: f64,
+    /// After this many consecutive aborted runs, the plugin is disabled for the
+    /// tenant until `roster plugin enable` (or a new version is activated).
+    #[serde(default = "default_disable_after_failed_runs")]
+    pub disable_after_failed_runs: u32,
 }
 
 impl Default for LimitsConfig {
@@ -206,6 +210,7 @@ impl Default for LimitsConfig {
             plugin_output_max_kb: default_plugin_output_max_kb(),
             plugin_grant_clock: false,
             max_failed_percent: default_max_failed_percent(),
+            disable_after_failed_runs: default_disable_after_failed_runs(),
         }
     }
 }
@@ -221,6 +226,9 @@ fn default_batch_size() -> usize {
 }
 fn default_plugin_output_max_kb() -> u64 {
     4096
+}
+fn default_disable_after_failed_runs() -> u32 {
+    3
 }
 fn default_max_failed_percent() -> f64 {
     10.0

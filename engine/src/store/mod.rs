@@ -95,6 +95,15 @@ pub struct PluginRecord {
     pub active: bool,
 }
 
+/// How a tenant's plugin has been doing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PluginHealth {
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    /// Set once the plugin has failed too many runs in a row.
+    pub disabled_at: Option<String>,
+}
+
 pub trait Store {
     /// Creates the tenant row if it does not exist.
     fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
@@ -133,6 +142,20 @@ pub trait Store {
     fn activate_plugin(&mut self, tenant: &str, kind: &str, version: i64) -> Result<(), StoreError>;
     /// The active plugin of a kind, with its bytes.
     fn active_plugin(&mut self, tenant: &str, kind: &str) -> Result<Option<(PluginRecord, Vec<u8>)>, StoreError>;
+
+    fn plugin_health(&mut self, tenant: &str, kind: &str, sha256: &str) -> Result<PluginHealth, StoreError>;
+    /// Records a run's outcome for a plugin: a failure counts up (and disables
+    /// the plugin at `disable_after`), a success resets the count.
+    fn record_plugin_run(
+        &mut self,
+        tenant: &str,
+        kind: &str,
+        sha256: &str,
+        error: Option<&str>,
+        disable_after: u32,
+    ) -> Result<PluginHealth, StoreError>;
+    /// Clears the failure count and the disabled state of every version of a kind.
+    fn enable_plugin(&mut self, tenant: &str, kind: &str) -> Result<(), StoreError>;
 
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError>;
     fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError>;

@@ -120,4 +120,21 @@ CREATE TABLE active_plugins (
 );
 "#,
     ),
+    (
+        3,
+        "plugin health",
+        r#"
+-- Consecutive aborted runs per tenant plugin (by content hash); a plugin that
+-- keeps failing is disabled for that tenant until an admin re-enables it.
+CREATE TABLE plugin_health (
+    tenant                TEXT NOT NULL,
+    kind                  TEXT NOT NULL,
+    sha256                TEXT NOT NULL,
+    consecutive_failures  INTEGER NOT NULL,
+    last_error            TEXT,
+    disabled_at           TEXT,
+    PRIMARY KEY (tenant, kind, sha256)
+);
+"#,
+    ),
 ];

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{ApplyStats, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Store, StoreError};
+use super::{
+    ApplyStats, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Store, StoreError,
+};
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
 use crate::plan::{Change, Plan, PlannedObject};
@@ -475,6 +477,63 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(q("reading active plugin"))
+    }
+
+    fn plugin_health(&mut self, tenant: &str, kind: &str, sha256: &str) -> Result<PluginHealth, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT consecutive_failures, last_error, disabled_at FROM plugin_health WHERE tenant = ?1 AND kind = ?2 AND sha256 = ?3",
+                params![tenant, kind, sha256],
+                |r| {
+                    Ok(PluginHealth {
+                        consecutive_failures: r.get::<_, i64>(0)?.max(0) as u32,
+                        last_error: r.get(1)?,
+                        disabled_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(q("reading plugin health"))?
+            .unwrap_or_default())
+    }
+
+    fn record_plugin_run(
+        &mut self,
+        tenant: &str,
+        kind: &str,
+        sha256: &str,
+        error: Option<&str>,
+        disable_after: u32,
+    ) -> Result<PluginHealth, StoreError> {
+        let mut h = self.plugin_health(tenant, kind, sha256)?;
+        match error {
+            None => h = PluginHealth::default(),
+            Some(e) => {
+                h.consecutive_failures += 1;
+                h.last_error = Some(e.to_string());
+                if h.consecutive_failures >= disable_after && h.disabled_at.is_none() {
+                    h.disabled_at = Some(now_rfc3339());
+                }
+            }
+        }
+        self.conn
+            .execute(
+                "INSERT INTO plugin_health (tenant, kind, sha256, consecutive_failures, last_error, disabled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant, kind, sha256) DO UPDATE SET consecutive_failures = excluded.consecutive_failures,
+                    last_error = excluded.last_error, disabled_at = excluded.disabled_at",
+                params![tenant, kind, sha256, h.consecutive_failures as i64, h.last_error, h.disabled_at],
+            )
+            .map_err(q("recording plugin health"))?;
+        Ok(h)
+    }
+
+    fn enable_plugin(&mut self, tenant: &str, kind: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM plugin_health WHERE tenant = ?1 AND kind = ?2", params![tenant, kind])
+            .map_err(q("re-enabling plugin"))?;
+        Ok(())
     }
 
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError> {
