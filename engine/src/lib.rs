@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod config;
 pub mod conflict;
+pub mod custom_attrs;
 pub mod diff;
 pub mod dn;
 pub mod explain;

@@ -18,6 +18,7 @@ pub struct Directory<'a> {
     /// group id → direct members
     members: BTreeMap<&'a str, Vec<&'a str>>,
     kinds: HashMap<&'a str, &'static str>,
+    custom: Option<&'a crate::custom_attrs::Schema>,
 }
 
 impl<'a> Directory<'a> {
@@ -35,7 +36,20 @@ impl<'a> Directory<'a> {
         for g in groups {
             kinds.insert(g.id.as_str(), "Group");
         }
-        Self { users, groups: groups.iter().map(|g| (g.id.as_str(), g)).collect(), parents, members, kinds }
+        Self {
+            users,
+            groups: groups.iter().map(|g| (g.id.as_str(), g)).collect(),
+            parents,
+            members,
+            kinds,
+            custom: None,
+        }
+    }
+
+    /// Types custom attributes per the tenant's schema in user resources.
+    pub fn with_custom_schema(mut self, schema: &'a crate::custom_attrs::Schema) -> Self {
+        self.custom = Some(schema);
+        self
     }
 
     /// Every group the object belongs to, with `direct` or `indirect`. Cycle-safe.
@@ -74,6 +88,11 @@ impl<'a> Directory<'a> {
             .map(|(g, t)| json!({ "value": g.id, "display": g.label(), "type": t, "$ref": format!("Groups/{}", g.id) }))
             .collect();
         obj.insert("groups".into(), Value::Array(groups));
+        let empty = crate::custom_attrs::Schema::new();
+        if let Some(ext) = crate::custom_attrs::scim_extension(self.custom.unwrap_or(&empty), &u.attrs) {
+            obj.insert("schemas".into(), json!([USER_SCHEMA, crate::custom_attrs::SCHEMA_URN]));
+            obj.insert(crate::custom_attrs::SCHEMA_URN.into(), ext);
+        }
         obj.insert("meta".into(), meta("User", u));
         Value::Object(obj)
     }
@@ -132,6 +151,7 @@ fn put_attributes(obj: &mut Map<String, Value>, attrs: &BTreeMap<String, Vec<Str
                 }
             }
             "id" | "externalId" | "schemas" | "meta" | "groups" | "members" => {}
+            _ if k.starts_with(crate::custom_attrs::PREFIX) => {}
             _ => {
                 let value = if v.len() == 1 { json!(v[0]) } else { json!(v) };
                 let mut parts = k.split('.');

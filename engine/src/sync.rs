@@ -395,6 +395,7 @@ fn read_and_map(
 
     let mut acc = Accumulator {
         tenant: &tenant.id,
+        custom_attributes: &tenant.custom_attributes,
         source: &source_name,
         plugin_label,
         max_failed_percent: tenant.limits.max_failed_percent,
@@ -574,6 +575,7 @@ fn read_and_map(
 
 struct Accumulator<'a> {
     tenant: &'a str,
+    custom_attributes: &'a crate::custom_attrs::Schema,
     source: &'a str,
     plugin_label: String,
     max_failed_percent: f64,
@@ -653,6 +655,27 @@ impl Accumulator<'_> {
                         let reason = format!("another entry in this source has the same anchor '{}'", entry.anchor);
                         self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "read", reason, None);
                         continue;
+                    }
+                    let mut attrs = attrs;
+                    if kind == EntryKind::User {
+                        if let Err(why) = crate::custom_attrs::check(self.custom_attributes, &mut attrs) {
+                            let reason = format!(
+                                "tenant '{}': {why} (entry {}{})",
+                                self.tenant,
+                                entry.anchor,
+                                entry.dn.as_deref().map(|d| format!(", {d}")).unwrap_or_default()
+                            );
+                            let plugin = Some(self.plugin_label.clone());
+                            self.reject(
+                                entry.dn,
+                                Some(entry.anchor),
+                                Some(entry.kind),
+                                "custom-attributes",
+                                reason,
+                                plugin,
+                            );
+                            continue;
+                        }
                     }
                     if entry.kind == EntryKind::Group && !entry.members.is_empty() {
                         self.members.insert(id.clone(), entry.members);

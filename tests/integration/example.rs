@@ -126,3 +126,42 @@ fn the_anchor_attribute_is_configurable() {
     assert_eq!(q.len(), 40);
     assert!(q[0]["reason"].as_str().unwrap_or("").contains("employeeNumber"), "{q:?}");
 }
+
+#[test]
+fn typed_custom_attributes_are_checked_and_published_under_the_extension_schema() {
+    let ldif = repo_root().join("examples/directory.ldif");
+    let config = |extra: &str| {
+        format!(
+            "[store]\npath = \"data\"\n[[tenant]]\nid = \"t\"\n[[tenant.source]]\nname = \"s\"\nkind = \"ldif\"\npath = {:?}\n[tenant.mapping]\nuserName = \"lower(uid)\"\n\"custom.employeeNumber\" = \"employeeNumber\"\n\"custom.department\" = \"departmentNumber\"\n{extra}\n[tenant.custom_attributes.employeeNumber]\ntype = \"integer\"\nrequired = true\n[tenant.custom_attributes.department]\ntype = \"string\"\n",
+            ldif.display().to_string()
+        )
+    };
+    let env = Env::new(&config(""));
+    env.sync(&[]).0.ok();
+    let users = env.users("t");
+    assert_eq!(users.len(), 300);
+    let urn = "urn:roster:params:scim:schemas:extension:custom:2.0:User";
+    let u = &users[0];
+    assert!(u["schemas"].as_array().is_some_and(|s| s.iter().any(|x| x == urn)), "{u}");
+    assert!(u[urn]["employeeNumber"].is_i64(), "integers are numbers in SCIM: {u}");
+
+    // A value that does not fit its declared type quarantines the entry, naming attribute and entry.
+    let env = Env::new(
+        &config("\"custom.started\" = \"title\"\n[tenant.custom_attributes.started]\ntype = \"timestamp\"\n")
+            .replace("[tenant.limits]", ""),
+    );
+    let mut cfg = std::fs::read_to_string(env.config_path()).expect("config");
+    cfg.push_str("[tenant.limits]\nmax_failed_percent = 100\n");
+    env.write_config(&cfg);
+    env.sync(&[]).0.ok();
+    let q = env.quarantine("t");
+    assert!(!q.is_empty());
+    let reason = q[0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("custom attribute 'started'")
+            && reason.contains("not a timestamp")
+            && reason.contains("(entry "),
+        "{reason}"
+    );
+    assert_eq!(q[0]["stage"], "custom-attributes");
+}

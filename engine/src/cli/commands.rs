@@ -188,7 +188,8 @@ fn users_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
         return Ok(code);
     }
     let (users, groups, memberships) = load_tenant(config, id)?;
-    let dir = Directory::new(&users, &groups, &memberships);
+    let schema = config.tenant(id).map(|t| t.custom_attributes.clone()).unwrap_or_default();
+    let dir = Directory::new(&users, &groups, &memberships).with_custom_schema(&schema);
     if json {
         let resources: Vec<_> = users.iter().map(|u| dir.user_resource(u)).collect();
         println!("{}", serde_json::to_string_pretty(&list_response(resources))?);

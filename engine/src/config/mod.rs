@@ -71,6 +71,9 @@ pub struct TenantConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub conflicts: ConflictConfig,
+    /// Typed custom attributes the mapper may produce as `custom.<name>`.
+    #[serde(default)]
+    pub custom_attributes: crate::custom_attrs::Schema,
 }
 
 /// What happens when objects of a tenant claim the same unique value.
