@@ -17,6 +17,7 @@ pub mod model;
 pub mod plan;
 pub mod plugin_host;
 pub mod registry;
+pub mod roles;
 pub mod scaffold;
 pub mod scim;
 pub mod scope;

@@ -152,6 +152,11 @@ fn put_attributes(obj: &mut Map<String, Value>, attrs: &BTreeMap<String, Vec<Str
             }
             "id" | "externalId" | "schemas" | "meta" | "groups" | "members" => {}
             _ if k.starts_with(crate::custom_attrs::PREFIX) => {}
+            "roles" => {
+                let list: Vec<Value> =
+                    v.iter().enumerate().map(|(i, r)| json!({ "value": r, "primary": i == 0 })).collect();
+                obj.insert("roles".into(), Value::Array(list));
+            }
             _ => {
                 let value = if v.len() == 1 { json!(v[0]) } else { json!(v) };
                 let mut parts = k.split('.');

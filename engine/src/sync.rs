@@ -555,6 +555,8 @@ fn read_and_map(
         memberships.retain(|(g, m)| desired.contains_key(g) && desired.contains_key(m));
     }
 
+    crate::roles::assign(&tenant.roles, &mut desired, &memberships);
+
     // Two entries claiming the same anchor is a source bug; keep the first, quarantine the rest (recorded in `take`).
     quarantine.sort_by(|a, b| (&a.dn, &a.anchor).cmp(&(&b.dn, &b.anchor)));
     report.mapped = desired.len() as u64;

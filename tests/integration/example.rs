@@ -165,3 +165,41 @@ fn typed_custom_attributes_are_checked_and_published_under_the_extension_schema(
     );
     assert_eq!(q[0]["stage"], "custom-attributes");
 }
+
+#[test]
+fn roles_follow_direct_and_nested_groups_and_changes_are_planned() {
+    let ldif = repo_root().join("examples/directory.ldif");
+    let config = |rules: &str| {
+        format!(
+            "[store]\npath = \"data\"\n[[tenant]]\nid = \"t\"\n[[tenant.source]]\nname = \"s\"\nkind = \"ldif\"\npath = {:?}\n{rules}",
+            ldif.display().to_string()
+        )
+    };
+    let rules = "[[tenant.roles.rule]]\npattern = \"alpha-*\"\nrole = \"alpha\"\npriority = 10\n[[tenant.roles.rule]]\ngroup = \"all-staff\"\nrole = \"staff\"\n";
+    let env = Env::new(&config(rules));
+    env.sync(&[]).0.ok();
+    let users = env.users("t");
+    let mut with_roles = 0;
+    for u in &users {
+        let groups: Vec<&str> =
+            u["groups"].as_array().into_iter().flatten().filter_map(|g| g["display"].as_str()).collect();
+        let mut want = Vec::new();
+        if groups.iter().any(|g| g.starts_with("alpha-")) {
+            want.push("alpha");
+        }
+        if groups.contains(&"all-staff") {
+            want.push("staff");
+        }
+        let got: Vec<&str> = u["roles"].as_array().into_iter().flatten().filter_map(|r| r["value"].as_str()).collect();
+        assert_eq!(got, want, "roles of {} from groups {groups:?}", u["userName"]);
+        if let Some(first) = u["roles"].as_array().and_then(|r| r.first()) {
+            assert_eq!(first["primary"], true, "highest priority is primary");
+            with_roles += 1;
+        }
+    }
+    assert!(with_roles > 0);
+    // Only the highest-priority role: role changes are planned as updates of `roles`.
+    env.write_config(&config(&format!("[tenant.roles]\nhighest_only = true\n{rules}")));
+    let dry = env.run(&["sync", "--dry-run"]).ok();
+    assert!(dry.stdout.contains("roles: [\"alpha\", \"staff\"] → \"alpha\""), "{}", dry.stdout);
+}

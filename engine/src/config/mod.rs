@@ -71,6 +71,9 @@ pub struct TenantConfig {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub conflicts: ConflictConfig,
+    /// Group → role rules.
+    #[serde(default)]
+    pub roles: crate::roles::RolesConfig,
     /// Typed custom attributes the mapper may produce as `custom.<name>`.
     #[serde(default)]
     pub custom_attributes: crate::custom_attrs::Schema,
@@ -583,6 +586,7 @@ impl Config {
                     }
                 }
             }
+            t.roles.validate().map_err(&invalid)?;
             if t.mapping.is_some() && t.plugins.mapper.as_ref().is_some_and(|m| m.path().is_some()) {
                 return Err(invalid(
                     "[tenant.mapping] configures the built-in mapper; it cannot be combined with [tenant.plugins] mapper".into(),
