@@ -36,7 +36,13 @@ pub struct ConflictCounts {
     pub renamed: u64,
 }
 
-pub fn resolve(config: &ConflictConfig, sources: &mut [SourceState<'_>]) -> ConflictCounts {
+/// `decisions`: (key, lower-cased value) → anchor an admin chose to win
+/// (`roster quarantine resolve --keep`); it ranks first, whatever the policy.
+pub fn resolve(
+    config: &ConflictConfig,
+    decisions: &HashMap<(String, String), String>,
+    sources: &mut [SourceState<'_>],
+) -> ConflictCounts {
     let mut counts = ConflictCounts::default();
     for key in &config.unique {
         // value (case-insensitive) → claimants (source index, id)
@@ -52,11 +58,12 @@ pub fn resolve(config: &ConflictConfig, sources: &mut [SourceState<'_>]) -> Conf
         groups.sort();
         for (value, mut claimants) in groups {
             counts.conflicts += 1;
+            let chosen = decisions.get(&(key.clone(), value.clone()));
             claimants.sort_by_key(|(i, id)| {
                 let s = &sources[*i];
                 let created = s.snapshot.objects.get(id).map(|o| o.created_at.clone());
                 let anchor = s.desired.objects.get(id).map(|d| d.anchor.clone()).unwrap_or_default();
-                (created.is_none(), created, *i, anchor)
+                (chosen != Some(&anchor), created.is_none(), created, *i, anchor)
             });
             let describe = |(i, id): &(usize, String), sources: &[SourceState<'_>]| {
                 let s = &sources[*i];
@@ -69,6 +76,8 @@ pub fn resolve(config: &ConflictConfig, sources: &mut [SourceState<'_>]) -> Conf
             };
             let everyone: Vec<String> = claimants.iter().map(|c| describe(c, sources)).collect();
             let (keep, rest) = match config.on_duplicate {
+                // An admin's decision settles even a quarantine-everyone policy.
+                OnDuplicate::Quarantine if chosen.is_some() => (Some(&claimants[0]), &claimants[1..]),
                 OnDuplicate::Quarantine => (None, &claimants[..]),
                 OnDuplicate::KeepOldest | OnDuplicate::Suffix => (Some(&claimants[0]), &claimants[1..]),
             };
@@ -88,6 +97,7 @@ pub fn resolve(config: &ConflictConfig, sources: &mut [SourceState<'_>]) -> Conf
                 s.desired.memberships.retain(|(g, m)| g != id && m != id);
                 s.desired.protected.insert(id.clone());
                 let reason = match &holder {
+                    Some(h) if chosen.is_some() => format!("{key} '{value}' was given to {h} by an admin"),
                     Some(h) => format!("{key} '{value}' already belongs to {h} (on_duplicate = \"keep-oldest\")"),
                     None => {
                         format!("{key} '{value}' is claimed by {} (on_duplicate = \"quarantine\")", everyone.join(", "))
@@ -107,6 +117,19 @@ pub fn resolve(config: &ConflictConfig, sources: &mut [SourceState<'_>]) -> Conf
         }
     }
     counts
+}
+
+/// The (key, lower-cased value) a conflict quarantine reason is about.
+pub fn parse_reason(config: &ConflictConfig, reason: &str) -> Option<(String, String)> {
+    for key in &config.unique {
+        let Some(rest) = reason.strip_prefix(&format!("{key} '")) else { continue };
+        for marker in ["' already belongs to ", "' is claimed by ", "' was given to "] {
+            if let Some(end) = rest.rfind(marker) {
+                return Some((key.clone(), rest[..end].to_lowercase()));
+            }
+        }
+    }
+    None
 }
 
 /// The key's value: `email` means the primary (first) address, wherever it was mapped.

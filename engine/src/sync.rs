@@ -291,7 +291,9 @@ pub fn sync_tenant(
             quarantine: &mut outcome.quarantine,
         })
         .collect();
-    let conflicts = crate::conflict::resolve(&tenant.conflicts, &mut states);
+    let decisions: HashMap<(String, String), String> =
+        store.conflict_decisions(&tenant.id)?.into_iter().map(|(k, v, w)| ((k, v), w)).collect();
+    let conflicts = crate::conflict::resolve(&tenant.conflicts, &decisions, &mut states);
     for (name, mut outcome, snapshot) in read {
         plan.sources.push(diff(name, &snapshot, &outcome.desired));
         outcome.report.quarantined = outcome.quarantine.len() as u64;

@@ -98,3 +98,27 @@ fn a_duplicate_email_is_a_conflict_too() {
     let q = env.quarantine("t");
     assert!(q[0]["reason"].as_str().unwrap_or("").contains("email 'alice@example.com' already belongs to"), "{q:?}");
 }
+
+#[test]
+fn an_admin_settles_a_conflict_with_quarantine_resolve() {
+    let ldif = [user("jdoe", "jdoe", A1), user("john", "jdoe", A2)].concat();
+    let env = env_with(&ldif, None, "quarantine");
+    env.sync(&[]).0.ok();
+    assert!(names(&env).is_empty());
+    assert_eq!(env.quarantine("t").len(), 2);
+
+    env.run(&["quarantine", "resolve", "--tenant", "t", A2, "--keep"]).ok();
+    env.sync(&[]).0.ok();
+    let users = env.users("t");
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["externalId"], A2, "the admin's choice holds");
+    let q = env.quarantine("t");
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["anchor"], A1);
+    assert!(q[0]["reason"].as_str().unwrap_or("").contains("by an admin"), "{q:?}");
+
+    // --keep is for conflicts only; --dismiss clears a record.
+    env.run(&["quarantine", "resolve", "--tenant", "t", A1, "--dismiss"]).ok();
+    assert!(env.quarantine("t").is_empty());
+    env.run(&["quarantine", "resolve", "--tenant", "t", "no-such-anchor", "--dismiss"]).code(1);
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Cli, Command, ConfigAction, ListAction, PluginAction, SourceAction, exit};
+use super::{Cli, Command, ConfigAction, ListAction, PluginAction, QuarantineAction, SourceAction, exit};
 use crate::config::{Config, TenantConfig};
 use crate::model::Stored;
 use crate::plugin_host::{PluginError, PluginHost, short_hash};
@@ -34,7 +34,12 @@ pub fn run(cli: &Cli) -> Result<u8> {
         }
         Command::Users { action: ListAction::List { tenant, json } } => users_cmd(&config, tenant, *json),
         Command::Groups { action: ListAction::List { tenant, json } } => groups_cmd(&config, tenant, *json),
-        Command::Quarantine { action: ListAction::List { tenant, json } } => quarantine_cmd(&config, tenant, *json),
+        Command::Quarantine { action: QuarantineAction::List { tenant, json } } => {
+            quarantine_cmd(&config, tenant, *json)
+        }
+        Command::Quarantine { action: QuarantineAction::Resolve { tenant, anchor, keep, .. } } => {
+            resolve_cmd(&config, tenant, anchor, *keep)
+        }
         Command::Runs { action: ListAction::List { tenant, json } } => runs_cmd(&config, tenant, *json),
         Command::Config { action: ConfigAction::Check } => check_cmd(&config),
         Command::Status { tenant, json } => status_cmd(&config, tenant.as_deref(), *json),
@@ -336,6 +341,36 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
             last,
             r["quarantined"]
         );
+    }
+    Ok(exit::OK)
+}
+
+fn resolve_cmd(config: &Config, id: &str, anchor: &str, keep: bool) -> Result<u8> {
+    let t = match tenant(config, id) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let mut store = open_store(config)?;
+    let records = store.quarantine(id)?;
+    let Some(record) = records.iter().find(|q| q.item.anchor.as_deref() == Some(anchor)) else {
+        eprintln!("error: tenant '{id}': nothing with anchor '{anchor}' is quarantined (see `roster quarantine list`)");
+        return Ok(exit::FAILURE);
+    };
+    if keep {
+        let Some((key, value)) = crate::conflict::parse_reason(&t.conflicts, &record.item.reason)
+            .filter(|_| record.item.stage == "conflict")
+        else {
+            eprintln!(
+                "error: tenant '{id}': '{anchor}' is quarantined for \"{}\", not a conflict; --keep settles conflicts only (use --dismiss)",
+                record.item.reason
+            );
+            return Ok(exit::CONFIG);
+        };
+        store.decide_conflict(id, &key, &value, anchor)?;
+        println!("tenant '{id}': {key} '{value}' goes to {anchor} from the next run on");
+    } else {
+        let n = store.dismiss_quarantine(id, anchor)?;
+        println!("tenant '{id}': dismissed {n} quarantine record(s) of {anchor}");
     }
     Ok(exit::OK)
 }

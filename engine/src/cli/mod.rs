@@ -82,7 +82,7 @@ pub enum Command {
     /// Entries that could not be synced, with the reason.
     Quarantine {
         #[command(subcommand)]
-        action: ListAction,
+        action: QuarantineAction,
     },
     /// Each tenant's sources: kind, last complete sync, last run, quarantine.
     Status {
@@ -128,6 +128,29 @@ pub enum ListAction {
         /// SCIM 2.0 JSON (RFC 7643) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuarantineAction {
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle a quarantined entry: `--keep` gives a conflicted unique value to
+    /// this entry from the next run on; `--dismiss` clears the record (it comes
+    /// back if the entry still fails).
+    Resolve {
+        #[arg(long)]
+        tenant: String,
+        /// The entry's anchor.
+        anchor: String,
+        #[arg(long, conflicts_with = "dismiss", required_unless_present = "dismiss")]
+        keep: bool,
+        #[arg(long)]
+        dismiss: bool,
     },
 }
 

@@ -157,6 +157,12 @@ pub trait Store {
     /// Clears the failure count and the disabled state of every version of a kind.
     fn enable_plugin(&mut self, tenant: &str, kind: &str) -> Result<(), StoreError>;
 
+    /// Admin decisions for conflicts: (key, lower-cased value) → winning anchor.
+    fn conflict_decisions(&mut self, tenant: &str) -> Result<Vec<(String, String, String)>, StoreError>;
+    fn decide_conflict(&mut self, tenant: &str, key: &str, value: &str, winner: &str) -> Result<(), StoreError>;
+    /// Removes quarantine records of an anchor (an admin dismissed them); returns how many.
+    fn dismiss_quarantine(&mut self, tenant: &str, anchor: &str) -> Result<usize, StoreError>;
+
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError>;
     fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError>;
 }

@@ -137,4 +137,19 @@ CREATE TABLE plugin_health (
 );
 "#,
     ),
+    (
+        4,
+        "conflict decisions",
+        r#"
+-- An admin's decision for a unique value two objects claim: this anchor wins.
+CREATE TABLE conflict_decisions (
+    tenant      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    winner      TEXT NOT NULL,
+    decided_at  TEXT NOT NULL,
+    PRIMARY KEY (tenant, key, value)
+);
+"#,
+    ),
 ];

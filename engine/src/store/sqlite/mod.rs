@@ -536,6 +536,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn conflict_decisions(&mut self, tenant: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, value, winner FROM conflict_decisions WHERE tenant = ?1")
+            .map_err(q("preparing conflict decisions"))?;
+        let rows = stmt
+            .query_map(params![tenant], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(q("reading conflict decisions"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(q("reading conflict decision"))
+    }
+
+    fn decide_conflict(&mut self, tenant: &str, key: &str, value: &str, winner: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO conflict_decisions (tenant, key, value, winner, decided_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (tenant, key, value) DO UPDATE SET winner = excluded.winner, decided_at = excluded.decided_at",
+                params![tenant, key, value.to_lowercase(), winner, now_rfc3339()],
+            )
+            .map_err(q("recording conflict decision"))?;
+        Ok(())
+    }
+
+    fn dismiss_quarantine(&mut self, tenant: &str, anchor: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM quarantine WHERE tenant = ?1 AND anchor = ?2", params![tenant, anchor])
+            .map_err(q("dismissing quarantine"))
+    }
+
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError> {
         self.conn
             .query_row(
