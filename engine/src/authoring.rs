@@ -31,6 +31,8 @@ pub enum AuthoringError {
     Input { path: String, message: String },
     #[error("plugin configuration {path}: {message}")]
     PluginConfig { path: String, message: String },
+    #[error("--memory-mb {0} is over the maximum of {max} MiB a plugin instance can have", max = crate::config::MAX_PLUGIN_MEMORY_MB)]
+    MemoryTooLarge(u64),
     #[error("cannot start the plugin host: {0}")]
     Host(String),
     /// The plugin cannot be loaded or initialised.
@@ -212,6 +214,9 @@ pub fn test_plugin(opts: &TestOptions) -> Result<TestReport, AuthoringError> {
     };
     let items = read_input(&opts.input)?;
     let limits_config = limits(opts);
+    if limits_config.plugin_memory_mb > crate::config::MAX_PLUGIN_MEMORY_MB {
+        return Err(AuthoringError::MemoryTooLarge(limits_config.plugin_memory_mb));
+    }
     let sandbox: SandboxLimits = crate::sync::limits_to_sandbox(&limits_config);
 
     let setup = Instant::now();
