@@ -126,3 +126,46 @@ fn a_plugin_that_cannot_load_or_init_exits_2() {
         .code(2);
     assert!(run.stderr.contains("configuration rejected") && run.stderr.contains("fail"), "{}", run.stderr);
 }
+
+#[test]
+fn a_memory_bomb_hits_the_same_cap_and_peak_memory_stays_under_it() {
+    let env = no_config();
+    let input = env.path().join("entries.json");
+    std::fs::write(&input, r#"[{"anchor":"a-1","kind":"user","attributes":{"uid":"x"}}]"#).expect("write input");
+    let config = env.path().join("plugin.toml");
+    std::fs::write(&config, "fail = \"memory-bomb\"\n").expect("write plugin config");
+    let broken = plugin_wasm("broken_mapper");
+    let report = env
+        .run(&[
+            "plugin",
+            "test",
+            broken.to_str().unwrap_or_default(),
+            "--input",
+            input.to_str().unwrap_or_default(),
+            "--plugin-config",
+            config.to_str().unwrap_or_default(),
+            "--memory-mb",
+            "16",
+            "--json",
+        ])
+        .ok()
+        .json();
+    let entry = &report["entries"][0];
+    assert_eq!(entry["result"], "failed");
+    assert!(entry["message"].as_str().unwrap_or_default().contains("memory limit of 16 MiB"), "{entry}");
+    let peak = cost(&report, "peak_memory_bytes");
+    assert!(peak > 1024 * 1024 && peak <= 16 * 1024 * 1024, "peak {peak} is what was granted, within the cap");
+
+    let run = env
+        .run(&[
+            "plugin",
+            "test",
+            broken.to_str().unwrap_or_default(),
+            "--input",
+            input.to_str().unwrap_or_default(),
+            "--memory-mb",
+            "2048",
+        ])
+        .code(2);
+    assert!(run.stderr.contains("over the maximum of 1024 MiB"), "{}", run.stderr);
+}
