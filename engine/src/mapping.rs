@@ -4,7 +4,7 @@
 //! one entry at a time on a fresh instance, so one bad entry is quarantined
 //! with the plugin's own reason and the rest of the batch still maps.
 
-use crate::plugin_host::{MapOutcome, MapperInstance, PluginError, PluginIdentity};
+use crate::plugin_host::{MapOutcome, MapperInstance, PluginError, PluginIdentity, Usage};
 use crate::source::SourceEntry;
 
 /// The result for one entry, with the entry handed back.
@@ -24,6 +24,11 @@ pub struct MappingStage {
 impl MappingStage {
     pub fn new(instance: MapperInstance, batch_size: usize) -> Self {
         Self { instance, batch: Vec::with_capacity(batch_size), batch_size, calls: 0 }
+    }
+
+    /// Fuel and peak memory the plugin has used so far.
+    pub fn usage(&self) -> Usage {
+        self.instance.usage()
     }
 
     pub fn plugin(&self) -> &PluginIdentity {

@@ -99,7 +99,7 @@ pub enum Expectation {
 }
 
 impl VectorEntry {
-    fn to_source_entry(&self) -> SourceEntry {
+    pub fn to_source_entry(&self) -> SourceEntry {
         SourceEntry {
             anchor: self.anchor.clone(),
             dn: self.dn.clone(),

@@ -15,7 +15,7 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::config::{Config, SourceConfig, TenantConfig};
+use crate::config::{Config, LimitsConfig, SourceConfig, TenantConfig};
 use crate::diff::{DesiredState, diff};
 use crate::dn::normalize_dn;
 use crate::mapping::{Mapped, MappingStage};
@@ -172,11 +172,16 @@ pub fn tenant_mapper(
 }
 
 pub fn sandbox_limits(tenant: &TenantConfig) -> SandboxLimits {
+    limits_to_sandbox(&tenant.limits)
+}
+
+/// The host's limits for `[tenant.limits]` (also used by `roster plugin test`).
+pub fn limits_to_sandbox(limits: &LimitsConfig) -> SandboxLimits {
     SandboxLimits {
-        memory_bytes: (tenant.limits.plugin_memory_mb as usize).saturating_mul(1024 * 1024),
-        call_timeout_ms: tenant.limits.plugin_call_timeout_ms,
-        output_max_bytes: (tenant.limits.plugin_output_max_kb as usize).saturating_mul(1024),
-        grant_clock: tenant.limits.plugin_grant_clock,
+        memory_bytes: (limits.plugin_memory_mb as usize).saturating_mul(1024 * 1024),
+        call_timeout_ms: limits.plugin_call_timeout_ms,
+        output_max_bytes: (limits.plugin_output_max_kb as usize).saturating_mul(1024),
+        grant_clock: limits.plugin_grant_clock,
     }
 }
 

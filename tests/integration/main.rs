@@ -4,6 +4,7 @@
 
 mod support;
 
+mod authoring;
 mod config_check;
 mod conflicts;
 mod example;

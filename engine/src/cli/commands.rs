@@ -21,6 +21,21 @@ pub fn run(cli: &Cli) -> Result<u8> {
     if let Command::Plugin { action: PluginAction::New { kind, name } } = &cli.command {
         return new_plugin_cmd(kind, name);
     }
+    // So does trying a plugin out.
+    if let Command::Plugin {
+        action: PluginAction::Test { file, input, plugin_config, kind, timeout_ms, memory_mb, json },
+    } = &cli.command
+    {
+        let opts = crate::authoring::TestOptions {
+            file: file.clone(),
+            input: input.clone(),
+            plugin_config: plugin_config.clone(),
+            kind: kind.clone(),
+            timeout_ms: *timeout_ms,
+            memory_mb: *memory_mb,
+        };
+        return plugin_test_cmd(&opts, *json);
+    }
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -448,6 +463,68 @@ fn new_plugin_cmd(kind: &str, name: &str) -> Result<u8> {
     }
 }
 
+fn plugin_test_cmd(opts: &crate::authoring::TestOptions, json: bool) -> Result<u8> {
+    use crate::authoring::{AuthoringError, EntryResult};
+    let report = match crate::authoring::test_plugin(opts) {
+        Ok(r) => r,
+        Err(AuthoringError::Host(message)) => anyhow::bail!("cannot start the plugin host: {message}"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::CONFIG);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(exit::OK);
+    }
+    let p = &report.plugin;
+    println!("plugin '{}' {} (sha256:{}) from {}", p.name, p.version, short_hash(&p.sha256), p.origin);
+    let l = &report.limits;
+    println!(
+        "limits: {} ms per call, {} MiB memory, {} entries per call, {} KiB output per call",
+        l.call_timeout_ms, l.memory_mb, l.batch_size, l.output_max_kb
+    );
+    println!();
+    for e in &report.entries {
+        let who = match (&e.anchor, &e.dn) {
+            (Some(a), Some(dn)) => format!("{a} ({dn})"),
+            (Some(a), None) => a.clone(),
+            (None, Some(dn)) => dn.clone(),
+            (None, None) => "(unnamed entry)".into(),
+        };
+        match &e.result {
+            EntryResult::Mapped { output_kind, attributes } => {
+                println!("{who}: mapped {output_kind}");
+                for (name, values) in attributes {
+                    println!("    {name} = {}", values.join(" | "));
+                }
+            }
+            EntryResult::Skip { reason } => println!("{who}: skipped: {reason}"),
+            EntryResult::Error { message } => println!("{who}: error: {message}"),
+            EntryResult::Failed { message } => println!("{who}: failed: {message}"),
+            EntryResult::Rejected { reason } => println!("{who}: rejected by the reader: {reason}"),
+        }
+    }
+    let c = &report.counts;
+    let k = &report.cost;
+    println!();
+    println!(
+        "{} entries: {} mapped, {} skipped, {} errors, {} failed, {} rejected",
+        c.entries, c.mapped, c.skipped, c.errors, c.failed, c.rejected
+    );
+    println!(
+        "time: load + init {:.1} ms; map {:.3} ms in {} calls, {:.1} µs per entry",
+        k.setup_ms, k.map_ms, k.calls, k.per_entry_us
+    );
+    println!("instructions (fuel): init {}, map {} ({} per entry)", k.fuel_init, k.fuel_map, k.fuel_per_entry);
+    println!(
+        "peak linear memory: {} bytes ({:.1} MiB)",
+        k.peak_memory_bytes,
+        k.peak_memory_bytes as f64 / (1024.0 * 1024.0)
+    );
+    Ok(exit::OK)
+}
+
 fn explain_cmd(config: &Config, id: &str, key: &str) -> Result<u8> {
     let t = match tenant(config, id) {
         Ok(t) => t,
@@ -505,6 +582,7 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
             }
         }
         PluginAction::New { kind, name } => new_plugin_cmd(kind, name),
+        PluginAction::Test { .. } => Ok(exit::CONFIG), // handled before the config is loaded
         PluginAction::List { tenant: id, json } => {
             if let Err(code) = tenant(config, id) {
                 return Ok(code);

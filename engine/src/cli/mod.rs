@@ -180,6 +180,32 @@ pub enum PluginAction {
         /// Crate name; the crate is created in ./NAME.
         name: String,
     },
+    /// Run a plugin file on sample entries exactly as a sync would (same host,
+    /// sandbox and limits) and show each entry's result, time, instructions and memory.
+    /// Needs no configuration file.
+    Test {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Entries: an LDIF file, or a JSON array of `{anchor, dn, kind, attributes}` (*.json).
+        #[arg(long)]
+        input: PathBuf,
+        /// The plugin's configuration: a TOML file holding what `[tenant.plugins.mapper.config]` would.
+        /// (Not `--config`: that global option names roster's own configuration file.)
+        #[arg(long, value_name = "FILE")]
+        plugin_config: Option<PathBuf>,
+        /// Plugin kind: mapper.
+        #[arg(long, default_value = "mapper")]
+        kind: String,
+        /// Deadline per call in milliseconds (default: the tenant default, 2000).
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Memory cap in MiB (default: the tenant default, 64).
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Every stored version, and which one is active.
     List {
         #[arg(long)]

@@ -178,6 +178,11 @@ fn default_max_delete_percent() -> f64 {
     20.0
 }
 
+/// The largest `plugin_memory_mb` accepted. The plugin host reserves address
+/// space for this much per live instance (pooling allocator), so it is a
+/// process-wide maximum, not a default.
+pub const MAX_PLUGIN_MEMORY_MB: u64 = 1024;
+
 /// Sandbox limits for the tenant's plugins. Hard limits, enforced by the host.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -607,6 +612,12 @@ impl Config {
             {
                 return Err(invalid("limits.plugin_* values must be greater than 0".into()));
             }
+            if l.plugin_memory_mb > MAX_PLUGIN_MEMORY_MB {
+                return Err(invalid(format!(
+                    "limits.plugin_memory_mb = {} is over the maximum of {MAX_PLUGIN_MEMORY_MB} MiB a plugin instance can have",
+                    l.plugin_memory_mb
+                )));
+            }
         }
         Ok(())
     }
@@ -762,6 +773,11 @@ max_delete_percent = 20
 
         let err = parse(&format!("{base}[tenant.limits]\nplugin_output_max_kb = 0\n")).expect_err("zero");
         assert!(err.to_string().contains("greater than 0"), "{err}");
+        let c =
+            parse(&format!("{base}[tenant.limits]\nplugin_memory_mb = {MAX_PLUGIN_MEMORY_MB}\n")).expect("at the max");
+        assert_eq!(c.tenants[0].limits.plugin_memory_mb, MAX_PLUGIN_MEMORY_MB);
+        let err = parse(&format!("{base}[tenant.limits]\nplugin_memory_mb = 1025\n")).expect_err("over the max");
+        assert!(err.to_string().contains("plugin_memory_mb = 1025 is over the maximum of 1024 MiB"), "{err}");
         let err = parse(&format!("{base}[tenant.limits]\nplugin_grant_clock = \"yes\"\n")).expect_err("not a bool");
         assert!(err.to_string().contains("line 8") && err.to_string().contains("boolean"), "{err}");
     }

@@ -12,7 +12,7 @@ use wasmtime::component::Component;
 
 /// Part of the cache key besides the plugin's hash. Bump when `engine_config`
 /// changes in a way that affects compiled code.
-pub const ENGINE_FINGERPRINT: &str = "wasmtime-48.0.8;epoch;cranelift-speed;v1";
+pub const ENGINE_FINGERPRINT: &str = "wasmtime-48.0.8;epoch;pooling-1GiB;cranelift-speed;v2";
 
 pub struct ComponentCache {
     dir: Option<PathBuf>,

@@ -19,6 +19,17 @@ pub enum MapOutcome {
     Error(String),
 }
 
+/// What an instance has consumed so far, over every store it lived in (an
+/// instance is rebuilt after a trap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Instructions executed (wasmtime fuel), when the host measures
+    /// ([`PluginHost::measuring`]); `None` on a normal host, which does not count.
+    pub fuel: Option<u64>,
+    /// Largest size any one linear memory was allowed to grow to, in bytes.
+    pub peak_memory_bytes: usize,
+}
+
 /// A live instance: its own store, memory and deadline. After a trap the
 /// instance is dead (wasmtime refuses to re-enter it), so the next call builds
 /// a fresh one from the pre-instantiated component and runs `init` again.
@@ -30,6 +41,10 @@ pub struct MapperInstance {
     identity: PluginIdentity,
     live: Option<(Store<HostState>, Mapper)>,
     packer: Packer,
+    /// Fuel each store starts with, on a measuring host.
+    fuel_budget: Option<u64>,
+    /// Usage of stores already dropped.
+    retired: Usage,
 }
 
 impl MapperInstance {
@@ -55,6 +70,8 @@ impl MapperInstance {
             identity,
             live: None,
             packer: Packer::with_capacity(4096),
+            fuel_budget: host.fuel_budget(),
+            retired: Usage { fuel: host.fuel_budget().map(|_| 0), peak_memory_bytes: 0 },
         };
         me.revive()?;
         Ok(me)
@@ -64,28 +81,55 @@ impl MapperInstance {
         &self.identity
     }
 
+    /// Fuel and peak memory used so far, including instances discarded after a trap.
+    pub fn usage(&self) -> Usage {
+        let mut usage = self.retired;
+        if let Some((store, _)) = &self.live {
+            add_usage(&mut usage, store, self.fuel_budget);
+        }
+        usage
+    }
+
+    /// Books a store's usage before it is dropped.
+    fn account(&mut self, store: &Store<HostState>) {
+        add_usage(&mut self.retired, store, self.fuel_budget);
+    }
+
+    /// Drops the live instance (dead after a trap, or not to be trusted); the next call revives it.
+    fn retire(&mut self) {
+        if let Some((store, _)) = self.live.take() {
+            self.account(&store);
+        }
+    }
+
     fn revive(&mut self) -> Result<(), PluginError> {
-        let call_err = |identity: &PluginIdentity, failure| PluginError::Call { plugin: identity.clone(), failure };
         let state = HostState::new(&self.identity.tenant, &self.identity.name, self.limits);
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
+        if let Some(budget) = self.fuel_budget {
+            store.set_fuel(budget).map_err(|e| PluginError::Call {
+                plugin: self.identity.clone(),
+                failure: CallFailure::Trap { message: format!("cannot set the fuel budget: {e}") },
+            })?;
+        }
         arm_deadline(&mut store, self.limits);
         store.epoch_deadline_trap();
-        let bindings = self
-            .loaded
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| call_err(&self.identity, classify(&e, &store, self.limits)))?;
+        let bindings = match self.loaded.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => return Err(self.failed(&e, &store)),
+        };
         arm_deadline(&mut store, self.limits);
-        let init = bindings
-            .call_init(&mut store, &self.config)
-            .map_err(|e| call_err(&self.identity, classify(&e, &store, self.limits)))?;
+        let init = match bindings.call_init(&mut store, &self.config) {
+            Ok(init) => init,
+            Err(e) => return Err(self.failed(&e, &store)),
+        };
         match init {
             Ok(info) => {
                 self.identity.name = info.name;
                 self.identity.version = info.version;
             }
             Err(errors) => {
+                self.account(&store);
                 return Err(PluginError::Config {
                     plugin: self.identity.clone(),
                     errors: errors
@@ -97,6 +141,13 @@ impl MapperInstance {
         }
         self.live = Some((store, bindings));
         Ok(())
+    }
+
+    /// The error for a failed instantiate or `init`, after booking the dying store's usage.
+    fn failed(&mut self, e: &wasmtime::Error, store: &Store<HostState>) -> PluginError {
+        let failure = classify(e, store, self.limits);
+        self.account(store);
+        PluginError::Call { plugin: self.identity.clone(), failure }
     }
 
     /// Maps a batch. `Err` means the whole call failed (trap, deadline, memory,
@@ -124,12 +175,12 @@ impl MapperInstance {
             Err(e) => {
                 let failure = classify(&e, store, self.limits);
                 // The instance is dead after a trap; drop it so the next call starts fresh.
-                self.live = None;
+                self.retire();
                 return Err(PluginError::Call { plugin: self.identity.clone(), failure });
             }
         };
         if results.len() != entries.len() {
-            self.live = None;
+            self.retire();
             return Err(PluginError::Call {
                 plugin: self.identity.clone(),
                 failure: CallFailure::BadOutput {
@@ -140,7 +191,7 @@ impl MapperInstance {
         let returned = output_bytes(&results);
         if returned > self.limits.output_max_bytes {
             // The instance may hold on to whatever it built; start the next call fresh.
-            self.live = None;
+            self.retire();
             return Err(PluginError::Call {
                 plugin: self.identity.clone(),
                 failure: CallFailure::BadOutput {
@@ -170,6 +221,14 @@ impl MapperInstance {
             attributes: self.packer.as_bytes().to_vec(),
         }
     }
+}
+
+fn add_usage(usage: &mut Usage, store: &Store<HostState>, fuel_budget: Option<u64>) {
+    if let (Some(total), Some(budget)) = (usage.fuel.as_mut(), fuel_budget) {
+        let left = store.get_fuel().unwrap_or(budget);
+        *total = total.saturating_add(budget.saturating_sub(left));
+    }
+    usage.peak_memory_bytes = usage.peak_memory_bytes.max(store.data().limits.peak_memory());
 }
 
 /// Starts a call's deadline: the epoch deadline that interrupts WebAssembly,

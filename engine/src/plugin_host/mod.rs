@@ -22,14 +22,28 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use mapper::{MapOutcome, MapperInstance};
+pub use mapper::{MapOutcome, MapperInstance, Usage};
 pub use sandbox::SandboxLimits;
 
 use bindings::{Mapper, MapperPre};
 use cache::ComponentCache;
 use sandbox::{DeadlineClocks, HostState};
+
+/// Fuel a store starts with on a measuring host: far more than any call can
+/// burn before its deadline, so the count is never what stops a plugin.
+const MEASURE_FUEL_BUDGET: u64 = u64::MAX / 4;
+
+/// Plugin instances one process can hold at once (every tenant's mapper, plus
+/// the instances being rebuilt after a trap). The pooling allocator reserves
+/// address space for this many up front; instantiating one more fails cleanly.
+pub const MAX_LIVE_INSTANCES: u32 = 1000;
+/// Per component: at most this many core instances, linear memories and tables
+/// (the same caps `StoreLimits` applies per tenant, see `sandbox::HostState`).
+const CORE_INSTANCES_PER_COMPONENT: u32 = 8;
+const MEMORIES_PER_COMPONENT: u32 = 4;
+const TABLES_PER_COMPONENT: u32 = 16;
 
 /// How often the epoch advances; call deadlines are rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -155,14 +169,30 @@ pub struct PluginHost {
     cache: ComponentCache,
     loaded: Mutex<HashMap<String, Arc<LoadedMapper>>>,
     ticker: Option<EpochTicker>,
+    /// `Some` on a measuring host: each store gets this much fuel.
+    fuel_budget: Option<u64>,
 }
 
 impl PluginHost {
     /// `cache_dir`: where compiled components are kept between runs (none: memory only).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, String> {
+        Self::build(cache_dir, false)
+    }
+
+    /// A host that also counts instructions (wasmtime fuel), for `roster plugin
+    /// test`. Same linker, sandbox and limits as [`PluginHost::new`]; fuel metering
+    /// makes calls ≈ 25–30 % slower, so normal runs never use it. Its compiled code
+    /// differs from a normal host's, so it keeps no on-disk cache.
+    pub fn measuring() -> Result<Self, String> {
+        Self::build(None, true)
+    }
+
+    fn build(cache_dir: Option<PathBuf>, measure: bool) -> Result<Self, String> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.consume_fuel(measure);
         config.wasm_component_model(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
         let engine = Engine::new(&config).map_err(|e| format!("cannot create the WebAssembly engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("cannot link WASI: {e:#}"))?;
@@ -183,6 +213,7 @@ impl PluginHost {
             cache: ComponentCache::new(cache_dir),
             loaded: Mutex::new(HashMap::new()),
             ticker: Some(ticker),
+            fuel_budget: measure.then_some(MEASURE_FUEL_BUDGET),
         })
     }
 
@@ -225,6 +256,10 @@ impl PluginHost {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub(crate) fn fuel_budget(&self) -> Option<u64> {
+        self.fuel_budget
     }
 }
 
@@ -272,6 +307,29 @@ impl EpochTicker {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.handle.join();
     }
+}
+
+/// The pooling allocator's process-wide maxima. The per-tenant cap stays with
+/// `StoreLimits` (`plugin_memory_mb`); a memory slot is sized for the largest cap
+/// configuration accepts ([`crate::config::MAX_PLUGIN_MEMORY_MB`]). Slots are
+/// address space reserved once, not memory: pages are committed as a plugin
+/// touches them and decommitted when its instance is dropped.
+fn pooling_config() -> PoolingAllocationConfig {
+    let max_memory_bytes = usize::try_from(crate::config::MAX_PLUGIN_MEMORY_MB)
+        .unwrap_or(usize::MAX / (1024 * 1024))
+        .saturating_mul(1024 * 1024);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(MAX_LIVE_INSTANCES)
+        .total_core_instances(MAX_LIVE_INSTANCES * 2)
+        .total_memories(MAX_LIVE_INSTANCES)
+        .total_tables(MAX_LIVE_INSTANCES * 2)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_memories_per_module(1)
+        .max_tables_per_module(TABLES_PER_COMPONENT)
+        .max_memory_size(max_memory_bytes);
+    pool
 }
 
 /// Ticks of [`EPOCH_TICK`] for a deadline, rounded up, at least one.

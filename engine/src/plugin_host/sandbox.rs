@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use wasmtime::component::{HasData, Resource, ResourceTable};
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::clocks::{WasiClocksCtxView, WasiClocksView};
 use wasmtime_wasi::p2::DynPollable;
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
@@ -87,11 +87,64 @@ fn deterministic_random() -> Deterministic {
     Deterministic::new(bytes)
 }
 
+/// The tenant's [`StoreLimits`], unchanged in what they allow or refuse, plus a
+/// record of the largest linear memory the instance was granted. Memory grows
+/// rarely (creation, then `memory.grow`), so the bookkeeping costs nothing per call.
+pub struct PeakLimiter {
+    inner: StoreLimits,
+    peak_memory: usize,
+}
+
+impl PeakLimiter {
+    fn new(inner: StoreLimits) -> Self {
+        Self { inner, peak_memory: 0 }
+    }
+
+    /// Largest size, in bytes, any one linear memory of the instance was allowed to reach.
+    pub fn peak_memory(&self) -> usize {
+        self.peak_memory
+    }
+}
+
+impl ResourceLimiter for PeakLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 /// Per-instance host state.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: PeakLimiter,
     stderr: MemoryOutputPipe,
     /// Tenant and plugin, for log lines.
     pub(crate) tenant: String,
@@ -119,15 +172,17 @@ impl HostState {
         Self {
             wasi: builder.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(8)
-                .tables(16)
-                .memories(4)
-                // A failed memory.grow traps instead of returning -1, so a memory
-                // bomb is reported as exactly that rather than as a confusing abort.
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: PeakLimiter::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(limits.memory_bytes)
+                    .instances(8)
+                    .tables(16)
+                    .memories(4)
+                    // A failed memory.grow traps instead of returning -1, so a memory
+                    // bomb is reported as exactly that rather than as a confusing abort.
+                    .trap_on_grow_failure(true)
+                    .build(),
+            ),
             stderr,
             tenant: tenant.to_string(),
             plugin: plugin.to_string(),
