@@ -203,3 +203,26 @@ fn roles_follow_direct_and_nested_groups_and_changes_are_planned() {
     let dry = env.run(&["sync", "--dry-run"]).ok();
     assert!(dry.stdout.contains("roles: [\"alpha\", \"staff\"] → \"alpha\""), "{}", dry.stdout);
 }
+
+#[test]
+fn a_closed_pipe_ends_the_listing_quietly() {
+    use std::io::{BufRead, BufReader};
+    let env = example_env();
+    env.sync(&[]).0.ok();
+    let mut child = env
+        .cmd()
+        .args(["users", "list", "--tenant", "example", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut first = String::new();
+    {
+        let stdout = child.stdout.take().expect("stdout");
+        BufReader::new(stdout).read_line(&mut first).expect("read a line");
+    } // the reader is dropped: the pipe is closed, like `| head -1`
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(first.trim(), "{");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -242,6 +242,7 @@ pub enum ConfigAction {
 }
 
 pub fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -256,6 +257,17 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(exit::FAILURE)
         }
+    }
+}
+
+/// `roster users list | head` should end quietly, as Unix tools do, not panic
+/// on a closed pipe: Rust ignores SIGPIPE by default, so restore the default.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is
+    // a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
