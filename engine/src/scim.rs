@@ -11,13 +11,14 @@ pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
 
 /// Membership graph of a tenant, for direct and nested (indirect) groups.
 pub struct Directory<'a> {
-    users: &'a [Stored],
     groups: HashMap<&'a str, &'a Stored>,
     /// member id → groups that list it directly
     parents: HashMap<&'a str, Vec<&'a str>>,
     /// group id → direct members
     members: BTreeMap<&'a str, Vec<&'a str>>,
     kinds: HashMap<&'a str, &'static str>,
+    /// id → userName / displayName, for member `display` values.
+    labels: HashMap<&'a str, &'a str>,
     custom: Option<&'a crate::custom_attrs::Schema>,
 }
 
@@ -36,12 +37,15 @@ impl<'a> Directory<'a> {
         for g in groups {
             kinds.insert(g.id.as_str(), "Group");
         }
+        // Built once: group_resource runs per group, and a per-call map made
+        // listing a large directory quadratic.
+        let labels = users.iter().chain(groups.iter()).map(|o| (o.id.as_str(), o.label())).collect();
         Self {
-            users,
             groups: groups.iter().map(|g| (g.id.as_str(), g)).collect(),
             parents,
             members,
             kinds,
+            labels,
             custom: None,
         }
     }
@@ -103,12 +107,6 @@ impl<'a> Directory<'a> {
         obj.insert("id".into(), json!(g.id));
         obj.insert("externalId".into(), json!(g.anchor));
         put_attributes(&mut obj, &g.attrs, &[]);
-        let labels: HashMap<&str, &str> = self
-            .users
-            .iter()
-            .map(|u| (u.id.as_str(), u.label()))
-            .chain(self.groups.values().map(|g| (g.id.as_str(), g.label())))
-            .collect();
         let members: Vec<Value> = self
             .members
             .get(g.id.as_str())
@@ -116,7 +114,7 @@ impl<'a> Directory<'a> {
             .flatten()
             .map(|m| {
                 let kind = self.kinds.get(m).copied().unwrap_or("User");
-                json!({ "value": m, "display": labels.get(m).copied().unwrap_or(""), "type": kind, "$ref": format!("{kind}s/{m}") })
+                json!({ "value": m, "display": self.labels.get(m).copied().unwrap_or(""), "type": kind, "$ref": format!("{kind}s/{m}") })
             })
             .collect();
         obj.insert("members".into(), Value::Array(members));
