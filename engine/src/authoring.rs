@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::config::{LdifSourceConfig, LimitsConfig};
 use crate::mapping::{Mapped, MappingStage};
 use crate::plugin_host::{MapOutcome, MapperInstance, PluginBinary, PluginError, PluginHost, SandboxLimits, Usage};
-use crate::registry::{self, MAX_PLUGIN_BYTES, VectorEntry};
+use crate::registry::{MAX_PLUGIN_BYTES, VectorEntry};
 use crate::source::ldif::LdifSource;
 use crate::source::{Source, SourceEntry, SourceItem};
 
@@ -21,8 +21,12 @@ pub const TEST_TENANT: &str = "plugin-test";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthoringError {
-    #[error("plugin kind '{0}' is not supported; supported kinds: {kinds}", kinds = registry::KINDS.join(", "))]
+    #[error("plugin kind '{0}' is not supported; supported kinds: {kinds}", kinds = crate::plugin_host::PluginKind::list())]
     UnknownKind(String),
+    #[error(
+        "`roster plugin test` runs mapper plugins on entries; a {0} plugin is tested in a tenant: `roster plugin add` checks it, `roster sync --dry-run --show-plan` and `roster explain` show what it does"
+    )]
+    KindNotTestable(crate::plugin_host::PluginKind),
     #[error("cannot read {path}: {message}")]
     Read { path: String, message: String },
     #[error("{path}: {size} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for plugins")]
@@ -199,8 +203,10 @@ fn ms(d: Duration) -> f64 {
 /// Loads the plugin on a measuring host and runs it on the input.
 /// `Err(Plugin)` means the plugin could not be loaded or initialised.
 pub fn test_plugin(opts: &TestOptions) -> Result<TestReport, AuthoringError> {
-    if !registry::KINDS.contains(&opts.kind.as_str()) {
-        return Err(AuthoringError::UnknownKind(opts.kind.clone()));
+    match crate::plugin_host::PluginKind::parse(&opts.kind) {
+        None => return Err(AuthoringError::UnknownKind(opts.kind.clone())),
+        Some(crate::plugin_host::PluginKind::Mapper) => {}
+        Some(other) => return Err(AuthoringError::KindNotTestable(other)),
     }
     let path = opts.file.display().to_string();
     let binary = PluginBinary::from_file(&opts.file)

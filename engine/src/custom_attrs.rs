@@ -41,32 +41,63 @@ pub struct AttrSchema {
     pub required: bool,
     #[serde(default)]
     pub multi_valued: bool,
+    /// An expression over source attributes (the built-in plugin's language);
+    /// without it the value is whatever the mapper set as `custom.<name>`.
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 pub type Schema = BTreeMap<String, AttrSchema>;
 
-/// Checks and normalises the custom attributes of a mapped user in place.
-/// `Err` names the attribute; the caller adds the entry.
-pub fn check(schema: &Schema, attrs: &mut Attributes) -> Result<(), String> {
-    for name in attrs.keys().filter_map(|k| k.strip_prefix(PREFIX)) {
-        if !schema.contains_key(name) {
+/// What the custom-attributes plugin is told about the declarations.
+pub fn decls(schema: &Schema) -> Vec<crate::plugin_host::AttributeDecl> {
+    use crate::plugin_host::{AttributeDecl, AttributeType};
+    schema
+        .iter()
+        .map(|(name, d)| AttributeDecl {
+            name: name.clone(),
+            ty: match d.ty {
+                AttrType::String => AttributeType::String,
+                AttrType::Integer => AttributeType::Integer,
+                AttrType::Boolean => AttributeType::Boolean,
+                AttrType::List => AttributeType::List,
+                AttrType::Timestamp => AttributeType::Timestamp,
+            },
+            required: d.required,
+            multi_valued: d.multi_valued || d.ty == AttrType::List,
+        })
+        .collect()
+}
+
+/// The built-in plugin's configuration: `NAME = "expression"` for every
+/// attribute declared with `from`.
+pub fn builtin_config(schema: &Schema) -> toml::Table {
+    schema
+        .iter()
+        .filter_map(|(name, d)| d.from.as_ref().map(|f| (name.clone(), toml::Value::String(f.clone()))))
+        .collect()
+}
+
+/// Mapper output must not carry custom attributes the tenant did not declare.
+pub fn undeclared(schema: &Schema, attrs: &Attributes) -> Option<String> {
+    let name = attrs.keys().filter_map(|k| k.strip_prefix(PREFIX)).find(|n| !schema.contains_key(*n))?;
+    Some(format!(
+        "custom attribute '{name}' is not declared in [tenant.custom_attributes] (declared: {})",
+        if schema.is_empty() { "none".to_string() } else { schema.keys().cloned().collect::<Vec<_>>().join(", ") }
+    ))
+}
+
+/// Checks a custom-attributes plugin's output for one user against the
+/// declarations: every name declared, required ones present, one value for a
+/// single-valued attribute, every value in canonical form. The host does not
+/// trust a plugin to have done it. `Err` names the attribute; the caller adds
+/// the entry.
+pub fn validate(schema: &Schema, output: &Attributes) -> Result<(), String> {
+    for (name, values) in output {
+        let Some(decl) = schema.get(name) else {
             return Err(format!(
-                "custom attribute '{name}' is not declared in [tenant.custom_attributes] (declared: {})",
-                if schema.is_empty() {
-                    "none".to_string()
-                } else {
-                    schema.keys().cloned().collect::<Vec<_>>().join(", ")
-                }
+                "the plugin returned custom attribute '{name}', which is not declared in [tenant.custom_attributes]"
             ));
-        }
-    }
-    for (name, decl) in schema {
-        let key = format!("{PREFIX}{name}");
-        let Some(values) = attrs.get_mut(&key) else {
-            if decl.required {
-                return Err(format!("custom attribute '{name}' is required but the mapping gave no value"));
-            }
-            continue;
         };
         let multi = decl.multi_valued || decl.ty == AttrType::List;
         if !multi && values.len() > 1 {
@@ -75,42 +106,37 @@ pub fn check(schema: &Schema, attrs: &mut Attributes) -> Result<(), String> {
                 values.len()
             ));
         }
-        for v in values.iter_mut() {
-            *v = normalise(decl.ty, v).map_err(|why| format!("custom attribute '{name}': value {v:?} {why}"))?;
+        for v in values {
+            canonical(decl.ty, v).map_err(|why| format!("custom attribute '{name}': value {v:?} {why}"))?;
+        }
+    }
+    for (name, decl) in schema {
+        if decl.required && output.get(name).is_none_or(|v| v.is_empty()) {
+            return Err(format!("custom attribute '{name}' is required but has no value"));
         }
     }
     Ok(())
 }
 
-fn normalise(ty: AttrType, v: &str) -> Result<String, String> {
-    let t = v.trim();
+fn canonical(ty: AttrType, v: &str) -> Result<(), &'static str> {
     match ty {
-        AttrType::String | AttrType::List => Ok(v.to_string()),
-        AttrType::Integer => t.parse::<i64>().map(|n| n.to_string()).map_err(|_| "is not an integer".into()),
-        AttrType::Boolean => match t.to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" => Ok("true".into()),
-            "false" | "no" | "0" => Ok("false".into()),
-            _ => Err("is not a boolean (true/false)".into()),
+        AttrType::String | AttrType::List => Ok(()),
+        AttrType::Integer => match v.parse::<i64>() {
+            Ok(n) if n.to_string() == v => Ok(()),
+            _ => Err("is not an integer in canonical form (decimal, no spaces or leading zeros)"),
         },
-        AttrType::Timestamp => timestamp(t).ok_or_else(|| "is not a timestamp (RFC 3339 or 20240131120000Z)".into()),
+        AttrType::Boolean => match v {
+            "true" | "false" => Ok(()),
+            _ => Err("is not a boolean (true or false)"),
+        },
+        AttrType::Timestamp => {
+            use time::format_description::well_known::Rfc3339;
+            match time::OffsetDateTime::parse(v, &Rfc3339) {
+                Ok(t) if t.offset().is_utc() && v.ends_with('Z') => Ok(()),
+                _ => Err("is not an RFC 3339 timestamp in UTC (2024-01-31T12:00:00Z)"),
+            }
+        }
     }
-}
-
-fn timestamp(t: &str) -> Option<String> {
-    use time::format_description::well_known::Rfc3339;
-    if let Ok(dt) = time::OffsetDateTime::parse(t, &Rfc3339) {
-        return dt.to_offset(time::UtcOffset::UTC).format(&Rfc3339).ok();
-    }
-    // LDAP GeneralizedTime, UTC: YYYYMMDDHHMMSS[.fff]Z
-    let digits = t.strip_suffix('Z')?.split('.').next()?;
-    if digits.len() != 14 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n = |r: std::ops::Range<usize>| digits[r].parse::<u32>().ok();
-    let month = time::Month::try_from(n(4..6)? as u8).ok()?;
-    let date = time::Date::from_calendar_date(n(0..4)? as i32, month, n(6..8)? as u8).ok()?;
-    let time = time::Time::from_hms(n(8..10)? as u8, n(10..12)? as u8, n(12..14)? as u8).ok()?;
-    time::PrimitiveDateTime::new(date, time).assume_utc().format(&Rfc3339).ok()
 }
 
 /// The extension object for SCIM output, typed per the schema; `None` when the
@@ -157,19 +183,17 @@ skills = { type = "list" }
     }
 
     #[test]
-    fn values_are_checked_and_normalised() {
-        let mut a = attrs(&[
-            ("custom.costCenter", &["CC-1"]),
-            ("custom.headcount", &[" 12 "]),
-            ("custom.remote", &["YES"]),
-            ("custom.started", &["20240131120000Z"]),
-            ("custom.skills", &["rust", "ldap"]),
+    fn canonical_values_pass_and_publish_typed() {
+        let a = attrs(&[
+            ("costCenter", &["CC-1"]),
+            ("headcount", &["12"]),
+            ("remote", &["true"]),
+            ("started", &["2024-01-31T12:00:00Z"]),
+            ("skills", &["rust", "ldap"]),
         ]);
-        check(&schema(), &mut a).expect("fits");
-        assert_eq!(a["custom.headcount"], vec!["12"]);
-        assert_eq!(a["custom.remote"], vec!["true"]);
-        assert_eq!(a["custom.started"], vec!["2024-01-31T12:00:00Z"]);
-        let ext = scim_extension(&schema(), &a).expect("extension");
+        validate(&schema(), &a).expect("fits");
+        let stored: Attributes = a.into_iter().map(|(k, v)| (format!("{PREFIX}{k}"), v)).collect();
+        let ext = scim_extension(&schema(), &stored).expect("extension");
         assert_eq!(ext["headcount"], 12);
         assert_eq!(ext["remote"], true);
         assert_eq!(ext["skills"], serde_json::json!(["rust", "ldap"]));
@@ -178,18 +202,20 @@ skills = { type = "list" }
     #[test]
     fn misfits_name_the_attribute() {
         let s = schema();
-        let err =
-            check(&s, &mut attrs(&[("custom.costCenter", &["x"]), ("custom.headcount", &["many"])])).expect_err("int");
+        let err = validate(&s, &attrs(&[("costCenter", &["x"]), ("headcount", &["many"])])).expect_err("int");
         assert!(err.contains("'headcount'") && err.contains("not an integer"), "{err}");
-        let err = check(&s, &mut attrs(&[])).expect_err("required");
+        let err = validate(&s, &attrs(&[("costCenter", &["x"]), ("headcount", &[" 12"])])).expect_err("not canonical");
+        assert!(err.contains("canonical"), "{err}");
+        let err = validate(&s, &attrs(&[])).expect_err("required");
         assert!(err.contains("'costCenter' is required"), "{err}");
-        let err = check(&s, &mut attrs(&[("custom.costCenter", &["a", "b"])])).expect_err("single");
+        let err = validate(&s, &attrs(&[("costCenter", &["a", "b"])])).expect_err("single");
         assert!(err.contains("single-valued"), "{err}");
-        let err = check(&s, &mut attrs(&[("custom.costCenter", &["a"]), ("custom.shoeSize", &["44"])]))
-            .expect_err("undeclared");
-        assert!(err.contains("'shoeSize' is not declared"), "{err}");
-        let err = check(&s, &mut attrs(&[("custom.costCenter", &["a"]), ("custom.started", &["yesterday"])]))
+        let err = validate(&s, &attrs(&[("costCenter", &["a"]), ("shoeSize", &["44"])])).expect_err("undeclared");
+        assert!(err.contains("'shoeSize', which is not declared"), "{err}");
+        let err = validate(&s, &attrs(&[("costCenter", &["a"]), ("started", &["2024-01-31T12:00:00+01:00"])]))
             .expect_err("ts");
-        assert!(err.contains("not a timestamp"), "{err}");
+        assert!(err.contains("UTC"), "{err}");
+        assert!(undeclared(&s, &attrs(&[("custom.shoeSize", &["44"])])).is_some_and(|e| e.contains("shoeSize")));
+        assert!(undeclared(&s, &attrs(&[("custom.headcount", &["1"])])).is_none());
     }
 }

@@ -8,10 +8,11 @@ use crate::config::{Config, TenantConfig};
 use crate::dn::normalize_dn;
 use crate::model::object_id;
 use crate::plugin_host::{MapOutcome, PluginError, PluginHost};
+use crate::plugin_host::{MappedUserInput, PluginKind};
 use crate::scope::OuScope;
 use crate::source::{SourceEntry, SourceItem};
 use crate::store::Store;
-use crate::sync::{SyncError, instantiate_mapper, open_source};
+use crate::sync::{SyncError, instantiate, instantiate_mapper, open_source};
 
 /// Attributes whose values are never shown.
 const SENSITIVE: &[&str] =
@@ -108,6 +109,44 @@ pub fn explain(
                 let _ = writeln!(out, "  ERROR: {message}");
             }
             None => {}
+        }
+
+        let mut outcome = outcome;
+        if let Some(MapOutcome::Mapped { kind: crate::source::EntryKind::User, attrs }) = &mut outcome {
+            if crate::sync::stage_active(tenant, store, PluginKind::CustomAttributes)? {
+                let mut custom = instantiate(config, tenant, host, store, PluginKind::CustomAttributes)?;
+                let _ = writeln!(out, "Custom attributes: plugin {}", custom.identity());
+                let input = MappedUserInput { entry: &entry, mapped: attrs };
+                let result = custom.compute(std::slice::from_ref(&input)).map(|mut r| r.pop());
+                let checked = match result {
+                    Ok(Some(Ok(values))) => {
+                        crate::custom_attrs::validate(&tenant.custom_attributes, &values).map(|()| values)
+                    }
+                    Ok(Some(Err(e))) => Err(e),
+                    Ok(None) => Err("no result".into()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match checked {
+                    Ok(values) => {
+                        attrs.retain(|k, _| !k.starts_with(crate::custom_attrs::PREFIX));
+                        for (k, v) in values {
+                            let _ = writeln!(out, "    {k}: {}", show(&v));
+                            attrs.insert(format!("{}{k}", crate::custom_attrs::PREFIX), v);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = writeln!(out, "  ERROR (the entry is quarantined): {e}");
+                    }
+                }
+            }
+            if crate::sync::stage_active(tenant, store, PluginKind::RoleAssigner)? {
+                let roles = instantiate(config, tenant, host, store, PluginKind::RoleAssigner)?;
+                let _ = writeln!(
+                    out,
+                    "Roles: plugin {} assigns them from group memberships over the whole source; the stored roles below are the last run's",
+                    roles.identity()
+                );
+            }
         }
 
         let id = object_id(&tenant.id, source_cfg.name(), entry.kind, &entry.anchor);

@@ -12,21 +12,24 @@ use serde::Deserialize;
 
 use crate::config::TenantConfig;
 use crate::model::Attributes;
-use crate::plugin_host::{MapOutcome, MapperInstance, PluginBinary, PluginError, PluginHost};
+use crate::plugin_host::{
+    MapOutcome, MapperInstance, PluginBinary, PluginError, PluginHost, PluginInstance, PluginKind,
+};
 use crate::source::{EntryKind, SourceEntry};
 use crate::store::{PluginRecord, Store, StoreError};
 
-/// The plugin kinds a tenant can upload.
+/// The plugin kinds a tenant can upload (see [`PluginKind`]).
 pub const MAPPER: &str = "mapper";
-pub const KINDS: &[&str] = &[MAPPER];
 
 /// Largest plugin accepted, in bytes.
 pub const MAX_PLUGIN_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("plugin kind '{0}' is not supported; supported kinds: {kinds}", kinds = KINDS.join(", "))]
+    #[error("plugin kind '{0}' is not supported; supported kinds: {kinds}", kinds = PluginKind::list())]
     UnknownKind(String),
+    #[error("test vectors are run for mapper plugins; a {0} plugin is checked by loading it and running its init")]
+    VectorsNotSupported(PluginKind),
     #[error("{path}: {size} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for plugins")]
     TooLarge { path: String, size: usize },
     #[error("cannot read {path}: {message}")]
@@ -177,9 +180,9 @@ pub fn add(
     activate: bool,
     added_by: &str,
 ) -> Result<Added, RegistryError> {
-    if !KINDS.contains(&kind) {
+    let Some(plugin_kind) = PluginKind::parse(kind) else {
         return Err(RegistryError::UnknownKind(kind.to_string()));
-    }
+    };
     let path = file.display().to_string();
     let wasm = std::fs::read(file).map_err(|e| RegistryError::Read { path: path.clone(), message: e.to_string() })?;
     if wasm.len() > MAX_PLUGIN_BYTES {
@@ -187,18 +190,35 @@ pub fn add(
     }
     let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "plugin".into());
     let binary = PluginBinary::new(name, path, wasm);
-    let loaded = host.load_mapper(&tenant.id, &binary)?;
+    let loaded = host.load(&tenant.id, plugin_kind, &binary)?;
     let ungranted = host.ungranted_imports(&loaded);
     if !ungranted.is_empty() {
         return Err(RegistryError::Ungranted(ungranted.join("; ")));
     }
-    let plugin_config = tenant.plugins.mapper.as_ref().map(|p| p.config()).unwrap_or_default();
-    let mut instance =
-        MapperInstance::new(host, loaded, &tenant.id, crate::sync::sandbox_limits(tenant), &plugin_config)?;
+    let plugin_config = tenant.plugins.get(plugin_kind).map(|p| p.config()).unwrap_or_default();
+    let schema = if plugin_kind == PluginKind::CustomAttributes {
+        crate::custom_attrs::decls(&tenant.custom_attributes)
+    } else {
+        Vec::new()
+    };
+    // Instantiating runs `init` with the tenant's configuration: a plugin that
+    // rejects it is not stored.
+    let mut instance = PluginInstance::with_schema(
+        host,
+        loaded,
+        &tenant.id,
+        crate::sync::sandbox_limits(tenant),
+        &plugin_config,
+        &schema,
+    )?;
 
     // A plugin may ship vectors beside it: NAME.vectors.json.
     let sidecar = file.with_extension("vectors.json");
     let vectors_path = vectors_file.map(Path::to_path_buf).or_else(|| sidecar.is_file().then_some(sidecar));
+    if plugin_kind != PluginKind::Mapper && vectors_file.is_some() {
+        return Err(RegistryError::VectorsNotSupported(plugin_kind));
+    }
+    let vectors_path = vectors_path.filter(|_| plugin_kind == PluginKind::Mapper);
     let vectors = match &vectors_path {
         Some(p) => load_vectors(p)?,
         None => Vec::new(),

@@ -1,5 +1,8 @@
 //! Role assignment: from a user's group memberships, direct and nested, to
-//! application roles, by ordered rules from the tenant's TOML.
+//! application roles. The host works out every user's groups (transitively,
+//! cycle-safe, with depth) and the tenant's role-assigner plugin (the built-in
+//! `rule-roles` takes the ordered rules of `[tenant.roles]`) turns them into
+//! roles.
 //!
 //! Runs after members are resolved, so nesting counts; the result is the
 //! user's `roles` attribute, diffed like any other (a role change is an
@@ -9,8 +12,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde::Deserialize;
 
-use crate::dn::normalize_dn;
 use crate::model::Desired;
+use crate::plugin_host::{GroupInput, PluginError, PluginInstance, RoleOutcome, UserGroupsInput};
 use crate::source::EntryKind;
 
 /// `[tenant.roles]`
@@ -53,92 +56,157 @@ impl RolesConfig {
     }
 }
 
-/// Sets `roles` on every user of `desired` from its (transitive) groups.
-pub fn assign(config: &RolesConfig, desired: &mut HashMap<String, Desired>, memberships: &HashSet<(String, String)>) {
-    if config.rules.is_empty() {
-        return;
-    }
-    // Which rules each group satisfies, decided once per group.
-    let mut group_roles: HashMap<&str, Vec<(i64, &str)>> = HashMap::new();
-    for g in desired.values().filter(|d| d.kind == EntryKind::Group) {
-        let name = g.attrs.get("displayName").and_then(|v| v.first()).map(String::as_str).unwrap_or("");
-        let dn = g.dn.as_deref().map(normalize_dn);
-        let hits: Vec<(i64, &str)> = config
+impl RolesConfig {
+    /// The built-in plugin's configuration: the `[tenant.roles]` table as written.
+    pub fn builtin_config(&self) -> toml::Table {
+        let mut t = toml::Table::new();
+        t.insert("highest_only".into(), toml::Value::Boolean(self.highest_only));
+        let rules = self
             .rules
             .iter()
-            .filter(|r| match (&r.group, &r.pattern) {
-                (Some(want), _) => {
-                    g.anchor == *want
-                        || name.eq_ignore_ascii_case(want)
-                        || dn.as_deref() == Some(normalize_dn(want).as_str())
+            .map(|r| {
+                let mut rule = toml::Table::new();
+                if let Some(g) = &r.group {
+                    rule.insert("group".into(), toml::Value::String(g.clone()));
                 }
-                (None, Some(p)) => glob(&p.to_lowercase(), &name.to_lowercase()),
-                (None, None) => false,
+                if let Some(p) = &r.pattern {
+                    rule.insert("pattern".into(), toml::Value::String(p.clone()));
+                }
+                rule.insert("role".into(), toml::Value::String(r.role.clone()));
+                rule.insert("priority".into(), toml::Value::Integer(r.priority));
+                toml::Value::Table(rule)
             })
-            .map(|r| (r.priority, r.role.as_str()))
             .collect();
-        if !hits.is_empty() {
-            group_roles.insert(g.id.as_str(), hits);
-        }
+        t.insert("rule".into(), toml::Value::Array(rules));
+        t
     }
+}
+
+/// Every group each user is in, through any depth of nesting, with the depth
+/// of the shortest path (1 = direct). Cycle-safe.
+pub fn transitive_groups(
+    desired: &HashMap<String, Desired>,
+    memberships: &HashSet<(String, String)>,
+) -> BTreeMap<String, Vec<(String, u32)>> {
     let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
     for (g, m) in memberships {
         parents.entry(m.as_str()).or_default().push(g.as_str());
     }
-    let mut assigned: Vec<(String, Vec<String>)> = Vec::new();
+    for p in parents.values_mut() {
+        p.sort_unstable();
+    }
+    let mut out = BTreeMap::new();
     for u in desired.values().filter(|d| d.kind == EntryKind::User) {
-        // Every group the user is in, through any depth of nesting; cycle-safe.
-        let mut seen: HashSet<&str> = HashSet::new();
-        let mut queue: VecDeque<&str> = parents.get(u.id.as_str()).into_iter().flatten().copied().collect();
-        let mut candidates: BTreeMap<&str, i64> = BTreeMap::new();
-        while let Some(g) = queue.pop_front() {
-            if !seen.insert(g) {
+        let mut depth: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut queue: VecDeque<(&str, u32)> =
+            parents.get(u.id.as_str()).into_iter().flatten().map(|g| (*g, 1)).collect();
+        while let Some((g, d)) = queue.pop_front() {
+            if depth.contains_key(g) {
                 continue;
             }
-            for (prio, role) in group_roles.get(g).into_iter().flatten() {
-                let best = candidates.entry(role).or_insert(*prio);
-                *best = (*best).max(*prio);
-            }
-            queue.extend(parents.get(g).into_iter().flatten().copied());
+            depth.insert(g, d);
+            queue.extend(parents.get(g).into_iter().flatten().map(|p| (*p, d + 1)));
         }
-        if candidates.is_empty() {
-            continue;
-        }
-        let top = candidates.values().copied().max().unwrap_or(0);
-        let mut roles: Vec<(i64, &str)> =
-            candidates.into_iter().filter(|(_, p)| !config.highest_only || *p == top).map(|(r, p)| (p, r)).collect();
-        // Highest priority first: it is the primary role in SCIM.
-        roles.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-        assigned.push((u.id.clone(), roles.into_iter().map(|(_, r)| r.to_string()).collect()));
+        out.insert(u.id.clone(), depth.into_iter().map(|(g, d)| (g.to_string(), d)).collect());
     }
-    for (id, roles) in assigned {
-        if let Some(u) = desired.get_mut(&id) {
-            u.attrs.insert("roles".into(), roles);
-        }
-    }
+    out
 }
 
-/// Case-sensitive glob with `*` and `?` (callers lowercase both sides).
-fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
+/// Runs the role-assigner over every user of `desired` and sets `roles`.
+/// Returns the users the plugin could not assign, with why; the caller
+/// quarantines them. A batch whose call fails is retried user by user, so one
+/// bad user does not take the others down.
+pub fn assign(
+    plugin: &mut PluginInstance,
+    batch_size: usize,
+    desired: &mut HashMap<String, Desired>,
+    memberships: &HashSet<(String, String)>,
+) -> Result<Vec<(String, String)>, PluginError> {
+    let groups_of = transitive_groups(desired, memberships);
+    let ids: Vec<&String> = groups_of.keys().collect();
+    let mut results: Vec<(String, Result<Vec<String>, String>)> = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(batch_size.max(1)) {
+        match assign_batch(plugin, chunk, &groups_of, desired) {
+            Ok(r) => results.extend(r),
+            Err(PluginError::Call { .. }) if chunk.len() > 1 => {
+                for id in chunk {
+                    match assign_batch(plugin, std::slice::from_ref(id), &groups_of, desired) {
+                        Ok(r) => results.extend(r),
+                        Err(PluginError::Call { plugin, failure }) => {
+                            results.push(((*id).clone(), Err(format!("plugin {plugin}: {failure}"))))
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(PluginError::Call { plugin, failure }) => {
+                results.push((chunk[0].clone(), Err(format!("plugin {plugin}: {failure}"))))
+            }
+            Err(e) => return Err(e),
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    let mut failed = Vec::new();
+    for (id, r) in results {
+        match r {
+            Ok(roles) => {
+                if let Some(u) = desired.get_mut(&id) {
+                    if roles.is_empty() {
+                        u.attrs.remove("roles");
+                    } else {
+                        u.attrs.insert("roles".into(), roles);
+                    }
+                }
+            }
+            Err(why) => failed.push((id, why)),
+        }
+    }
+    Ok(failed)
+}
+
+fn assign_batch(
+    plugin: &mut PluginInstance,
+    ids: &[&String],
+    groups_of: &BTreeMap<String, Vec<(String, u32)>>,
+    desired: &HashMap<String, Desired>,
+) -> Result<Vec<(String, Result<Vec<String>, String>)>, PluginError> {
+    let mut index: HashMap<&str, u32> = HashMap::new();
+    let mut groups: Vec<GroupInput> = Vec::new();
+    let mut users = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(user) = desired.get(id.as_str()) else { continue };
+        let mut refs = Vec::new();
+        for (g, depth) in groups_of.get(id.as_str()).into_iter().flatten() {
+            let Some(group) = desired.get(g) else { continue };
+            let i = *index.entry(g.as_str()).or_insert_with(|| {
+                groups.push(GroupInput {
+                    anchor: group.anchor.clone(),
+                    dn: group.dn.clone(),
+                    name: group.attrs.get("displayName").and_then(|v| v.first()).cloned().unwrap_or_default(),
+                });
+                (groups.len() - 1) as u32
+            });
+            refs.push((i, *depth));
+        }
+        users.push((id.as_str(), UserGroupsInput { anchor: &user.anchor, attributes: &user.attrs, groups: refs }));
+    }
+    let inputs: Vec<UserGroupsInput<'_>> = users
+        .iter()
+        .map(|(_, u)| UserGroupsInput { anchor: u.anchor, attributes: u.attributes, groups: u.groups.clone() })
+        .collect();
+    let outcomes = plugin.assign(&groups, &inputs)?;
+    Ok(users
+        .iter()
+        .zip(outcomes)
+        .map(|((id, _), o)| {
+            (
+                id.to_string(),
+                match o {
+                    RoleOutcome::Roles(r) => Ok(r),
+                    RoleOutcome::Error(e) => Err(format!("role assignment failed: {e}")),
+                },
+            )
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -158,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn nested_groups_priorities_and_highest_only() {
+    fn transitive_groups_have_shortest_depths_and_survive_cycles() {
         let mut d: HashMap<String, Desired> = HashMap::new();
         for (id, kind, name) in [
             ("u1", EntryKind::User, "ann"),
@@ -175,37 +243,21 @@ mod tests {
                 .into_iter()
                 .map(|(g, m)| (g.to_string(), m.to_string()))
                 .collect();
-        let mut cfg: RolesConfig = toml::from_str(
-            r#"
-[[rule]]
-group = "cn=Admins,ou=groups,dc=x"
-role = "admin"
-priority = 100
-[[rule]]
-pattern = "eng-*"
-role = "engineer"
-priority = 50
-[[rule]]
-group = "all-staff"
-role = "employee"
-"#,
-        )
-        .expect("roles");
-        cfg.validate().expect("valid");
-        assign(&cfg, &mut d, &m);
-        assert_eq!(d["u1"].attrs["roles"], vec!["admin", "engineer", "employee"]);
-        // The cycle makes bob an indirect member of admins too.
-        assert_eq!(d["u2"].attrs["roles"], vec!["admin", "engineer", "employee"]);
-        cfg.highest_only = true;
-        assign(&cfg, &mut d, &m);
-        assert_eq!(d["u1"].attrs["roles"], vec!["admin"]);
+        let t = transitive_groups(&d, &m);
+        let depths = |u: &str| t[u].iter().map(|(g, d)| (g.as_str(), *d)).collect::<Vec<_>>();
+        assert_eq!(depths("u1"), [("g-admins", 1), ("g-all", 3), ("g-eng", 2)]);
+        assert_eq!(depths("u2"), [("g-admins", 2), ("g-all", 1), ("g-eng", 3)]);
     }
 
     #[test]
-    fn globs() {
-        assert!(glob("eng-*", "eng-core"));
-        assert!(glob("*-ops", "sre-ops"));
-        assert!(glob("g?", "g1"));
-        assert!(!glob("eng-*", "sales"));
+    fn builtin_config_carries_every_rule() {
+        let cfg: RolesConfig =
+            toml::from_str("highest_only = true\n[[rule]]\npattern = \"eng-*\"\nrole = \"engineer\"\npriority = 5\n")
+                .expect("roles");
+        let t = cfg.builtin_config();
+        assert_eq!(t["highest_only"].as_bool(), Some(true));
+        let rule = &t["rule"].as_array().expect("rules")[0];
+        assert_eq!(rule["pattern"].as_str(), Some("eng-*"));
+        assert_eq!(rule["priority"].as_integer(), Some(5));
     }
 }

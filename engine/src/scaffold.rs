@@ -10,12 +10,19 @@ use std::path::{Path, PathBuf};
 const VENDORED: &[(&str, &str)] = &[
     ("wit/types.wit", include_str!("../../wit/types.wit")),
     ("wit/mapper.wit", include_str!("../../wit/mapper.wit")),
+    ("wit/custom-attributes.wit", include_str!("../../wit/custom-attributes.wit")),
+    ("wit/role-assigner.wit", include_str!("../../wit/role-assigner.wit")),
+    ("wit/conflict-resolver.wit", include_str!("../../wit/conflict-resolver.wit")),
     ("vendor/roster-wire/src/lib.rs", include_str!("../../plugins/wire/src/lib.rs")),
     ("vendor/roster-plugin-sdk/src/lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
     ("vendor/roster-plugin-sdk/src/config.rs", include_str!("../../plugins/sdk/src/config.rs")),
     ("vendor/roster-plugin-sdk/src/entry.rs", include_str!("../../plugins/sdk/src/entry.rs")),
     ("vendor/roster-plugin-sdk/src/log.rs", include_str!("../../plugins/sdk/src/log.rs")),
     ("vendor/roster-plugin-sdk/src/output.rs", include_str!("../../plugins/sdk/src/output.rs")),
+    ("vendor/roster-plugin-sdk/src/mapper.rs", include_str!("../../plugins/sdk/src/mapper.rs")),
+    ("vendor/roster-plugin-sdk/src/custom_attributes.rs", include_str!("../../plugins/sdk/src/custom_attributes.rs")),
+    ("vendor/roster-plugin-sdk/src/role_assigner.rs", include_str!("../../plugins/sdk/src/role_assigner.rs")),
+    ("vendor/roster-plugin-sdk/src/conflict_resolver.rs", include_str!("../../plugins/sdk/src/conflict_resolver.rs")),
 ];
 
 const WIRE_MANIFEST: &str = r#"[package]
@@ -36,7 +43,19 @@ publish = false
 [dependencies]
 roster-wire = { path = "../roster-wire" }
 wit-bindgen = { version = "0.63", default-features = false, features = ["macros", "realloc", "std"] }
+
+[features]
+mapper = []
+custom-attributes = []
+role-assigner = []
+conflict-resolver = []
 "#;
+
+/// The starting point for each kind other than the mapper: the example
+/// plugins of `plugins/examples/`, which the test suite builds and runs.
+const CUSTOM_ATTRIBUTES_LIB: &str = include_str!("../../plugins/examples/badge-attributes/src/lib.rs");
+const ROLE_ASSIGNER_LIB: &str = include_str!("../../plugins/examples/department-roles/src/lib.rs");
+const CONFLICT_RESOLVER_LIB: &str = include_str!("../../plugins/examples/newest-wins-resolver/src/lib.rs");
 
 const MAPPER_LIB: &str = r#"//! A Roster mapping plugin. Build: `cargo build --release`; the component is
 //! target/wasm32-wasip2/release/{crate}.wasm. Try it: `roster plugin test` / upload: `roster plugin add`.
@@ -78,7 +97,7 @@ roster_plugin_sdk::export_mapper!(Plugin);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
-    #[error("plugin kind '{0}' has no template; kinds: mapper")]
+    #[error("plugin kind '{0}' has no template; kinds: {kinds}", kinds = crate::plugin_host::PluginKind::list())]
     UnknownKind(String),
     #[error("'{0}' is not a valid crate name: use lowercase letters, digits, '-' and '_', starting with a letter")]
     BadName(String),
@@ -90,9 +109,16 @@ pub enum ScaffoldError {
 
 /// Creates `dir/name/` with a plugin crate of the given kind; returns its path.
 pub fn new_plugin(dir: &Path, kind: &str, name: &str) -> Result<PathBuf, ScaffoldError> {
-    if kind != crate::registry::MAPPER {
+    use crate::plugin_host::PluginKind;
+    let Some(plugin_kind) = PluginKind::parse(kind) else {
         return Err(ScaffoldError::UnknownKind(kind.to_string()));
-    }
+    };
+    let lib = match plugin_kind {
+        PluginKind::Mapper => MAPPER_LIB,
+        PluginKind::CustomAttributes => CUSTOM_ATTRIBUTES_LIB,
+        PluginKind::RoleAssigner => ROLE_ASSIGNER_LIB,
+        PluginKind::ConflictResolver => CONFLICT_RESOLVER_LIB,
+    };
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if !valid {
@@ -114,7 +140,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-roster-plugin-sdk = {{ path = "vendor/roster-plugin-sdk" }}
+roster-plugin-sdk = {{ path = "vendor/roster-plugin-sdk", features = ["{kind}"] }}
 
 # Small components: size over speed, one codegen unit, full LTO.
 [profile.release]
@@ -128,14 +154,20 @@ strip = "debuginfo"
 "#
     );
     let readme = format!(
-        "# {name}\n\nA Roster {kind} plugin.\n\n```sh\nrustup target add wasm32-wasip2   # once\ncargo build --release             # → target/wasm32-wasip2/release/{crate_file}.wasm\nroster plugin test target/wasm32-wasip2/release/{crate_file}.wasm --input entries.ldif\nroster plugin add --tenant TENANT --kind {kind} target/wasm32-wasip2/release/{crate_file}.wasm\n```\n\n`vendor/` holds the Roster plugin SDK and `wit/` the interface (roster:plugin@0.1.0) this plugin is built against.\n"
+        "# {name}\n\nA Roster {kind} plugin.\n\n```sh\nrustup target add wasm32-wasip2   # once\ncargo build --release             # → target/wasm32-wasip2/release/{crate_file}.wasm\n{test}roster plugin add --tenant TENANT --kind {kind} target/wasm32-wasip2/release/{crate_file}.wasm\n```\n\n`vendor/` holds the Roster plugin SDK and `wit/` the interface (roster:plugin@{wit}) this plugin is built against.\n",
+        test = if plugin_kind == PluginKind::Mapper {
+            format!("roster plugin test target/wasm32-wasip2/release/{crate_file}.wasm --input entries.ldif\n")
+        } else {
+            String::new()
+        },
+        wit = crate::plugin_host::LATEST_WIT_VERSION,
     );
     let mut files: Vec<(String, String)> = vec![
         ("Cargo.toml".into(), manifest),
         (".cargo/config.toml".into(), "[build]\ntarget = \"wasm32-wasip2\"\n".into()),
         (".gitignore".into(), "/target\n".into()),
         ("README.md".into(), readme),
-        ("src/lib.rs".into(), MAPPER_LIB.replace("{crate}", &crate_file)),
+        ("src/lib.rs".into(), lib.replace("{crate}", &crate_file)),
         ("vendor/roster-wire/Cargo.toml".into(), WIRE_MANIFEST.into()),
         ("vendor/roster-plugin-sdk/Cargo.toml".into(), SDK_MANIFEST.into()),
     ];

@@ -1,9 +1,16 @@
 //! One sync run of a tenant: the pipeline, start to end.
 //!
 //! ```text
-//! source ─► scope (OU) ─► mapper plugin ─► resolve members ─► scope (groups)
+//! source ─► scope (OU) ─► mapper plugin ─► custom-attributes plugin
+//!        ─► resolve members ─► scope (groups) ─► role-assigner plugin
+//!        ─► conflicts (resolver plugin, all sources at once)
 //!        ─► diff against the store ─► plan ─► guard-rails ─► apply (one transaction)
 //! ```
+//!
+//! Every plugin stage is a WebAssembly component of its kind; a tenant that
+//! brings none runs the built-in of that kind, configured from its TOML. The
+//! custom-attributes and role stages are skipped when the tenant declares
+//! nothing for them; the resolver is instantiated on the first conflict.
 //!
 //! Deletes are planned only from a complete read; entries that fail to map are
 //! quarantined and protected from deletion; if too many fail, the run aborts
@@ -22,7 +29,8 @@ use crate::mapping::{Mapped, MappingStage};
 use crate::model::{Desired, object_id};
 use crate::plan::{GuardrailBlock, Plan, PlanCounts};
 use crate::plugin_host::{
-    MapOutcome, MapperInstance, PluginBinary, PluginError, PluginHost, PluginIdentity, SandboxLimits,
+    ConflictInput, DecisionOutput, MapOutcome, MappedUserInput, MapperInstance, PluginBinary, PluginError, PluginHost,
+    PluginIdentity, PluginInstance, PluginKind, SandboxLimits,
 };
 use crate::scope::{OuScope, group_scope};
 use crate::source::{
@@ -104,7 +112,8 @@ pub struct RunReport {
     pub plan: Plan,
     pub counts: PlanCounts,
     pub sources: Vec<SourceReport>,
-    pub plugins: Vec<PluginIdentity>,
+    /// Every plugin that ran, by kind.
+    pub plugins: Vec<(PluginKind, PluginIdentity)>,
     pub conflicts: crate::conflict::ConflictCounts,
     pub elapsed_ms: u128,
 }
@@ -120,10 +129,10 @@ pub enum SyncError {
     #[error("tenant '{tenant}': {message}")]
     Setup { tenant: String, message: String },
     #[error(
-        "tenant '{}': plugin {plugin} is disabled since {since} after {failures} consecutive failed runs (last: {last_error}); fix it, then `roster plugin enable --tenant {} --kind mapper` or activate another version",
+        "tenant '{}': {kind} plugin {plugin} is disabled since {since} after {failures} consecutive failed runs (last: {last_error}); fix it, then `roster plugin enable --tenant {} --kind {kind}` or activate another version",
         plugin.tenant, plugin.tenant
     )]
-    PluginDisabled { plugin: PluginIdentity, since: String, failures: u32, last_error: String },
+    PluginDisabled { kind: PluginKind, plugin: PluginIdentity, since: String, failures: u32, last_error: String },
 }
 
 /// Progress callbacks for a terminal progress bar.
@@ -142,33 +151,81 @@ pub fn tenant_mapper(
     tenant: &TenantConfig,
     store: &mut dyn Store,
 ) -> Result<(PluginBinary, toml::Table), SyncError> {
-    let plugin_config = tenant.plugins.mapper.as_ref().map(|p| p.config()).unwrap_or_default();
-    if let Some(path) = tenant.plugins.mapper.as_ref().and_then(|p| p.path()) {
+    tenant_plugin(config, tenant, store, PluginKind::Mapper).map(|(b, c, _)| (b, c))
+}
+
+/// The plugin of `kind` a tenant runs and its configuration: the file named
+/// in `[tenant.plugins]`, else the tenant's active uploaded plugin of that
+/// kind, else the built-in configured from the tenant's TOML. The flag says
+/// whether it is the built-in.
+pub fn tenant_plugin(
+    config: &Config,
+    tenant: &TenantConfig,
+    store: &mut dyn Store,
+    kind: PluginKind,
+) -> Result<(PluginBinary, toml::Table, bool), SyncError> {
+    let configured = tenant.plugins.get(kind);
+    let plugin_config = configured.map(|p| p.config()).unwrap_or_default();
+    if let Some(path) = configured.and_then(|p| p.path()) {
         let path = config.resolve_path(path);
         let binary = PluginBinary::from_file(&path).map_err(|e| SyncError::Setup {
             tenant: tenant.id.clone(),
-            message: format!("cannot read mapper plugin {}: {e}", path.display()),
+            message: format!("cannot read {kind} plugin {}: {e}", path.display()),
         })?;
-        return Ok((binary, plugin_config));
+        return Ok((binary, plugin_config, false));
     }
-    if let Some((record, wasm)) = store.active_plugin(&tenant.id, crate::registry::MAPPER)? {
-        if tenant.mapping.is_some() {
+    if let Some((record, wasm)) = store.active_plugin(&tenant.id, kind.as_str())? {
+        if kind == PluginKind::Mapper && tenant.mapping.is_some() {
             tracing::warn!(tenant = %tenant.id, plugin = %record.name, version = record.version, "[tenant.mapping] is ignored: the tenant's uploaded mapper plugin is active");
         }
         let origin = format!("registry version {}", record.version);
-        return Ok((PluginBinary::new(record.name, origin, wasm), plugin_config));
+        return Ok((PluginBinary::new(record.name, origin, wasm), plugin_config, false));
     }
-    let mut table = toml::Table::new();
-    let to_table = |m: &std::collections::BTreeMap<String, String>| {
-        toml::Value::Table(m.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect())
+    let table = match kind {
+        PluginKind::Mapper => {
+            let mut table = toml::Table::new();
+            let to_table = |m: &std::collections::BTreeMap<String, String>| {
+                toml::Value::Table(m.iter().map(|(k, v)| (k.clone(), toml::Value::String(v.clone()))).collect())
+            };
+            if let Some(m) = &tenant.mapping {
+                table.insert("user".into(), to_table(m));
+            }
+            if let Some(m) = &tenant.group_mapping {
+                table.insert("group".into(), to_table(m));
+            }
+            table
+        }
+        PluginKind::CustomAttributes => crate::custom_attrs::builtin_config(&tenant.custom_attributes),
+        PluginKind::RoleAssigner => tenant.roles.builtin_config(),
+        PluginKind::ConflictResolver => resolver_builtin_config(&tenant.conflicts),
     };
-    if let Some(m) = &tenant.mapping {
-        table.insert("user".into(), to_table(m));
-    }
-    if let Some(m) = &tenant.group_mapping {
-        table.insert("group".into(), to_table(m));
-    }
-    Ok((PluginBinary::builtin_declarative_mapper(), table))
+    Ok((PluginBinary::builtin(kind), table, true))
+}
+
+/// The built-in resolver's configuration: the policy part of `[tenant.conflicts]`.
+fn resolver_builtin_config(c: &crate::config::ConflictConfig) -> toml::Table {
+    let list = |l: &[String]| toml::Value::Array(l.iter().map(|s| toml::Value::String(s.clone())).collect());
+    let mut t = toml::Table::new();
+    t.insert("on_duplicate".into(), toml::Value::String(c.on_duplicate.as_str().into()));
+    t.insert("on_app_edit".into(), toml::Value::String(c.on_app_edit.as_str().into()));
+    t.insert("precedence".into(), list(&c.precedence));
+    t.insert(
+        "attribute_precedence".into(),
+        toml::Value::Table(c.attribute_precedence.iter().map(|(k, v)| (k.clone(), list(v))).collect()),
+    );
+    t
+}
+
+/// Whether a tenant runs a stage at all: a mapper and a resolver always; the
+/// custom-attributes and role stages when the tenant declares something for
+/// them or brings its own plugin.
+pub fn stage_active(tenant: &TenantConfig, store: &mut dyn Store, kind: PluginKind) -> Result<bool, SyncError> {
+    let declared = match kind {
+        PluginKind::Mapper | PluginKind::ConflictResolver => true,
+        PluginKind::CustomAttributes => !tenant.custom_attributes.is_empty(),
+        PluginKind::RoleAssigner => !tenant.roles.rules.is_empty(),
+    };
+    Ok(declared || tenant.plugins.get(kind).is_some() || store.active_plugin(&tenant.id, kind.as_str())?.is_some())
 }
 
 pub fn sandbox_limits(tenant: &TenantConfig) -> SandboxLimits {
@@ -192,9 +249,25 @@ pub fn instantiate_mapper(
     host: &PluginHost,
     store: &mut dyn Store,
 ) -> Result<MapperInstance, SyncError> {
-    let (binary, plugin_config) = tenant_mapper(config, tenant, store)?;
-    let loaded = host.load_mapper(&tenant.id, &binary)?;
-    Ok(MapperInstance::new(host, loaded, &tenant.id, sandbox_limits(tenant), &plugin_config)?)
+    instantiate(config, tenant, host, store, PluginKind::Mapper)
+}
+
+/// Instantiates the tenant's plugin of `kind` (this also validates its configuration).
+pub fn instantiate(
+    config: &Config,
+    tenant: &TenantConfig,
+    host: &PluginHost,
+    store: &mut dyn Store,
+    kind: PluginKind,
+) -> Result<PluginInstance, SyncError> {
+    let (binary, plugin_config, _) = tenant_plugin(config, tenant, store, kind)?;
+    let loaded = host.load(&tenant.id, kind, &binary)?;
+    let schema = if kind == PluginKind::CustomAttributes {
+        crate::custom_attrs::decls(&tenant.custom_attributes)
+    } else {
+        Vec::new()
+    };
+    Ok(PluginInstance::with_schema(host, loaded, &tenant.id, sandbox_limits(tenant), &plugin_config, &schema)?)
 }
 
 /// Opens a source: resolves its secrets and builds the reader. Connects nothing yet.
@@ -239,15 +312,31 @@ pub fn sync_tenant(
     let started = Instant::now();
     let mut mapping =
         MappingStage::new(instantiate_mapper(config, tenant, host, store)?, tenant.limits.plugin_batch_size);
-    let plugins = vec![mapping.plugin().clone()];
-    let health = store.plugin_health(&tenant.id, crate::registry::MAPPER, &mapping.plugin().hash)?;
-    if let Some(since) = &health.disabled_at {
-        return Err(SyncError::PluginDisabled {
-            plugin: mapping.plugin().clone(),
-            since: since.clone(),
-            failures: health.consecutive_failures,
-            last_error: health.last_error.unwrap_or_default(),
-        });
+    let mut custom = if stage_active(tenant, store, PluginKind::CustomAttributes)? {
+        Some(instantiate(config, tenant, host, store, PluginKind::CustomAttributes)?)
+    } else {
+        None
+    };
+    let mut roles = if stage_active(tenant, store, PluginKind::RoleAssigner)? {
+        Some(instantiate(config, tenant, host, store, PluginKind::RoleAssigner)?)
+    } else {
+        None
+    };
+    // (kind, identity) of every plugin that runs, for health, the plan and the run record.
+    let mut plugins: Vec<(PluginKind, PluginIdentity)> = vec![(PluginKind::Mapper, mapping.plugin().clone())];
+    plugins.extend(custom.iter().map(|c| (PluginKind::CustomAttributes, c.identity().clone())));
+    plugins.extend(roles.iter().map(|r| (PluginKind::RoleAssigner, r.identity().clone())));
+    for (kind, plugin) in &plugins {
+        let health = store.plugin_health(&tenant.id, kind.as_str(), &plugin.hash)?;
+        if let Some(since) = &health.disabled_at {
+            return Err(SyncError::PluginDisabled {
+                kind: *kind,
+                plugin: plugin.clone(),
+                since: since.clone(),
+                failures: health.consecutive_failures,
+                last_error: health.last_error.unwrap_or_default(),
+            });
+        }
     }
     let run_id = if opts.dry_run { None } else { Some(store.begin_run(&tenant.id, &opts.trigger, false)?) };
 
@@ -259,7 +348,7 @@ pub fn sync_tenant(
 
     let mut read = Vec::new();
     for source_cfg in &tenant.sources {
-        let outcome = read_and_map(config, tenant, source_cfg, &mut mapping, progress);
+        let outcome = read_and_map(config, tenant, source_cfg, &mut mapping, custom.as_mut(), roles.as_mut(), progress);
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -287,18 +376,48 @@ pub fn sync_tenant(
     }
 
     // Conflicts are decided over all sources at once, then each source is diffed.
-    let mut states: Vec<crate::conflict::SourceState<'_>> = read
-        .iter_mut()
-        .map(|(name, outcome, snapshot)| crate::conflict::SourceState {
-            source: name,
-            desired: &mut outcome.desired,
-            snapshot,
-            quarantine: &mut outcome.quarantine,
-        })
-        .collect();
     let decisions: HashMap<(String, String), String> =
         store.conflict_decisions(&tenant.id)?.into_iter().map(|(k, v, w)| ((k, v), w)).collect();
-    let conflicts = crate::conflict::resolve(&tenant.conflicts, &decisions, &mut states);
+    let app_edits = store.app_edits(&tenant.id)?;
+    let mut resolver: Option<PluginInstance> = None;
+    let mut resolver_failure: Option<String> = None;
+    let resolver_label = {
+        let (binary, _, builtin) = tenant_plugin(config, tenant, store, PluginKind::ConflictResolver)?;
+        if builtin { format!("built-in {}", binary.name) } else { format!("{} ({})", binary.name, binary.origin) }
+    };
+    let conflict_outcome = {
+        let mut states: Vec<crate::conflict::SourceState<'_>> = read
+            .iter_mut()
+            .map(|(name, outcome, snapshot)| crate::conflict::SourceState {
+                source: name,
+                desired: &mut outcome.desired,
+                snapshot,
+                quarantine: &mut outcome.quarantine,
+            })
+            .collect();
+        let store_ref: &mut dyn Store = &mut *store;
+        let mut decide = |conflicts: &[ConflictInput]| -> Result<Vec<DecisionOutput>, String> {
+            if resolver.is_none() {
+                match instantiate(config, tenant, host, store_ref, PluginKind::ConflictResolver) {
+                    Ok(r) => resolver = Some(r),
+                    Err(e) => {
+                        resolver_failure = Some(e.to_string());
+                        return Err(e.to_string());
+                    }
+                }
+            }
+            let Some(r) = resolver.as_mut() else { return Err("conflict resolver unavailable".into()) };
+            r.resolve(conflicts).map_err(|e| {
+                resolver_failure = Some(e.to_string());
+                e.to_string()
+            })
+        };
+        crate::conflict::resolve(&tenant.conflicts, &decisions, &app_edits, &resolver_label, &mut decide, &mut states)
+    };
+    let conflicts = conflict_outcome.counts;
+    if let Some(r) = &resolver {
+        plugins.push((PluginKind::ConflictResolver, r.identity().clone()));
+    }
     for (name, mut outcome, snapshot) in read {
         plan.sources.push(diff(name, &snapshot, &outcome.desired));
         outcome.report.quarantined = outcome.quarantine.len() as u64;
@@ -337,17 +456,26 @@ pub fn sync_tenant(
             _ => None,
         };
         if applied || plugin_error.is_some() {
-            let p = &plugins[0];
-            let h = store.record_plugin_run(
-                &tenant.id,
-                crate::registry::MAPPER,
-                &p.hash,
-                plugin_error,
-                tenant.limits.disable_after_failed_runs,
-            )?;
-            if plugin_error.is_some() && h.disabled_at.is_some() {
-                tracing::error!(tenant = %tenant.id, plugin = %p, failures = h.consecutive_failures, "plugin disabled for this tenant after consecutive failed runs");
+            for (kind, p) in &plugins {
+                // A failing resolver holds conflicts for review; it counts against the resolver only.
+                let error = match kind {
+                    PluginKind::ConflictResolver => resolver_failure.as_deref(),
+                    _ => plugin_error,
+                };
+                let h = store.record_plugin_run(
+                    &tenant.id,
+                    kind.as_str(),
+                    &p.hash,
+                    error,
+                    tenant.limits.disable_after_failed_runs,
+                )?;
+                if error.is_some() && h.disabled_at.is_some() {
+                    tracing::error!(tenant = %tenant.id, %kind, plugin = %p, failures = h.consecutive_failures, "plugin disabled for this tenant after consecutive failed runs");
+                }
             }
+        }
+        if applied && !conflict_outcome.edit_actions.is_empty() {
+            store.settle_app_edits(&tenant.id, &conflict_outcome.edit_actions)?;
         }
         for (source, complete, items) in &quarantines {
             store.record_quarantine(&tenant.id, source, id, items, *complete)?;
@@ -360,7 +488,7 @@ pub fn sync_tenant(
         let summary = json!({
             "counts": counts,
             "sources": reports,
-            "plugins": plugins.iter().map(|p| json!({"name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
+            "plugins": plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
             "allow_deletes": opts.allow_deletes,
             "conflicts": conflicts,
             "detail": match &status {
@@ -392,6 +520,8 @@ fn read_and_map(
     tenant: &TenantConfig,
     source_cfg: &SourceConfig,
     mapping: &mut MappingStage,
+    custom: Option<&mut PluginInstance>,
+    roles: Option<&mut PluginInstance>,
     progress: &dyn Progress,
 ) -> Result<SourceOutcome, SyncError> {
     let source_name = source_cfg.name().to_string();
@@ -403,6 +533,7 @@ fn read_and_map(
     let mut acc = Accumulator {
         tenant: &tenant.id,
         custom_attributes: &tenant.custom_attributes,
+        custom,
         source: &source_name,
         plugin_label,
         max_failed_percent: tenant.limits.max_failed_percent,
@@ -495,11 +626,11 @@ fn read_and_map(
         members,
         dn_index,
         anchor_index,
-        protected,
+        mut protected,
         protected_dns,
         mut quarantine,
         mut report,
-        aborted,
+        mut aborted,
         ..
     } = acc;
 
@@ -562,7 +693,38 @@ fn read_and_map(
         memberships.retain(|(g, m)| desired.contains_key(g) && desired.contains_key(m));
     }
 
-    crate::roles::assign(&tenant.roles, &mut desired, &memberships);
+    if let Some(roles) = roles {
+        let label = roles.identity().to_string();
+        let failed = crate::roles::assign(roles, tenant.limits.plugin_batch_size, &mut desired, &memberships)?;
+        for (id, why) in &failed {
+            let Some(d) = desired.remove(id) else { continue };
+            memberships.retain(|(g, m)| g != id && m != id);
+            protected.insert(id.clone());
+            tracing::warn!(tenant = %tenant.id, source = %source_name, anchor = %d.anchor, reason = %why, "entry quarantined");
+            quarantine.push(QuarantineItem {
+                source: source_name.clone(),
+                anchor: Some(d.anchor.clone()),
+                kind: Some(d.kind),
+                dn: d.dn.clone(),
+                stage: "roles".into(),
+                reason: format!("tenant '{}': {why} (entry {})", tenant.id, d.anchor),
+                plugin: Some(label.clone()),
+            });
+        }
+        let seen = report.read.users.max(1);
+        let percent = failed.len() as f64 * 100.0 / seen as f64;
+        if aborted.is_none()
+            && failed.len() as u64 >= EARLY_ABORT_MIN_FAILURES.min(seen)
+            && percent > tenant.limits.max_failed_percent
+        {
+            aborted = Some(format!(
+                "{} of {seen} users ({percent:.1}%) of source '{source_name}' failed role assignment, over limits.max_failed_percent = {}; the run was aborted before apply. See `roster quarantine list --tenant {}`",
+                failed.len(),
+                tenant.limits.max_failed_percent,
+                tenant.id
+            ));
+        }
+    }
 
     // Two entries claiming the same anchor is a source bug; keep the first, quarantine the rest (recorded in `take`).
     quarantine.sort_by(|a, b| (&a.dn, &a.anchor).cmp(&(&b.dn, &b.anchor)));
@@ -585,6 +747,8 @@ fn read_and_map(
 struct Accumulator<'a> {
     tenant: &'a str,
     custom_attributes: &'a crate::custom_attrs::Schema,
+    /// The custom-attributes plugin, when the tenant runs that stage.
+    custom: Option<&'a mut PluginInstance>,
     source: &'a str,
     plugin_label: String,
     max_failed_percent: f64,
@@ -644,7 +808,84 @@ impl Accumulator<'_> {
         });
     }
 
+    fn entry_reason(&self, why: &str, entry: &SourceEntry) -> String {
+        format!(
+            "tenant '{}': {why} (entry {}{})",
+            self.tenant,
+            entry.anchor,
+            entry.dn.as_deref().map(|d| format!(", {d}")).unwrap_or_default()
+        )
+    }
+
+    /// A mapped entry joins the desired state.
+    fn admit(&mut self, id: String, entry: SourceEntry, kind: EntryKind, attrs: crate::model::Attributes) {
+        if self.desired.contains_key(&id) {
+            let reason = format!("another entry in this source has the same anchor '{}'", entry.anchor);
+            self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "read", reason, None);
+            return;
+        }
+        if entry.kind == EntryKind::Group && !entry.members.is_empty() {
+            self.members.insert(id.clone(), entry.members);
+        }
+        self.desired.insert(
+            id.clone(),
+            Desired { id, kind, source: self.source.to_string(), anchor: entry.anchor, dn: entry.dn, attrs },
+        );
+    }
+
+    /// Runs the custom-attributes plugin over mapped users: one call for the
+    /// batch, retried user by user if it fails as a whole; every value is
+    /// checked against the declarations before the user is admitted.
+    fn custom_attributes(&mut self, pending: Vec<(String, SourceEntry, crate::model::Attributes)>) {
+        if pending.is_empty() {
+            return;
+        }
+        let Some(plugin) = self.custom.as_deref_mut() else { return };
+        let label = plugin.identity().to_string();
+        let inputs: Vec<MappedUserInput<'_>> =
+            pending.iter().map(|(_, entry, attrs)| MappedUserInput { entry, mapped: attrs }).collect();
+        let results: Vec<Result<crate::model::Attributes, String>> = match plugin.compute(&inputs) {
+            Ok(r) => r,
+            Err(_) if inputs.len() > 1 => inputs
+                .iter()
+                .map(|one| match plugin.compute(std::slice::from_ref(one)) {
+                    Ok(mut r) => r.pop().unwrap_or_else(|| Err("no result".into())),
+                    Err(e) => Err(e.to_string()),
+                })
+                .collect(),
+            Err(e) => vec![Err(e.to_string())],
+        };
+        drop(inputs);
+        for ((id, entry, mut attrs), result) in pending.into_iter().zip(results) {
+            let checked = result
+                .and_then(|custom| crate::custom_attrs::validate(self.custom_attributes, &custom).map(|()| custom));
+            match checked {
+                Ok(custom) => {
+                    attrs.retain(|k, _| !k.starts_with(crate::custom_attrs::PREFIX));
+                    for (name, values) in custom {
+                        if !values.is_empty() {
+                            attrs.insert(format!("{}{name}", crate::custom_attrs::PREFIX), values);
+                        }
+                    }
+                    self.admit(id, entry, EntryKind::User, attrs);
+                }
+                Err(why) => {
+                    let reason = self.entry_reason(&format!("plugin {label}: {why}"), &entry);
+                    self.reject(
+                        entry.dn,
+                        Some(entry.anchor),
+                        Some(entry.kind),
+                        "custom-attributes",
+                        reason,
+                        Some(label.clone()),
+                    );
+                }
+            }
+        }
+    }
+
     fn take(&mut self, done: Vec<(SourceEntry, Mapped)>) {
+        let mut pending = Vec::new();
         for (entry, result) in done {
             let id = object_id(self.tenant, self.source, entry.kind, &entry.anchor);
             if let Some(dn) = &entry.dn {
@@ -665,15 +906,9 @@ impl Accumulator<'_> {
                         self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "read", reason, None);
                         continue;
                     }
-                    let mut attrs = attrs;
-                    if kind == EntryKind::User {
-                        if let Err(why) = crate::custom_attrs::check(self.custom_attributes, &mut attrs) {
-                            let reason = format!(
-                                "tenant '{}': {why} (entry {}{})",
-                                self.tenant,
-                                entry.anchor,
-                                entry.dn.as_deref().map(|d| format!(", {d}")).unwrap_or_default()
-                            );
+                    if kind == EntryKind::User && self.custom.is_none() {
+                        if let Some(why) = crate::custom_attrs::undeclared(self.custom_attributes, &attrs) {
+                            let reason = self.entry_reason(&why, &entry);
                             let plugin = Some(self.plugin_label.clone());
                             self.reject(
                                 entry.dn,
@@ -686,20 +921,11 @@ impl Accumulator<'_> {
                             continue;
                         }
                     }
-                    if entry.kind == EntryKind::Group && !entry.members.is_empty() {
-                        self.members.insert(id.clone(), entry.members);
+                    if kind == EntryKind::User && self.custom.is_some() {
+                        pending.push((id, entry, attrs));
+                        continue;
                     }
-                    self.desired.insert(
-                        id.clone(),
-                        Desired {
-                            id,
-                            kind,
-                            source: self.source.to_string(),
-                            anchor: entry.anchor,
-                            dn: entry.dn,
-                            attrs,
-                        },
-                    );
+                    self.admit(id, entry, kind, attrs);
                 }
                 Mapped::Ok(MapOutcome::Skip(reason)) => {
                     tracing::debug!(tenant = self.tenant, source = self.source, anchor = %entry.anchor, %reason, "entry skipped by the mapper");
@@ -720,6 +946,7 @@ impl Accumulator<'_> {
                 }
             }
         }
+        self.custom_attributes(pending);
     }
 
     /// `Some(reason)` when the failure share says the plugin, not the data, is broken.

@@ -9,5 +9,6 @@ mod config_check;
 mod conflicts;
 mod example;
 mod ldap;
+mod plugin_kinds;
 mod plugins;
 mod registry;

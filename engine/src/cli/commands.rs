@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Cli, Command, ConfigAction, ListAction, PluginAction, QuarantineAction, SourceAction, exit};
+use super::{Cli, Command, ConfigAction, ListAction, PluginAction, QuarantineAction, SourceAction, UsersAction, exit};
 use crate::config::{Config, TenantConfig};
 use crate::model::Stored;
 use crate::plugin_host::{PluginError, PluginHost, short_hash};
@@ -47,7 +47,10 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Sync { tenant, dry_run, allow_deletes, show_plan, json } => {
             sync_cmd(&config, tenant.as_deref(), *dry_run, *allow_deletes, *show_plan, *json)
         }
-        Command::Users { action: ListAction::List { tenant, json } } => users_cmd(&config, tenant, *json),
+        Command::Users { action: UsersAction::List { tenant, json } } => users_cmd(&config, tenant, *json),
+        Command::Users { action: UsersAction::Edit { tenant, anchor, set, by } } => {
+            users_edit_cmd(&config, tenant, anchor, set, by)
+        }
         Command::Groups { action: ListAction::List { tenant, json } } => groups_cmd(&config, tenant, *json),
         Command::Quarantine { action: QuarantineAction::List { tenant, json } } => {
             quarantine_cmd(&config, tenant, *json)
@@ -147,6 +150,9 @@ fn sync_cmd(
         };
         if dry_run || show_plan {
             print!("{}", report.plan.render());
+            for (kind, p) in &report.plugins {
+                println!("  plugin {kind:<18} {p}");
+            }
         }
         let c = report.counts;
         let quarantined: u64 = report.sources.iter().map(|s| s.quarantined).sum();
@@ -191,7 +197,7 @@ fn sync_cmd(
                 "counts": report.counts,
                 "sources": report.sources,
                 "conflicts": report.conflicts,
-                "plugins": report.plugins.iter().map(|p| serde_json::json!({"name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
+                "plugins": report.plugins.iter().map(|(k, p)| serde_json::json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
                 "plan": report.plan,
             }));
         }
@@ -229,6 +235,44 @@ fn users_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
         );
     }
     eprintln!("{} users", users.len());
+    Ok(exit::OK)
+}
+
+fn users_edit_cmd(config: &Config, id: &str, anchor: &str, set: &[String], by: &str) -> Result<u8> {
+    if let Err(code) = tenant(config, id) {
+        return Ok(code);
+    }
+    let mut store = open_store(config)?;
+    let users = store.users(id)?;
+    let Some(user) = users.iter().find(|u| u.anchor == anchor) else {
+        eprintln!("error: tenant '{id}': no synced user has anchor '{anchor}' (see `roster users list`)");
+        return Ok(exit::FAILURE);
+    };
+    for pair in set {
+        let Some((attribute, value)) = pair.split_once('=') else {
+            eprintln!("error: --set '{pair}': expected ATTRIBUTE=VALUE");
+            return Ok(exit::CONFIG);
+        };
+        let attribute = attribute.trim();
+        if attribute.is_empty() || attribute == "externalId" {
+            eprintln!("error: --set '{pair}': '{attribute}' cannot be edited");
+            return Ok(exit::CONFIG);
+        }
+        let value: Vec<String> = if value.is_empty() { Vec::new() } else { vec![value.to_string()] };
+        let edit = crate::store::AppEdit {
+            object_id: user.id.clone(),
+            attribute: attribute.to_string(),
+            base: user.attrs.get(attribute).cloned().unwrap_or_default(),
+            value,
+            recorded_at: crate::util::now_rfc3339(),
+            recorded_by: by.to_string(),
+        };
+        store.record_app_edit(id, &edit)?;
+        println!(
+            "tenant '{id}': {anchor} {attribute} = {:?} recorded (was {:?}); the next run applies it",
+            edit.value, edit.base
+        );
+    }
     Ok(exit::OK)
 }
 
@@ -371,6 +415,20 @@ fn resolve_cmd(config: &Config, id: &str, anchor: &str, keep: bool) -> Result<u8
         eprintln!("error: tenant '{id}': nothing with anchor '{anchor}' is quarantined (see `roster quarantine list`)");
         return Ok(exit::FAILURE);
     };
+    if keep && record.item.stage == "conflict" {
+        if let Some(attribute) = crate::conflict::parse_app_edit_reason(&record.item.reason) {
+            // Keeping the entry as the directory has it drops the application's edit.
+            let kind = record.item.kind.unwrap_or(crate::source::EntryKind::User);
+            let object_id = crate::model::object_id(id, &record.item.source, kind, anchor);
+            let clear = crate::conflict::EditAction::Clear { object_id, attribute: attribute.to_string() };
+            store.settle_app_edits(id, std::slice::from_ref(&clear))?;
+            store.dismiss_quarantine(id, anchor)?;
+            println!(
+                "tenant '{id}': the application's edit of {attribute} on {anchor} is dropped; the directory's value applies from the next run on"
+            );
+            return Ok(exit::OK);
+        }
+    }
     if keep {
         let Some((key, value)) = crate::conflict::parse_reason(&t.conflicts, &record.item.reason)
             .filter(|_| record.item.stage == "conflict")
@@ -623,7 +681,7 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
             if let Err(code) = tenant(config, id) {
                 return Ok(code);
             }
-            if !registry::KINDS.contains(&kind.as_str()) {
+            if crate::plugin_host::PluginKind::parse(kind).is_none() {
                 eprintln!("error: {}", RegistryError::UnknownKind(kind.clone()));
                 return Ok(exit::CONFIG);
             }
@@ -655,6 +713,45 @@ fn check_cmd(config: &Config) -> Result<u8> {
     };
     let mut problems = 0;
     for t in &config.tenants {
+        for kind in crate::plugin_host::PluginKind::ALL.into_iter().skip(1) {
+            match sync::stage_active(t, &mut store, kind) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    problems += 1;
+                    eprintln!("error: {}: {e}", config.path.display());
+                    continue;
+                }
+            }
+            match sync::instantiate(config, t, &host, &mut store, kind) {
+                Ok(p) => println!("tenant '{}': {kind} {} OK", t.id, p.identity()),
+                Err(SyncError::Plugin(PluginError::Config { plugin, errors })) => {
+                    for e in errors {
+                        problems += 1;
+                        let at = e.position.map(|p| format!(", position {p}")).unwrap_or_default();
+                        let table = match (t.plugins.get(kind).is_some(), kind) {
+                            (true, _) => format!("tenant.plugins.{}.config", kind.config_key()),
+                            (false, crate::plugin_host::PluginKind::CustomAttributes) => {
+                                "tenant.custom_attributes".into()
+                            }
+                            (false, crate::plugin_host::PluginKind::RoleAssigner) => "tenant.roles".into(),
+                            (false, _) => "tenant.conflicts".into(),
+                        };
+                        eprintln!(
+                            "error: {}: tenant '{}': [{table}] key '{}'{at}: {} (plugin {plugin})",
+                            config.path.display(),
+                            t.id,
+                            e.key,
+                            e.message
+                        );
+                    }
+                }
+                Err(e) => {
+                    problems += 1;
+                    eprintln!("error: {}: {e}", config.path.display());
+                }
+            }
+        }
         match sync::instantiate_mapper(config, t, &host, &mut store) {
             Ok(m) => println!("tenant '{}': mapper {} OK", t.id, m.identity()),
             Err(SyncError::Plugin(PluginError::Config { plugin, errors })) => {

@@ -69,10 +69,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Synced users.
+    /// Synced users; `edit` records a change the application made.
     Users {
         #[command(subcommand)]
-        action: ListAction,
+        action: UsersAction,
     },
     /// Synced groups.
     Groups {
@@ -128,6 +128,34 @@ pub enum ListAction {
         /// SCIM 2.0 JSON (RFC 7643) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersAction {
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// SCIM 2.0 JSON (RFC 7643) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record that the application changed attributes of a user. The value
+    /// stands until the directory changes the attribute too; then the
+    /// tenant's conflict resolver decides (`[tenant.conflicts] on_app_edit`,
+    /// `precedence` with `app`).
+    Edit {
+        #[arg(long)]
+        tenant: String,
+        /// The user's anchor (entryUUID, objectGUID, …).
+        anchor: String,
+        /// ATTRIBUTE=VALUE (SCIM path, e.g. title=CTO); repeat for more; an
+        /// empty value clears the attribute.
+        #[arg(long = "set", value_name = "ATTRIBUTE=VALUE", required = true)]
+        set: Vec<String>,
+        /// Who made the change, for the record.
+        #[arg(long, default_value = "app")]
+        by: String,
     },
 }
 

@@ -88,11 +88,65 @@ pub struct ConflictConfig {
     pub unique: Vec<String>,
     #[serde(default)]
     pub on_duplicate: OnDuplicate,
+    /// A mapped attribute that identifies a person across sources (`email`,
+    /// `custom.employeeId`…): users of different sources with the same value
+    /// are one person, merged by `precedence`.
+    #[serde(default)]
+    pub correlate_on: Option<String>,
+    /// Source names (and `app`, for the application's own edits), first wins.
+    #[serde(default)]
+    pub precedence: Vec<String>,
+    /// Per-attribute overrides of `precedence`.
+    #[serde(default)]
+    pub attribute_precedence: BTreeMap<String, Vec<String>>,
+    /// An attribute changed in the application and in the directory, when
+    /// its precedence does not name `app`.
+    #[serde(default)]
+    pub on_app_edit: OnAppEdit,
 }
 
 impl Default for ConflictConfig {
     fn default() -> Self {
-        Self { unique: default_unique(), on_duplicate: OnDuplicate::default() }
+        Self {
+            unique: default_unique(),
+            on_duplicate: OnDuplicate::default(),
+            correlate_on: None,
+            precedence: Vec::new(),
+            attribute_precedence: BTreeMap::new(),
+            on_app_edit: OnAppEdit::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnAppEdit {
+    /// Held for human review; the stored user keeps its current value.
+    #[default]
+    Quarantine,
+    /// The application's value wins.
+    App,
+    /// The directory's value wins; the application's edit is dropped.
+    Directory,
+}
+
+impl OnAppEdit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnAppEdit::Quarantine => "quarantine",
+            OnAppEdit::App => "app",
+            OnAppEdit::Directory => "directory",
+        }
+    }
+}
+
+impl OnDuplicate {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDuplicate::Quarantine => "quarantine",
+            OnDuplicate::KeepOldest => "keep-oldest",
+            OnDuplicate::Suffix => "suffix",
+        }
     }
 }
 
@@ -117,6 +171,21 @@ pub enum OnDuplicate {
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
     pub mapper: Option<PluginRef>,
+    pub custom_attributes: Option<PluginRef>,
+    pub role_assigner: Option<PluginRef>,
+    pub conflict_resolver: Option<PluginRef>,
+}
+
+impl PluginsConfig {
+    pub fn get(&self, kind: crate::plugin_host::PluginKind) -> Option<&PluginRef> {
+        use crate::plugin_host::PluginKind;
+        match kind {
+            PluginKind::Mapper => self.mapper.as_ref(),
+            PluginKind::CustomAttributes => self.custom_attributes.as_ref(),
+            PluginKind::RoleAssigner => self.role_assigner.as_ref(),
+            PluginKind::ConflictResolver => self.conflict_resolver.as_ref(),
+        }
+    }
 }
 
 /// `mapper = "file.wasm"`, or `[tenant.plugins.mapper]` with an optional `path`
@@ -592,6 +661,23 @@ impl Config {
                 }
             }
             t.roles.validate().map_err(&invalid)?;
+            let c = &t.conflicts;
+            let names: Vec<&str> = t.sources.iter().map(|s| s.name()).collect();
+            for (key, list) in std::iter::once(("precedence".to_string(), &c.precedence))
+                .chain(c.attribute_precedence.iter().map(|(a, l)| (format!("attribute_precedence.{a}"), l)))
+            {
+                for name in list {
+                    if name != "app" && !names.contains(&name.as_str()) {
+                        return Err(invalid(format!(
+                            "conflicts.{key}: '{name}' is not a source of this tenant (sources: {}; `app` stands for the application's edits)",
+                            names.join(", ")
+                        )));
+                    }
+                }
+            }
+            if c.correlate_on.as_deref().is_some_and(|k| k.trim().is_empty()) {
+                return Err(invalid("conflicts.correlate_on is empty".into()));
+            }
             if t.mapping.is_some() && t.plugins.mapper.as_ref().is_some_and(|m| m.path().is_some()) {
                 return Err(invalid(
                     "[tenant.mapping] configures the built-in mapper; it cannot be combined with [tenant.plugins] mapper".into(),

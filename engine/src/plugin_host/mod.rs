@@ -2,14 +2,15 @@
 //!
 //! One process-wide [`PluginHost`] owns the wasmtime `Engine`, the `Linker`, the
 //! compiled-component cache and the epoch ticker that enforces call deadlines.
-//! Each tenant's plugin runs in its own `Store` ([`MapperInstance`]), with its own
+//! Each tenant's plugin runs in its own `Store` ([`PluginInstance`]), with its own
 //! memory cap, so one tenant's plugin can neither see nor starve another's.
 //! Every error carries the tenant, the plugin's name, version and content hash.
 
 mod bindings;
 mod cache;
 pub mod config;
-mod mapper;
+mod instance;
+mod kind;
 mod sandbox;
 mod validate;
 
@@ -24,10 +25,16 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use mapper::{MapOutcome, MapperInstance, Usage};
+pub use instance::{
+    AttributeDecl, AttributeType, Claimant, ConflictInput, ConflictKindInput, DecisionOutput, GroupInput, MapOutcome,
+    MappedUserInput, PluginInstance, RoleOutcome, Usage, UserGroupsInput,
+};
+pub use kind::PluginKind;
 pub use sandbox::SandboxLimits;
+pub use validate::LATEST_WIT_VERSION;
 
-use bindings::{Mapper, MapperPre};
+/// The instance type every caller of a mapper used before there were other kinds.
+pub type MapperInstance = PluginInstance;
 use cache::ComponentCache;
 use sandbox::{DeadlineClocks, HostState};
 
@@ -69,8 +76,22 @@ impl PluginBinary {
 
     /// The built-in declarative mapper, compiled into this binary.
     pub fn builtin_declarative_mapper() -> Self {
-        static WASM: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_DECLARATIVE_MAPPER"));
-        Self::new("declarative-mapper", "built-in", WASM)
+        Self::builtin(PluginKind::Mapper)
+    }
+
+    /// The built-in plugin of a kind, compiled into this binary from `plugins/`.
+    pub fn builtin(kind: PluginKind) -> Self {
+        static MAPPER: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_DECLARATIVE_MAPPER"));
+        static CUSTOM_ATTRIBUTES: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_DECLARATIVE_ATTRIBUTES"));
+        static ROLE_ASSIGNER: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_RULE_ROLES"));
+        static CONFLICT_RESOLVER: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_POLICY_RESOLVER"));
+        let (name, wasm) = match kind {
+            PluginKind::Mapper => ("declarative-mapper", MAPPER),
+            PluginKind::CustomAttributes => ("declarative-attributes", CUSTOM_ATTRIBUTES),
+            PluginKind::RoleAssigner => ("rule-roles", ROLE_ASSIGNER),
+            PluginKind::ConflictResolver => ("policy-resolver", CONFLICT_RESOLVER),
+        };
+        Self::new(name, "built-in", wasm)
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self, std::io::Error> {
@@ -154,20 +175,47 @@ fn join_errors(errors: &[PluginConfigError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
+/// The pre-instantiated component, by world (and frozen WIT version).
+pub(crate) enum KindPre {
+    MapperV0_1(bindings::v0_1_0::MapperPre<HostState>),
+    Mapper(bindings::mapper::MapperPre<HostState>),
+    CustomAttributes(bindings::custom_attributes::CustomAttributesPre<HostState>),
+    RoleAssigner(bindings::role_assigner::RoleAssignerPre<HostState>),
+    ConflictResolver(bindings::conflict_resolver::ConflictResolverPre<HostState>),
+}
+
+impl KindPre {
+    fn component(&self) -> &wasmtime::component::Component {
+        match self {
+            KindPre::MapperV0_1(p) => p.instance_pre().component(),
+            KindPre::Mapper(p) => p.instance_pre().component(),
+            KindPre::CustomAttributes(p) => p.instance_pre().component(),
+            KindPre::RoleAssigner(p) => p.instance_pre().component(),
+            KindPre::ConflictResolver(p) => p.instance_pre().component(),
+        }
+    }
+}
+
 /// A compiled, linked plugin, ready to instantiate cheaply (~10 µs) per tenant.
-pub struct LoadedMapper {
-    pre: MapperPre<HostState>,
+pub struct LoadedPlugin {
+    pub(crate) pre: KindPre,
+    pub kind: PluginKind,
+    /// The `roster:plugin` version the plugin was built against.
+    pub wit_version: String,
     pub binary: PluginBinary,
     /// Whether the compiled code came from the on-disk cache.
     pub from_cache: bool,
 }
+
+/// The name callers of a mapper used before there were other kinds.
+pub type LoadedMapper = LoadedPlugin;
 
 /// The process-wide plugin host.
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
     cache: ComponentCache,
-    loaded: Mutex<HashMap<String, Arc<LoadedMapper>>>,
+    loaded: Mutex<HashMap<(PluginKind, String), Arc<LoadedPlugin>>>,
     ticker: Option<EpochTicker>,
     /// `Some` on a measuring host: each store gets this much fuel.
     fuel_budget: Option<u64>,
@@ -204,8 +252,10 @@ impl PluginHost {
         )
         .map_err(|e| format!("cannot link the deadline-bound clock: {e:#}"))?;
         linker.allow_shadowing(false);
-        Mapper::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        bindings::mapper::Mapper::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("cannot link the host interface: {e:#}"))?;
+        bindings::v0_1_0::Mapper::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("cannot link the host interface of roster:plugin@0.1.0: {e:#}"))?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -218,8 +268,19 @@ impl PluginHost {
     }
 
     /// Compiles (or fetches from the cache) and links a mapper plugin.
-    pub fn load_mapper(&self, tenant: &str, binary: &PluginBinary) -> Result<Arc<LoadedMapper>, PluginError> {
-        if let Some(l) = self.loaded.lock().map_err(|_| poisoned(tenant, binary))?.get(&binary.hash) {
+    pub fn load_mapper(&self, tenant: &str, binary: &PluginBinary) -> Result<Arc<LoadedPlugin>, PluginError> {
+        self.load(tenant, PluginKind::Mapper, binary)
+    }
+
+    /// Compiles (or fetches from the cache), validates and links a plugin of `kind`.
+    pub fn load(
+        &self,
+        tenant: &str,
+        kind: PluginKind,
+        binary: &PluginBinary,
+    ) -> Result<Arc<LoadedPlugin>, PluginError> {
+        let key = (kind, binary.hash.clone());
+        if let Some(l) = self.loaded.lock().map_err(|_| poisoned(tenant, binary))?.get(&key) {
             return Ok(l.clone());
         }
         let load_err = |message: String| PluginError::Load {
@@ -233,25 +294,43 @@ impl PluginHost {
             .cache
             .load(&self.engine, &binary.hash, &binary.wasm)
             .map_err(|e| load_err(format!("not a valid WebAssembly component: {e:#}")))?;
-        let problems = validate::mapper_problems(&self.engine, &component);
+        let (problems, wit_version) = validate::problems(&self.engine, &component, kind);
         if !problems.is_empty() {
-            return Err(load_err(format!("it is not a usable mapper plugin: {}", problems.join("; "))));
+            return Err(load_err(format!("it is not a usable {kind} plugin: {}", problems.join("; "))));
         }
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load_err(format!("it needs imports the host does not grant: {e:#}")))?;
-        let pre = MapperPre::new(instance_pre)
-            .map_err(|e| load_err(format!("it does not implement the `mapper` world of roster:plugin@0.1.0: {e:#}")))?;
-        let loaded = Arc::new(LoadedMapper { pre, binary: binary.clone(), from_cache });
-        self.loaded.lock().map_err(|_| poisoned(tenant, binary))?.insert(binary.hash.clone(), loaded.clone());
-        tracing::debug!(tenant, plugin = %binary.name, hash = short_hash(&binary.hash), from_cache, "plugin loaded");
+        let world_err = |e: wasmtime::Error| {
+            load_err(format!("it does not implement the `{kind}` world of roster:plugin@{wit_version}: {e:#}"))
+        };
+        let pre = match (kind, wit_version.as_str()) {
+            (PluginKind::Mapper, "0.1.0") => {
+                KindPre::MapperV0_1(bindings::v0_1_0::MapperPre::new(instance_pre).map_err(world_err)?)
+            }
+            (PluginKind::Mapper, _) => {
+                KindPre::Mapper(bindings::mapper::MapperPre::new(instance_pre).map_err(world_err)?)
+            }
+            (PluginKind::CustomAttributes, _) => KindPre::CustomAttributes(
+                bindings::custom_attributes::CustomAttributesPre::new(instance_pre).map_err(world_err)?,
+            ),
+            (PluginKind::RoleAssigner, _) => {
+                KindPre::RoleAssigner(bindings::role_assigner::RoleAssignerPre::new(instance_pre).map_err(world_err)?)
+            }
+            (PluginKind::ConflictResolver, _) => KindPre::ConflictResolver(
+                bindings::conflict_resolver::ConflictResolverPre::new(instance_pre).map_err(world_err)?,
+            ),
+        };
+        let loaded = Arc::new(LoadedPlugin { pre, kind, wit_version, binary: binary.clone(), from_cache });
+        self.loaded.lock().map_err(|_| poisoned(tenant, binary))?.insert(key, loaded.clone());
+        tracing::debug!(tenant, %kind, plugin = %binary.name, hash = short_hash(&binary.hash), wit = %loaded.wit_version, from_cache, "plugin loaded");
         Ok(loaded)
     }
 
     /// Imports the sandbox would deny at run time; uploads with any are refused.
-    pub fn ungranted_imports(&self, loaded: &LoadedMapper) -> Vec<String> {
-        validate::ungranted_imports(&self.engine, loaded.pre.instance_pre().component())
+    pub fn ungranted_imports(&self, loaded: &LoadedPlugin) -> Vec<String> {
+        validate::ungranted_imports(&self.engine, loaded.pre.component())
     }
 
     pub(crate) fn engine(&self) -> &Engine {

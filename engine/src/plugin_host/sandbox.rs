@@ -23,7 +23,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::LogLevel;
-use super::bindings::v0_1_0::roster::plugin::{host, types};
+use super::bindings::mapper::roster::plugin::{host, types};
+use super::bindings::v0_1_0::roster::plugin::host as host_v0_1_0;
 
 /// Bytes of guest stderr kept per instance (enough for a panic message).
 const STDERR_CAPACITY: usize = 16 * 1024;
@@ -288,6 +289,20 @@ impl host::Host for HostState {
             LogLevel::Warn => tracing::warn!(tenant, plugin, "{message}"),
             LogLevel::Error => tracing::error!(tenant, plugin, "{message}"),
         }
+    }
+}
+
+/// `roster:plugin/host@0.1.0`: the same service for plugins built against 0.1.0.
+impl host_v0_1_0::Host for HostState {
+    fn log(&mut self, level: host_v0_1_0::LogLevel, message: String) {
+        let level = match level {
+            host_v0_1_0::LogLevel::Trace => LogLevel::Trace,
+            host_v0_1_0::LogLevel::Debug => LogLevel::Debug,
+            host_v0_1_0::LogLevel::Info => LogLevel::Info,
+            host_v0_1_0::LogLevel::Warn => LogLevel::Warn,
+            host_v0_1_0::LogLevel::Error => LogLevel::Error,
+        };
+        host::Host::log(self, level, message);
     }
 }
 

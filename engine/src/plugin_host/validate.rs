@@ -6,33 +6,39 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-/// WIT package versions of `roster:plugin` this host can load.
-pub const SUPPORTED_WIT_VERSIONS: &[&str] = &["0.1.0"];
+use super::PluginKind;
 
-/// The functions the `mapper` world exports.
-const MAPPER_EXPORTS: &[&str] = &["init", "map"];
+/// The newest WIT package version of `roster:plugin` this host implements.
+pub const LATEST_WIT_VERSION: &str = "0.2.0";
 
-/// Problems with a component that claims to be a mapper; empty when it fits.
-pub fn mapper_problems(engine: &Engine, component: &Component) -> Vec<String> {
+/// Problems with a component that claims to be a plugin of `kind`, and the
+/// `roster:plugin` version it was built against (from its imports).
+pub fn problems(engine: &Engine, component: &Component, kind: PluginKind) -> (Vec<String>, String) {
     let ty = component.component_type();
     let mut problems = Vec::new();
-    for name in MAPPER_EXPORTS {
+    for name in kind.exports() {
         match ty.get_export(engine, name) {
             Some(e) if matches!(e.ty, ComponentItem::ComponentFunc(_)) => {}
             Some(_) => problems.push(format!("export '{name}' is not a function")),
             None => problems.push(format!(
-                "missing export '{name}': a mapper exports `init` and `map` (world `mapper` in wit/mapper.wit)"
+                "missing export '{name}': a {kind} plugin exports {} (world `{kind}` in {})",
+                kind.exports().iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(" and "),
+                kind.wit_file()
             )),
         }
     }
+    let mut versions: Vec<String> = Vec::new();
     for (name, _) in ty.imports(engine) {
         if let Some(rest) = name.strip_prefix("roster:plugin/") {
-            let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("(none)");
-            if !SUPPORTED_WIT_VERSIONS.contains(&version) {
+            let version = rest.split_once('@').map(|(_, v)| v).unwrap_or("(none)").to_string();
+            if !kind.wit_versions().contains(&version.as_str()) {
                 problems.push(format!(
-                    "imports '{name}': roster:plugin@{version} is not supported by this host (supported: {})",
-                    SUPPORTED_WIT_VERSIONS.join(", ")
+                    "imports '{name}': a {kind} plugin built against roster:plugin@{version} is not supported by this host (supported: {})",
+                    kind.wit_versions().join(", ")
                 ));
+            }
+            if !versions.contains(&version) {
+                versions.push(version);
             }
         } else if !(name.starts_with("wasi:")) {
             problems.push(format!(
@@ -40,7 +46,12 @@ pub fn mapper_problems(engine: &Engine, component: &Component) -> Vec<String> {
             ));
         }
     }
-    problems
+    if versions.len() > 1 {
+        problems
+            .push(format!("imports several versions of roster:plugin ({}); build against one", versions.join(", ")));
+    }
+    let version = versions.into_iter().next().unwrap_or_else(|| LATEST_WIT_VERSION.to_string());
+    (problems, version)
 }
 
 /// WASI interfaces whose calls the sandbox denies at run time. An uploaded

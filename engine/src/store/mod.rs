@@ -104,6 +104,19 @@ pub struct PluginHealth {
     pub disabled_at: Option<String>,
 }
 
+/// An attribute the application changed through Roster (`roster users edit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AppEdit {
+    pub object_id: String,
+    pub attribute: String,
+    /// The stored (directory) value the edit replaced.
+    pub base: Vec<String>,
+    /// The application's value.
+    pub value: Vec<String>,
+    pub recorded_at: String,
+    pub recorded_by: String,
+}
+
 pub trait Store {
     /// Creates the tenant row if it does not exist.
     fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
@@ -161,6 +174,11 @@ pub trait Store {
     fn conflict_decisions(&mut self, tenant: &str) -> Result<Vec<(String, String, String)>, StoreError>;
     fn decide_conflict(&mut self, tenant: &str, key: &str, value: &str, winner: &str) -> Result<(), StoreError>;
     /// Removes quarantine records of an anchor (an admin dismissed them); returns how many.
+    /// Records (or replaces) the application's value of one attribute.
+    fn record_app_edit(&mut self, tenant: &str, edit: &AppEdit) -> Result<(), StoreError>;
+    fn app_edits(&mut self, tenant: &str) -> Result<Vec<AppEdit>, StoreError>;
+    /// Clears or rebases app edits after a run applied (see `conflict::EditAction`).
+    fn settle_app_edits(&mut self, tenant: &str, actions: &[crate::conflict::EditAction]) -> Result<(), StoreError>;
     fn dismiss_quarantine(&mut self, tenant: &str, anchor: &str) -> Result<usize, StoreError>;
 
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError>;

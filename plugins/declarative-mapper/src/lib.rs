@@ -32,7 +32,7 @@
 //! Every expression is parsed once, in `init`; errors name the dotted key
 //! (`user.displayName`) and the character position in the expression.
 
-pub mod expr;
+pub use roster_expr as expr;
 
 use roster_plugin_sdk::prelude::*;
 

@@ -72,17 +72,73 @@ pub use output::{MapResult, Mapped, Output};
 pub use roster_wire;
 pub use roster_wire::{Attr, Attrs};
 
-/// Bindings generated from the WIT (`wit_bindgen::generate!`). Prefer the types
-/// at the crate root; [`raw`] re-exports what is useful from here.
+// One plugin kind per build: each kind is a WIT world, and the component a
+// crate builds can implement only one. wit-bindgen embeds every generated
+// world's type information in the module and wit-component merges them, so
+// two kinds in one build would make a component that claims both worlds.
+#[cfg(any(
+    all(
+        feature = "mapper",
+        any(feature = "custom-attributes", feature = "role-assigner", feature = "conflict-resolver")
+    ),
+    all(feature = "custom-attributes", any(feature = "role-assigner", feature = "conflict-resolver")),
+    all(feature = "role-assigner", feature = "conflict-resolver"),
+))]
+compile_error!(
+    "roster-plugin-sdk: enable exactly one plugin kind feature (mapper, custom-attributes, role-assigner, conflict-resolver). \
+     Plugins of different kinds in one cargo workspace are built one package at a time (`cargo build -p NAME`)."
+);
+#[cfg(not(any(
+    feature = "mapper",
+    feature = "custom-attributes",
+    feature = "role-assigner",
+    feature = "conflict-resolver"
+)))]
+compile_error!(
+    "roster-plugin-sdk: enable the feature of your plugin's kind: mapper, custom-attributes, role-assigner or conflict-resolver"
+);
+
+/// Bindings generated from the WIT (`wit_bindgen::generate!`) for the world
+/// of the enabled kind. Prefer the types at the crate root; [`raw`]
+/// re-exports what is useful from here.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
+    #[cfg(feature = "mapper")]
     wit_bindgen::generate!({
         world: "mapper",
         path: "../../wit",
+        generate_unused_types: true,
         pub_export_macro: true,
         default_bindings_module: "roster_plugin_sdk::bindings",
-        export_macro_name: "__export_mapper_world",
+        export_macro_name: "__export_world",
+    });
+    #[cfg(feature = "custom-attributes")]
+    wit_bindgen::generate!({
+        world: "custom-attributes",
+        path: "../../wit",
+        generate_unused_types: true,
+        pub_export_macro: true,
+        default_bindings_module: "roster_plugin_sdk::bindings",
+        export_macro_name: "__export_world",
+    });
+    #[cfg(feature = "role-assigner")]
+    wit_bindgen::generate!({
+        world: "role-assigner",
+        path: "../../wit",
+        generate_unused_types: true,
+        pub_export_macro: true,
+        default_bindings_module: "roster_plugin_sdk::bindings",
+        export_macro_name: "__export_world",
+    });
+    #[cfg(feature = "conflict-resolver")]
+    wit_bindgen::generate!({
+        world: "conflict-resolver",
+        path: "../../wit",
+        generate_unused_types: true,
+        pub_export_macro: true,
+        default_bindings_module: "roster_plugin_sdk::bindings",
+        export_macro_name: "__export_world",
     });
 }
 
@@ -91,41 +147,48 @@ pub mod bindings {
 /// ones are [`Config::from_raw`], [`Entry::from_raw`], [`MapResult::into_raw`],
 /// [`ConfigError::into_raw`] and [`PluginInfo::into_raw`].
 pub mod raw {
-    /// The trait a raw guest implements: `init` and `map` exactly as in the WIT.
+    /// The trait a raw guest implements: the world's exports exactly as in the WIT.
     pub use crate::bindings::Guest;
     pub use crate::bindings::roster::plugin::host::{LogLevel, log};
-    pub use crate::bindings::roster::plugin::types::{
-        Config, ConfigError, ConfigValue, Entry, EntryKind, MapResult, Mapped, PluginInfo,
-    };
+    pub use crate::bindings::roster::plugin::types::*;
 }
 
 /// Everything a plugin usually needs: `use roster_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::log;
-    pub use crate::{
-        Config, ConfigError, ConfigValue, Entry, EntryKind, MapResult, Mapped, Mapper, Output, PluginInfo,
-        export_mapper, plugin_info,
-    };
+    pub use crate::{Config, ConfigError, ConfigValue, Entry, EntryKind, Output, PluginInfo, plugin_info};
+
+    #[cfg(feature = "conflict-resolver")]
+    pub use crate::conflict_resolver::{Claimant, Conflict, ConflictKind, ConflictResolver, Decision};
+    #[cfg(feature = "custom-attributes")]
+    pub use crate::custom_attributes::{AttributeDecl, AttributeType, CustomAttributes, MappedUser};
+    #[cfg(feature = "conflict-resolver")]
+    pub use crate::export_conflict_resolver;
+    #[cfg(feature = "custom-attributes")]
+    pub use crate::export_custom_attributes;
+    #[cfg(feature = "mapper")]
+    pub use crate::export_mapper;
+    #[cfg(feature = "role-assigner")]
+    pub use crate::export_role_assigner;
+    #[cfg(feature = "role-assigner")]
+    pub use crate::role_assigner::{GroupRef, RoleAssigner, UserGroups};
+    #[cfg(feature = "mapper")]
+    pub use crate::{MapResult, Mapped, Mapper};
 }
 
-/// A mapping plugin.
-///
-/// One value of the implementing type lives per plugin instance, created by
-/// [`Mapper::init`]; export the type with [`export_mapper!`].
-pub trait Mapper: Sized + 'static {
-    /// Validates the configuration and builds the instance. Report every
-    /// problem found, not just the first: `roster config check` shows them all.
-    fn init(config: &Config) -> Result<Self, Vec<ConfigError>>;
-
-    /// The plugin's name and version, reported after a successful `init`.
-    /// Defaults to the crate's package name and version ([`PluginInfo::package`]).
-    fn info(&self) -> PluginInfo {
-        PluginInfo::package()
-    }
-
-    /// Maps one entry. Called once per entry, in batch order.
-    fn map(&mut self, entry: &Entry<'_>) -> MapResult;
-}
+#[cfg(feature = "conflict-resolver")]
+pub mod conflict_resolver;
+#[cfg(feature = "custom-attributes")]
+pub mod custom_attributes;
+#[cfg(feature = "mapper")]
+mod mapper;
+#[cfg(feature = "mapper")]
+#[doc(hidden)]
+pub use mapper::__private as __mapper;
+#[cfg(feature = "mapper")]
+pub use mapper::Mapper;
+#[cfg(feature = "role-assigner")]
+pub mod role_assigner;
 
 /// What a plugin says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,69 +228,20 @@ macro_rules! plugin_info {
     };
 }
 
-/// Exports a [`Mapper`] as the component's `init` and `map`.
-///
-/// ```ignore
-/// roster_plugin_sdk::export_mapper!(MyMapper);
-/// // or, to report another name or version than the crate's:
-/// roster_plugin_sdk::export_mapper!(MyMapper, name = "acme-mapper", version = "2.1.0");
-/// ```
-///
-/// Use it once per plugin crate. It only generates code when compiling for
-/// WebAssembly; natively (unit tests) it just checks that the type is a `Mapper`.
-#[macro_export]
-macro_rules! export_mapper {
-    ($ty:ty $(,)?) => {
-        $crate::export_mapper!($ty, name = ::core::env!("CARGO_PKG_NAME"), version = ::core::env!("CARGO_PKG_VERSION"));
-    };
-    ($ty:ty, name = $name:expr, version = $version:expr $(,)?) => {
-        #[cfg(target_arch = "wasm32")]
-        const _: () = {
-            ::std::thread_local! {
-                static __ROSTER_INSTANCE: ::core::cell::RefCell<::core::option::Option<$ty>> =
-                    const { ::core::cell::RefCell::new(::core::option::Option::None) };
-            }
-
-            struct __RosterGuest;
-
-            impl $crate::raw::Guest for __RosterGuest {
-                fn init(
-                    config: $crate::raw::Config,
-                ) -> ::core::result::Result<$crate::raw::PluginInfo, ::std::vec::Vec<$crate::raw::ConfigError>>
-                {
-                    $crate::__private::init::<$ty>(&__ROSTER_INSTANCE, config, $name, $version)
-                }
-
-                fn map(entries: ::std::vec::Vec<$crate::raw::Entry>) -> ::std::vec::Vec<$crate::raw::MapResult> {
-                    $crate::__private::map::<$ty>(&__ROSTER_INSTANCE, entries)
-                }
-            }
-
-    $crate::bindings::__export_mapper_world!(__RosterGuest with_types_in $crate::bindings);
-        };
-
-        // Natively: only check the type (and keep it from looking unused).
-        #[cfg(not(target_arch = "wasm32"))]
-        const _: () = {
-            let _ = <$ty as $crate::Mapper>::init;
-            let _ = <$ty as $crate::Mapper>::map;
-        };
-    };
-}
-
-/// Exports a type implementing [`raw::Guest`] directly, bypassing [`Mapper`]:
-/// the plugin sees whole batches of WIT records and answers with WIT results.
-/// Only for plugins that need it (the test suite's hostile plugin does).
+/// Exports a type implementing [`raw::Guest`] directly, bypassing the
+/// friendly traits: the plugin sees whole batches of WIT records and answers
+/// with WIT results. Only for plugins that need it (the test suite's hostile
+/// plugin does).
 #[macro_export]
 macro_rules! export_guest {
     ($ty:ident) => {
         #[cfg(target_arch = "wasm32")]
-        $crate::bindings::__export_mapper_world!($ty with_types_in $crate::bindings);
+        $crate::bindings::__export_world!($ty with_types_in $crate::bindings);
 
         #[cfg(not(target_arch = "wasm32"))]
         const _: () = {
-            let _ = <$ty as $crate::raw::Guest>::init;
-            let _ = <$ty as $crate::raw::Guest>::map;
+            fn __assert_guest<T: $crate::raw::Guest>() {}
+            let _ = __assert_guest::<$ty>;
         };
     };
 }
@@ -237,24 +251,28 @@ pub mod __private {
     use std::cell::RefCell;
     use std::thread::LocalKey;
 
-    use crate::{Config, ConfigError, Entry, MapResult, Mapper, raw};
+    use crate::{Config, ConfigError, PluginInfo, raw};
 
     pub type Instance<M> = LocalKey<RefCell<Option<M>>>;
 
-    pub fn init<M: Mapper>(
+    /// `init` for every kind: decodes the configuration, builds the instance
+    /// with `build`, keeps it, and reports the plugin's name and version.
+    pub fn init<M: 'static>(
         instance: &'static Instance<M>,
         config: raw::Config,
         name: &'static str,
         version: &'static str,
+        build: impl FnOnce(&Config) -> Result<M, Vec<ConfigError>>,
+        info: impl FnOnce(&M) -> PluginInfo,
     ) -> Result<raw::PluginInfo, Vec<raw::ConfigError>> {
         crate::PACKAGE.with(|p| p.set((name, version)));
         // A failed re-init leaves no instance behind, never a stale one.
         instance.with(|cell| cell.replace(None));
         let config = Config::from_raw(&config).map_err(|e| vec![e.into_raw()])?;
-        match M::init(&config) {
-            Ok(mapper) => {
-                let info = mapper.info().into_raw();
-                instance.with(|cell| *cell.borrow_mut() = Some(mapper));
+        match build(&config) {
+            Ok(plugin) => {
+                let info = info(&plugin).into_raw();
+                instance.with(|cell| *cell.borrow_mut() = Some(plugin));
                 Ok(info)
             }
             Err(errors) if errors.is_empty() => {
@@ -264,26 +282,24 @@ pub mod __private {
         }
     }
 
-    pub fn map<M: Mapper>(instance: &'static Instance<M>, entries: Vec<raw::Entry>) -> Vec<raw::MapResult> {
+    /// Runs `each` over a batch with the live instance, or answers every item
+    /// with `uninitialised` when `init` has not succeeded.
+    pub fn batch<M: 'static, I, O>(
+        instance: &'static Instance<M>,
+        items: &[I],
+        uninitialised: impl Fn() -> O,
+        mut each: impl FnMut(&mut M, &I) -> O,
+    ) -> Vec<O> {
         instance.with(|cell| {
-            let mut out = Vec::with_capacity(entries.len());
             let mut guard = cell.borrow_mut();
-            let Some(mapper) = guard.as_mut() else {
-                out.extend(entries.iter().map(|_| {
-                    MapResult::error("plugin not initialised: map was called before a successful init").into_raw()
-                }));
-                return out;
-            };
-            for raw_entry in &entries {
-                let result = match Entry::from_raw(raw_entry) {
-                    Ok(entry) => mapper.map(&entry),
-                    Err(e) => MapResult::error(e.to_string()),
-                };
-                out.push(result.into_raw());
+            match guard.as_mut() {
+                Some(plugin) => items.iter().map(|item| each(plugin, item)).collect(),
+                None => items.iter().map(|_| uninitialised()).collect(),
             }
-            out
         })
     }
+
+    pub const NOT_INITIALISED: &str = "plugin not initialised: called before a successful init";
 }
 
 /// The closest of `candidates` to `word` (case-insensitive edit distance), if
@@ -319,7 +335,7 @@ fn edit_distance(a: &[char], b: &str) -> usize {
     prev[b.len()]
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "mapper"))]
 mod tests {
     use std::cell::RefCell;
 
@@ -351,6 +367,15 @@ mod tests {
         static INSTANCE: RefCell<Option<Echo>> = const { RefCell::new(None) };
     }
 
+    fn echo_init(
+        instance: &'static __private::Instance<Echo>,
+        config: raw::Config,
+        name: &'static str,
+        version: &'static str,
+    ) -> Result<raw::PluginInfo, Vec<raw::ConfigError>> {
+        __private::init(instance, config, name, version, Echo::init, Echo::info)
+    }
+
     fn raw_entry(attrs: Vec<u8>) -> raw::Entry {
         raw::Entry { anchor: "a".into(), dn: None, kind: raw::EntryKind::User, attributes: attrs }
     }
@@ -368,11 +393,11 @@ mod tests {
                 raw_entry(vec![0x05, b'u']), // truncated
             ]
         };
-        let before = __private::map(&INSTANCE, entries());
+        let before = __mapper::map(&INSTANCE, entries());
         assert_eq!(before.len(), 3);
         assert!(before.iter().all(|r| matches!(r, raw::MapResult::Error(m) if m.contains("before a successful init"))));
 
-        let bad = __private::init(
+        let bad = echo_init(
             &INSTANCE,
             config(vec![raw::ConfigValue::Table(vec![("suffx".into(), 1)]), raw::ConfigValue::Text("!".into())]),
             "echo",
@@ -382,10 +407,10 @@ mod tests {
         assert_eq!(bad[0].key, "suffx");
         assert_eq!(bad[0].message, "unknown key 'suffx' (did you mean 'suffix'?)");
 
-        let broken_tree = __private::init(&INSTANCE, config(vec![raw::ConfigValue::Array(vec![7])]), "echo", "1.2.3");
+        let broken_tree = echo_init(&INSTANCE, config(vec![raw::ConfigValue::Array(vec![7])]), "echo", "1.2.3");
         assert!(broken_tree.unwrap_err()[0].message.contains("node 7 does not exist"));
 
-        let info = __private::init(
+        let info = echo_init(
             &INSTANCE,
             config(vec![raw::ConfigValue::Table(vec![("suffix".into(), 1)]), raw::ConfigValue::Text("!".into())]),
             "echo",
@@ -394,7 +419,7 @@ mod tests {
         .unwrap();
         assert_eq!((info.name.as_str(), info.version.as_str()), ("echo", "1.2.3"));
 
-        let results = __private::map(&INSTANCE, entries());
+        let results = __mapper::map(&INSTANCE, entries());
         assert_eq!(results.len(), 3);
         let raw::MapResult::Mapped(m) = &results[0] else { panic!("{:?}", results[0]) };
         assert_eq!(
@@ -405,8 +430,8 @@ mod tests {
         assert!(matches!(&results[2], raw::MapResult::Error(e) if e.contains("malformed packed attributes")));
 
         // A failed re-init drops the old instance.
-        assert!(__private::init(&INSTANCE, config(vec![raw::ConfigValue::Integer(1)]), "echo", "1").is_err());
-        assert!(matches!(&__private::map(&INSTANCE, entries())[0], raw::MapResult::Error(_)));
+        assert!(echo_init(&INSTANCE, config(vec![raw::ConfigValue::Integer(1)]), "echo", "1").is_err());
+        assert!(matches!(&__mapper::map(&INSTANCE, entries())[0], raw::MapResult::Error(_)));
     }
 
     #[test]

@@ -152,4 +152,23 @@ CREATE TABLE conflict_decisions (
 );
 "#,
     ),
+    (
+        5,
+        "app edits",
+        r#"
+-- An attribute the application changed through Roster: its value, and the
+-- directory's value it replaced (`base`), JSON arrays. It stands until the
+-- directory changes the attribute too; then conflict resolution decides.
+CREATE TABLE app_edits (
+    tenant       TEXT NOT NULL,
+    object_id    TEXT NOT NULL,
+    attribute    TEXT NOT NULL,
+    base         TEXT NOT NULL,
+    value        TEXT NOT NULL,
+    recorded_at  TEXT NOT NULL,
+    recorded_by  TEXT NOT NULL,
+    PRIMARY KEY (tenant, object_id, attribute)
+);
+"#,
+    ),
 ];

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    ApplyStats, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Store, StoreError,
+    AppEdit, ApplyStats, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Store,
+    StoreError,
 };
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
@@ -556,6 +557,86 @@ impl Store for SqliteStore {
             )
             .map_err(q("recording conflict decision"))?;
         Ok(())
+    }
+
+    fn record_app_edit(&mut self, tenant: &str, edit: &AppEdit) -> Result<(), StoreError> {
+        let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                "INSERT INTO app_edits (tenant, object_id, attribute, base, value, recorded_at, recorded_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (tenant, object_id, attribute) DO UPDATE SET value = excluded.value,
+                   recorded_at = excluded.recorded_at, recorded_by = excluded.recorded_by",
+                params![
+                    tenant,
+                    edit.object_id,
+                    edit.attribute,
+                    json(&edit.base),
+                    json(&edit.value),
+                    edit.recorded_at,
+                    edit.recorded_by
+                ],
+            )
+            .map_err(q("recording app edit"))?;
+        Ok(())
+    }
+
+    fn app_edits(&mut self, tenant: &str) -> Result<Vec<AppEdit>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT object_id, attribute, base, value, recorded_at, recorded_by FROM app_edits
+                 WHERE tenant = ?1 ORDER BY object_id, attribute",
+            )
+            .map_err(q("preparing app edits"))?;
+        let rows = stmt
+            .query_map(params![tenant], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(q("reading app edits"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (object_id, attribute, base, value, recorded_at, recorded_by) = row.map_err(q("reading app edit"))?;
+            let parse = |s: &str| -> Result<Vec<String>, StoreError> {
+                serde_json::from_str(s)
+                    .map_err(|e| StoreError::Corrupt(format!("app edit {object_id}/{attribute}: not a JSON list: {e}")))
+            };
+            out.push(AppEdit {
+                base: parse(&base)?,
+                value: parse(&value)?,
+                object_id,
+                attribute,
+                recorded_at,
+                recorded_by,
+            });
+        }
+        Ok(out)
+    }
+
+    fn settle_app_edits(&mut self, tenant: &str, actions: &[crate::conflict::EditAction]) -> Result<(), StoreError> {
+        use crate::conflict::EditAction;
+        let tx = self.conn.transaction().map_err(q("starting app edit transaction"))?;
+        for a in actions {
+            match a {
+                EditAction::Clear { object_id, attribute } => tx.execute(
+                    "DELETE FROM app_edits WHERE tenant = ?1 AND object_id = ?2 AND attribute = ?3",
+                    params![tenant, object_id, attribute],
+                ),
+                EditAction::Rebase { object_id, attribute, base } => tx.execute(
+                    "UPDATE app_edits SET base = ?4 WHERE tenant = ?1 AND object_id = ?2 AND attribute = ?3",
+                    params![tenant, object_id, attribute, serde_json::to_string(base).unwrap_or_else(|_| "[]".into())],
+                ),
+            }
+            .map_err(q("settling app edit"))?;
+        }
+        tx.commit().map_err(q("committing app edits"))
     }
 
     fn dismiss_quarantine(&mut self, tenant: &str, anchor: &str) -> Result<usize, StoreError> {
