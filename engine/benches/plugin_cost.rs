@@ -8,7 +8,11 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use roster::plugin_host::{MapOutcome, MapperInstance, PluginBinary, PluginHost, SandboxLimits};
+use roster::plugin_host::{
+    AttributeDecl, AttributeType, Claimant, ConflictInput, ConflictKindInput, DecisionOutput, GroupInput, MapOutcome,
+    MappedUserInput, MapperInstance, PluginBinary, PluginHost, PluginInstance, PluginKind, RoleOutcome, SandboxLimits,
+    UserGroupsInput,
+};
 use roster::source::{EntryKind, SourceEntry};
 
 const BATCH: usize = 256;
@@ -170,5 +174,213 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     println!("  compile (cache miss, once): {:8.1} ms", compile.as_secs_f64() * 1e3);
     println!("  target < 2 µs per entry   : {}", if plugin < Duration::from_micros(2) { "met" } else { "NOT met" });
+
+    other_kinds(&host, &entries)?;
+    Ok(())
+}
+
+/// Median per-item time of `plugin` and `native` over the same batch, after
+/// checking they agree.
+fn compare<T: PartialEq + std::fmt::Debug>(
+    label: &str,
+    unit: &str,
+    items: usize,
+    mut plugin: impl FnMut() -> Vec<T>,
+    mut native: impl FnMut() -> Vec<T>,
+) {
+    assert_eq!(plugin(), native(), "{label}: the native version must produce what the plugin does");
+    let (runs, iters) = (15, 20);
+    let (mut p, mut n) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let t = Instant::now();
+        for _ in 0..iters {
+            black_box(plugin());
+        }
+        p.push(t.elapsed() / (iters * items) as u32);
+        let t = Instant::now();
+        for _ in 0..iters {
+            black_box(native());
+        }
+        n.push(t.elapsed() / (iters * items) as u32);
+    }
+    let (p, n) = (median(p), median(n));
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!("plugin_cost: {label}, batches of {items}, medians of {runs} runs");
+    println!("  per {unit} via plugin host : {:8.3} µs", us(p));
+    println!("  per {unit} native Rust     : {:8.3} µs", us(n));
+    println!(
+        "  ratio plugin / native{}: {:8.1} x",
+        " ".repeat(6usize.saturating_sub(unit.len()) + 4),
+        p.as_secs_f64() / n.as_secs_f64()
+    );
+}
+
+fn other_kinds(host: &PluginHost, entries: &[SourceEntry]) -> Result<(), Box<dyn std::error::Error>> {
+    // Custom attributes: costCenter = upper(departmentNumber), employeeId integer, permanent boolean.
+    let schema = vec![
+        AttributeDecl { name: "costCenter".into(), ty: AttributeType::String, required: true, multi_valued: false },
+        AttributeDecl { name: "employeeId".into(), ty: AttributeType::Integer, required: false, multi_valued: false },
+        AttributeDecl { name: "permanent".into(), ty: AttributeType::Boolean, required: false, multi_valued: false },
+    ];
+    let config: toml::Table = toml::from_str(
+        "costCenter = \"upper(departmentNumber)\"\nemployeeId = \"employeeNumber\"\npermanent = \"eq(employeeType, 'permanent')\"",
+    )?;
+    let loaded =
+        host.load(TENANT, PluginKind::CustomAttributes, &PluginBinary::builtin(PluginKind::CustomAttributes))?;
+    let mut custom = PluginInstance::with_schema(host, loaded, TENANT, limits(), &config, &schema)?;
+    let mapped: Vec<BTreeMap<String, Vec<String>>> = entries
+        .iter()
+        .map(|e| match native_map(e) {
+            MapOutcome::Mapped { attrs, .. } => attrs,
+            _ => BTreeMap::new(),
+        })
+        .collect();
+    let inputs: Vec<MappedUserInput<'_>> =
+        entries.iter().zip(&mapped).map(|(entry, mapped)| MappedUserInput { entry, mapped }).collect();
+    let native_custom = |e: &SourceEntry| -> Result<BTreeMap<String, Vec<String>>, String> {
+        let mut out = BTreeMap::new();
+        let cc = e.first_str("departmentNumber").filter(|v| !v.is_empty()).ok_or("costCenter required")?;
+        out.insert("costCenter".to_string(), vec![cc.to_uppercase()]);
+        if let Some(n) = e.first_str("employeeNumber").filter(|v| !v.is_empty()) {
+            let n: i64 = n.trim().parse().map_err(|_| "employeeId: not an integer")?;
+            out.insert("employeeId".to_string(), vec![n.to_string()]);
+        }
+        let permanent = e.first_str("employeeType") == Some("permanent");
+        out.insert("permanent".to_string(), vec![permanent.to_string()]);
+        Ok(out)
+    };
+    compare(
+        "declarative-attributes (built-in custom attributes), 3 typed attributes",
+        "user",
+        inputs.len(),
+        || custom.compute(&inputs).expect("custom attributes"),
+        || entries.iter().map(native_custom).collect(),
+    );
+
+    // Role assignment: 8 groups per user at depths 1–3, 6 rules (names and globs), all roles kept.
+    let groups: Vec<GroupInput> = (0..8)
+        .map(|g| GroupInput {
+            anchor: format!("g{g}"),
+            dn: Some(format!("cn=team-{g},ou=groups,dc=example,dc=com")),
+            name: format!("team-{g}"),
+        })
+        .collect();
+    let rules = [
+        ("group", "cn=team-0,ou=groups,dc=example,dc=com", "admin", 100),
+        ("pattern", "team-1*", "engineer", 50),
+        ("pattern", "team-?", "member", 10),
+        ("group", "team-5", "auditor", 40),
+        ("pattern", "*-7", "oncall", 30),
+        ("group", "nobody", "never", 1),
+    ];
+    let mut table = String::new();
+    for (k, v, role, prio) in rules {
+        table.push_str(&format!("[[rule]]\n{k} = {v:?}\nrole = {role:?}\npriority = {prio}\n"));
+    }
+    let config: toml::Table = toml::from_str(&table)?;
+    let loaded = host.load(TENANT, PluginKind::RoleAssigner, &PluginBinary::builtin(PluginKind::RoleAssigner))?;
+    let mut roles = PluginInstance::new(host, loaded, TENANT, limits(), &config)?;
+    let users: Vec<UserGroupsInput<'_>> = mapped
+        .iter()
+        .enumerate()
+        .map(|(i, attrs)| UserGroupsInput {
+            anchor: "u",
+            attributes: attrs,
+            groups: (0..8).map(|g| (g as u32, 1 + ((g + i) % 3) as u32)).collect(),
+        })
+        .collect();
+    let glob = |p: &str, t: &str| -> bool {
+        let (p, t): (Vec<char>, Vec<char>) = (p.chars().collect(), t.chars().collect());
+        let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+        while ti < t.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+                pi += 1;
+                ti += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                star = Some(pi);
+                mark = ti;
+                pi += 1;
+            } else if let Some(s) = star {
+                pi = s + 1;
+                mark += 1;
+                ti = mark;
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    };
+    let native_roles = |u: &UserGroupsInput<'_>| -> RoleOutcome {
+        let mut best: BTreeMap<&str, i64> = BTreeMap::new();
+        for (g, _) in &u.groups {
+            let group = &groups[*g as usize];
+            let name = group.name.to_lowercase();
+            for (k, v, role, prio) in rules {
+                let hit = match k {
+                    "group" => {
+                        group.anchor.eq_ignore_ascii_case(v)
+                            || name == v.to_lowercase()
+                            || group.dn.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(v))
+                    }
+                    _ => glob(&v.to_lowercase(), &name),
+                };
+                if hit {
+                    let p = best.entry(role).or_insert(prio);
+                    *p = (*p).max(prio);
+                }
+            }
+        }
+        let mut r: Vec<(i64, &str)> = best.into_iter().map(|(r, p)| (p, r)).collect();
+        r.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        RoleOutcome::Roles(r.into_iter().map(|(_, r)| r.to_string()).collect())
+    };
+    compare(
+        "rule-roles (built-in role assignment), 8 groups x 6 rules",
+        "user",
+        users.len(),
+        || roles.assign(&groups, &users).expect("roles"),
+        || users.iter().map(native_roles).collect(),
+    );
+
+    // Conflict resolution: duplicate userName between two 7-attribute users, keep-oldest.
+    let loaded =
+        host.load(TENANT, PluginKind::ConflictResolver, &PluginBinary::builtin(PluginKind::ConflictResolver))?;
+    let mut resolver = PluginInstance::new(host, loaded, TENANT, limits(), &toml::Table::new())?;
+    let conflicts: Vec<ConflictInput> = mapped
+        .chunks(2)
+        .map(|pair| ConflictInput {
+            kind: ConflictKindInput::DuplicateKey,
+            key: "userName".into(),
+            value: "jdoe".into(),
+            claimants: pair
+                .iter()
+                .enumerate()
+                .map(|(i, attrs)| Claimant {
+                    source: "corp".into(),
+                    anchor: format!("a{i}"),
+                    dn: None,
+                    attributes: attrs.clone(),
+                    stored_since: (i == 1).then(|| "2024-01-01T00:00:00Z".to_string()),
+                    chosen_by_admin: false,
+                })
+                .collect(),
+        })
+        .collect();
+    let native_decide = |c: &ConflictInput| -> DecisionOutput {
+        let oldest = (0..c.claimants.len())
+            .min_by_key(|&i| {
+                let k = &c.claimants[i];
+                (k.stored_since.is_none(), k.stored_since.clone().unwrap_or_default(), i)
+            })
+            .unwrap_or(0);
+        DecisionOutput::Keep(oldest)
+    };
+    compare(
+        "policy-resolver (built-in conflict resolution), duplicate of 2 claimants",
+        "conflict",
+        conflicts.len(),
+        || resolver.resolve(&conflicts).expect("decisions"),
+        || conflicts.iter().map(native_decide).collect(),
+    );
     Ok(())
 }

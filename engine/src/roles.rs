@@ -193,6 +193,7 @@ fn assign_batch(
         .iter()
         .map(|(_, u)| UserGroupsInput { anchor: u.anchor, attributes: u.attributes, groups: u.groups.clone() })
         .collect();
+    let label = plugin.identity().to_string();
     let outcomes = plugin.assign(&groups, &inputs)?;
     Ok(users
         .iter()
@@ -202,7 +203,7 @@ fn assign_batch(
                 id.to_string(),
                 match o {
                     RoleOutcome::Roles(r) => Ok(r),
-                    RoleOutcome::Error(e) => Err(format!("role assignment failed: {e}")),
+                    RoleOutcome::Error(e) => Err(format!("plugin {label}: role assignment failed: {e}")),
                 },
             )
         })

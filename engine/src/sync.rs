@@ -297,7 +297,8 @@ struct SourceOutcome {
     desired: DesiredState,
     quarantine: Vec<QuarantineItem>,
     report: SourceReport,
-    aborted: Option<String>,
+    /// Why the run must stop before apply, and the stage whose plugin caused it.
+    aborted: Option<(PluginKind, String)>,
 }
 
 /// Runs one tenant's sync.
@@ -427,7 +428,8 @@ pub fn sync_tenant(
     }
 
     let counts = plan.counts();
-    let status = if let Some(reason) = aborted {
+    let abort_kind: Option<PluginKind> = aborted.as_ref().map(|(k, _)| *k);
+    let status = if let Some((_, reason)) = aborted {
         RunStatus::Aborted(reason)
     } else if opts.dry_run {
         RunStatus::DryRun
@@ -457,10 +459,14 @@ pub fn sync_tenant(
         };
         if applied || plugin_error.is_some() {
             for (kind, p) in &plugins {
-                // A failing resolver holds conflicts for review; it counts against the resolver only.
+                // An abort counts against the stage that caused it; the others
+                // neither failed nor succeeded. A failing resolver holds
+                // conflicts for review and counts against the resolver only.
                 let error = match kind {
-                    PluginKind::ConflictResolver => resolver_failure.as_deref(),
-                    _ => plugin_error,
+                    PluginKind::ConflictResolver if applied => resolver_failure.as_deref(),
+                    k if Some(*k) == abort_kind => plugin_error,
+                    _ if abort_kind.is_some() => continue,
+                    _ => None,
                 };
                 let h = store.record_plugin_run(
                     &tenant.id,
@@ -547,6 +553,7 @@ fn read_and_map(
         report: SourceReport { source: source_name.clone(), kind: source_cfg.kind().into(), ..Default::default() },
         seen: 0,
         failed: 0,
+        failed_custom: 0,
         aborted: None,
     };
 
@@ -630,9 +637,15 @@ fn read_and_map(
         protected_dns,
         mut quarantine,
         mut report,
-        mut aborted,
+        aborted,
+        failed,
+        failed_custom,
         ..
     } = acc;
+    let mut aborted: Option<(PluginKind, String)> = aborted.map(|reason| {
+        let kind = if failed_custom * 2 > failed { PluginKind::CustomAttributes } else { PluginKind::Mapper };
+        (kind, reason)
+    });
 
     // Resolve member references to ids; nested groups are plain group→group edges.
     let mut edges: HashMap<String, Vec<String>> = HashMap::new();
@@ -717,11 +730,14 @@ fn read_and_map(
             && failed.len() as u64 >= EARLY_ABORT_MIN_FAILURES.min(seen)
             && percent > tenant.limits.max_failed_percent
         {
-            aborted = Some(format!(
-                "{} of {seen} users ({percent:.1}%) of source '{source_name}' failed role assignment, over limits.max_failed_percent = {}; the run was aborted before apply. See `roster quarantine list --tenant {}`",
-                failed.len(),
-                tenant.limits.max_failed_percent,
-                tenant.id
+            aborted = Some((
+                PluginKind::RoleAssigner,
+                format!(
+                    "{} of {seen} users ({percent:.1}%) of source '{source_name}' failed role assignment, over limits.max_failed_percent = {}; the run was aborted before apply. See `roster quarantine list --tenant {}`",
+                    failed.len(),
+                    tenant.limits.max_failed_percent,
+                    tenant.id
+                ),
             ));
         }
     }
@@ -764,6 +780,8 @@ struct Accumulator<'a> {
     report: SourceReport,
     seen: u64,
     failed: u64,
+    /// Of `failed`, those the custom-attributes stage rejected.
+    failed_custom: u64,
     aborted: Option<String>,
 }
 
@@ -795,6 +813,9 @@ impl Accumulator<'_> {
         }
         if stage != "read" {
             self.failed += 1;
+        }
+        if stage == "custom-attributes" {
+            self.failed_custom += 1;
         }
         tracing::warn!(tenant = self.tenant, source = self.source, dn = ?dn, anchor = ?anchor, stage, %reason, "entry quarantined");
         self.quarantine.push(QuarantineItem {

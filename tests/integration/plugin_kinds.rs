@@ -371,3 +371,97 @@ role = "member"
     assert_eq!(t2.len(), 1, "t2 sees only its own directory");
     assert!(t2[0]["roles"].is_null(), "zed is in no group: {t2:?}");
 }
+
+#[test]
+fn a_hostile_role_plugin_is_contained_to_the_users_it_fails_on() {
+    for (fail, expect) in [
+        ("loop", "deadline"),
+        ("memory-bomb", "memory limit"),
+        ("trap", "role assigner gave up"),
+        ("error", "no roles for"),
+    ] {
+        let env = env_with(&format!(
+            "[tenant.plugins.role_assigner]\npath = {:?}\nconfig = {{ fail = {fail:?}, when_anchor = {ANN:?} }}\n[tenant.limits]\nplugin_call_timeout_ms = 300\nplugin_memory_mb = 16\nmax_failed_percent = 100\n",
+            wasm("broken_roles")
+        ));
+        let (run, _) = env.sync(&[]);
+        run.ok();
+        let users = env.users("t");
+        assert!(user(&users, "ann").is_none(), "{fail}: ann is held back");
+        assert_eq!(user(&users, "bob").expect("bob synced")["roles"][0]["value"], "ok", "{fail}");
+        let q = env.quarantine("t");
+        assert_eq!(q.len(), 1, "{fail}: {q:?}");
+        assert_eq!(q[0]["stage"], "roles", "{fail}");
+        let reason = q[0]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(expect) && reason.contains("broken-roles"), "{fail}: {reason}");
+    }
+}
+
+#[test]
+fn a_role_plugin_failing_everyone_aborts_the_run_before_apply() {
+    let env = env_with(&format!(
+        "[tenant.plugins.role_assigner]\npath = {:?}\nconfig = {{ fail = \"error\" }}\n",
+        wasm("broken_roles")
+    ));
+    let (run, report) = env.sync(&[]);
+    run.code(4);
+    assert_eq!(report["status"], "aborted", "{report}");
+    assert!(env.users("t").is_empty(), "nothing applied");
+}
+
+#[test]
+fn plugin_test_runs_every_kind_as_a_sync_would() {
+    let env = env_with("");
+    let input = env.path().join("dir.ldif");
+    let input = input.display().to_string();
+    std::fs::write(env.path().join("schema.toml"), "badge = { type = \"string\", required = true }\n").expect("write");
+    let schema = env.path().join("schema.toml").display().to_string();
+    let custom = env
+        .run(&[
+            "plugin",
+            "test",
+            &wasm("badge_attributes"),
+            "--kind",
+            "custom-attributes",
+            "--schema",
+            &schema,
+            "--input",
+            &input,
+            "--json",
+        ])
+        .ok()
+        .json();
+    let ann = custom["entries"].as_array().into_iter().flatten().find(|e| e["anchor"] == ANN).expect("ann");
+    assert_eq!(ann["attributes"]["badge"][0], "B-0042", "{custom}");
+    assert!(custom["cost"]["fuel_map"].as_u64().unwrap_or(0) > 0, "instructions are counted");
+
+    let roles = env
+        .run(&["plugin", "test", &wasm("department_roles"), "--kind", "role-assigner", "--input", &input, "--json"])
+        .ok()
+        .json();
+    let bob = roles["entries"].as_array().into_iter().flatten().find(|e| e["anchor"] == BOB).expect("bob");
+    assert_eq!(bob["attributes"]["roles"][0], "team:eng-core", "{roles}");
+
+    std::fs::write(
+        env.path().join("conflicts.json"),
+        r#"[{"kind": "duplicate-key", "key": "userName", "value": "jdoe", "claimants": [
+            {"source": "hr", "anchor": "old", "attributes": {"userName": ["jdoe"]}, "stored_since": "2024-01-01T00:00:00Z"},
+            {"source": "hr", "anchor": "new", "attributes": {"userName": ["jdoe"]}}]}]"#,
+    )
+    .expect("write");
+    let conflicts = env.path().join("conflicts.json").display().to_string();
+    let decided = env
+        .run(&["plugin", "test", &wasm("policy_resolver"), "--kind", "conflict-resolver", "--input", &conflicts])
+        .ok();
+    assert!(decided.stdout.contains("keep claimant 0, 'old' from 'hr'"), "{}", decided.stdout);
+    let newest = env
+        .run(&["plugin", "test", &wasm("newest_wins_resolver"), "--kind", "conflict-resolver", "--input", &conflicts])
+        .ok();
+    assert!(newest.stdout.contains("keep claimant 1, 'new'"), "{}", newest.stdout);
+
+    // Without declarations a custom-attributes plugin cannot be judged.
+    let missing =
+        env.run(&["plugin", "test", &wasm("badge_attributes"), "--kind", "custom-attributes", "--input", &input]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("--schema"), "{}", missing.stderr);
+}

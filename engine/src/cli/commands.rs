@@ -23,13 +23,14 @@ pub fn run(cli: &Cli) -> Result<u8> {
     }
     // So does trying a plugin out.
     if let Command::Plugin {
-        action: PluginAction::Test { file, input, plugin_config, kind, timeout_ms, memory_mb, json },
+        action: PluginAction::Test { file, input, plugin_config, kind, schema, timeout_ms, memory_mb, json },
     } = &cli.command
     {
         let opts = crate::authoring::TestOptions {
             file: file.clone(),
             input: input.clone(),
             plugin_config: plugin_config.clone(),
+            schema: schema.clone(),
             kind: kind.clone(),
             timeout_ms: *timeout_ms,
             memory_mb: *memory_mb,
@@ -561,6 +562,7 @@ fn plugin_test_cmd(opts: &crate::authoring::TestOptions, json: bool) -> Result<u
             EntryResult::Error { message } => println!("{who}: error: {message}"),
             EntryResult::Failed { message } => println!("{who}: failed: {message}"),
             EntryResult::Rejected { reason } => println!("{who}: rejected by the reader: {reason}"),
+            EntryResult::Decided { decision } => println!("{who}: {decision}"),
         }
     }
     let c = &report.counts;

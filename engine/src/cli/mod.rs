@@ -215,15 +215,20 @@ pub enum PluginAction {
         /// The component (.wasm).
         file: PathBuf,
         /// Entries: an LDIF file, or a JSON array of `{anchor, dn, kind, attributes}` (*.json).
+        /// A conflict-resolver reads a JSON array of conflicts instead (see docs/plugins.md).
         #[arg(long)]
         input: PathBuf,
         /// The plugin's configuration: a TOML file holding what `[tenant.plugins.mapper.config]` would.
         /// (Not `--config`: that global option names roster's own configuration file.)
         #[arg(long, value_name = "FILE")]
         plugin_config: Option<PathBuf>,
-        /// Plugin kind: mapper.
+        /// Plugin kind: mapper, custom-attributes, role-assigner or conflict-resolver.
         #[arg(long, default_value = "mapper")]
         kind: String,
+        /// Custom-attribute declarations for a custom-attributes plugin: a TOML
+        /// file shaped like [tenant.custom_attributes] (`NAME = { type = "integer" }`).
+        #[arg(long, value_name = "FILE")]
+        schema: Option<PathBuf>,
         /// Deadline per call in milliseconds (default: the tenant default, 2000).
         #[arg(long)]
         timeout_ms: Option<u64>,
