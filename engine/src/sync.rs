@@ -46,6 +46,8 @@ const EARLY_ABORT_MIN_FAILURES: u64 = 10;
 pub struct SyncOptions {
     pub dry_run: bool,
     pub allow_deletes: bool,
+    /// Read every source whole, even one that could read only what changed.
+    pub full: bool,
     /// Who or what started the run: `cli`, `schedule`, …
     pub trigger: String,
 }
@@ -91,15 +93,31 @@ pub struct SourceReport {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReadSummaryView {
+    /// `full` or `incremental`.
+    pub mode: String,
     pub users: u64,
     pub groups: u64,
     pub rejected: u64,
+    /// Deleted objects an incremental read reported.
+    pub deleted: u64,
     pub requests: u64,
+    /// The request log: page size asked for, and ranged-attribute follow-ups.
+    pub page_size: u64,
+    pub range_requests: u64,
 }
 
 impl From<&ReadSummary> for ReadSummaryView {
     fn from(r: &ReadSummary) -> Self {
-        Self { users: r.users, groups: r.groups, rejected: r.rejected, requests: r.requests }
+        Self {
+            mode: if r.delta.is_some() { "incremental" } else { "full" }.into(),
+            users: r.users,
+            groups: r.groups,
+            rejected: r.rejected,
+            deleted: r.delta.as_ref().map(|d| d.deleted.len() as u64).unwrap_or(0),
+            requests: r.requests,
+            page_size: r.page_size,
+            range_requests: r.range_requests,
+        }
     }
 }
 
@@ -279,6 +297,17 @@ pub fn open_source(
     let wrap = |source: SourceError| SyncError::Source { tenant: tenant.id.clone(), source };
     match source {
         SourceConfig::Ldif(c) => Ok(Box::new(LdifSource::new(c, &config.base_dir).map_err(wrap)?)),
+        SourceConfig::ActiveDirectory(ad) => {
+            let c = &ad.ldap;
+            let password = match &c.bind_password {
+                Some(r) => Some(r.resolve(&config.base_dir).map_err(|e| SyncError::Setup {
+                    tenant: tenant.id.clone(),
+                    message: format!("source '{}': bind_password: {e}", c.name),
+                })?),
+                None => None,
+            };
+            Ok(Box::new(crate::source::ad::AdSource::new(ad, &config.base_dir, password).map_err(wrap)?))
+        }
         SourceConfig::Ldap(c) => {
             let password = match &c.bind_password {
                 Some(r) => Some(r.resolve(&config.base_dir).map_err(|e| SyncError::Setup {
@@ -299,6 +328,8 @@ struct SourceOutcome {
     report: SourceReport,
     /// Why the run must stop before apply, and the stage whose plugin caused it.
     aborted: Option<(PluginKind, String)>,
+    /// The source's state for its next read, kept once this run is applied.
+    state: Vec<(String, String)>,
 }
 
 /// Runs one tenant's sync.
@@ -347,9 +378,29 @@ pub fn sync_tenant(
     let mut aborted = None;
     let mut quarantines = Vec::new();
 
+    // What the stored state of an incremental source was computed with: a
+    // different mapping makes a delta over the old results wrong, so it forces
+    // a full read.
+    let fingerprint = pipeline_fingerprint(tenant, &plugins);
     let mut read = Vec::new();
     for source_cfg in &tenant.sources {
-        let outcome = read_and_map(config, tenant, source_cfg, &mut mapping, custom.as_mut(), roles.as_mut(), progress);
+        let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
+        let mut resume =
+            if opts.full { Default::default() } else { store.source_states(&tenant.id, source_cfg.name())? };
+        if resume.get(PIPELINE_STATE_KEY) != Some(&fingerprint) {
+            resume.clear();
+        }
+        let outcome = read_and_map(
+            config,
+            tenant,
+            source_cfg,
+            &mut mapping,
+            custom.as_mut(),
+            roles.as_mut(),
+            &snapshot,
+            &resume,
+            progress,
+        );
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -369,7 +420,6 @@ pub fn sync_tenant(
         if stop && aborted.is_none() {
             aborted = outcome.aborted.clone();
         }
-        let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
         read.push((source_cfg.name(), outcome, snapshot));
         if stop {
             break;
@@ -423,7 +473,7 @@ pub fn sync_tenant(
         plan.sources.push(diff(name, &snapshot, &outcome.desired));
         outcome.report.quarantined = outcome.quarantine.len() as u64;
         outcome.report.mapped = outcome.desired.objects.len() as u64;
-        quarantines.push((name.to_string(), outcome.desired.read_complete, outcome.quarantine));
+        quarantines.push((name.to_string(), outcome.desired.read_complete, outcome.quarantine, outcome.state));
         reports.push(outcome.report);
     }
 
@@ -483,12 +533,19 @@ pub fn sync_tenant(
         if applied && !conflict_outcome.edit_actions.is_empty() {
             store.settle_app_edits(&tenant.id, &conflict_outcome.edit_actions)?;
         }
-        for (source, complete, items) in &quarantines {
+        for (source, complete, items, state) in &quarantines {
             store.record_quarantine(&tenant.id, source, id, items, *complete)?;
-            // Per-source state: when the store last matched a complete read of it.
+            // Per-source state: when the store last matched a complete read of
+            // it, and where an incremental source continues from.
             if applied && *complete {
                 store.set_source_state(&tenant.id, source, "last_complete_sync", &crate::util::now_rfc3339())?;
                 store.set_source_state(&tenant.id, source, "last_complete_run", &id.to_string())?;
+                for (k, v) in state {
+                    store.set_source_state(&tenant.id, source, k, v)?;
+                }
+                if !state.is_empty() {
+                    store.set_source_state(&tenant.id, source, PIPELINE_STATE_KEY, &fingerprint)?;
+                }
             }
         }
         let summary = json!({
@@ -520,7 +577,35 @@ pub fn sync_tenant(
     })
 }
 
-/// Reads one source, maps every in-scope entry, resolves memberships.
+const PIPELINE_STATE_KEY: &str = "pipeline";
+
+/// What decides the stored results of a source besides the source itself:
+/// the mapper and custom-attribute plugins and their configuration, and scope.
+fn pipeline_fingerprint(tenant: &TenantConfig, plugins: &[(PluginKind, PluginIdentity)]) -> String {
+    let mut text = String::new();
+    for (k, p) in plugins.iter().filter(|(k, _)| matches!(k, PluginKind::Mapper | PluginKind::CustomAttributes)) {
+        text.push_str(&format!("{k}:{}\n", p.hash));
+    }
+    text.push_str(&format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        tenant.mapping,
+        tenant.group_mapping,
+        tenant
+            .custom_attributes
+            .iter()
+            .map(|(k, v)| (k, v.ty, v.required, v.multi_valued, &v.from))
+            .collect::<Vec<_>>(),
+        tenant.plugins.mapper.as_ref().map(|p| p.config()),
+        tenant.plugins.custom_attributes.as_ref().map(|p| p.config()),
+        tenant.sources.iter().map(|s| (s.name().to_string(), s.scope())).collect::<Vec<_>>(),
+    ));
+    crate::util::sha256_hex(text.as_bytes())
+}
+
+/// Reads one source, maps every in-scope entry, resolves memberships. An
+/// incremental read is merged over the stored state (`snapshot`): what it
+/// did not read stays as stored, what it reports deleted goes.
+#[allow(clippy::too_many_arguments)]
 fn read_and_map(
     config: &Config,
     tenant: &TenantConfig,
@@ -528,12 +613,15 @@ fn read_and_map(
     mapping: &mut MappingStage,
     custom: Option<&mut PluginInstance>,
     roles: Option<&mut PluginInstance>,
+    snapshot: &crate::diff::Snapshot,
+    resume: &std::collections::BTreeMap<String, String>,
     progress: &dyn Progress,
 ) -> Result<SourceOutcome, SyncError> {
     let source_name = source_cfg.name().to_string();
     let scope = source_cfg.scope();
     let ou_scope = OuScope::new(&scope).map_err(|message| SyncError::Setup { tenant: tenant.id.clone(), message })?;
     let mut source = open_source(config, tenant, source_cfg)?;
+    source.resume(resume);
     let plugin_label = mapping.plugin().to_string();
 
     let mut acc = Accumulator {
@@ -546,6 +634,7 @@ fn read_and_map(
         desired: HashMap::new(),
         members: HashMap::new(),
         dn_index: HashMap::new(),
+        out_of_scope_ids: HashSet::new(),
         anchor_index: HashMap::new(),
         protected: HashSet::new(),
         protected_dns: HashSet::new(),
@@ -567,6 +656,8 @@ fn read_and_map(
                 SourceItem::Entry(entry) => {
                     if !ou_scope.contains(entry.dn.as_deref()) {
                         acc.report.out_of_scope += 1;
+                        // An incremental read: the entry moved out of scope, so its stored version goes.
+                        acc.out_of_scope_ids.insert(object_id(acc.tenant, acc.source, entry.kind, &entry.anchor));
                         return Ok(());
                     }
                     acc.seen += 1;
@@ -604,6 +695,10 @@ fn read_and_map(
     }
     progress.entries(acc.source, acc.seen);
 
+    let (delta, source_state) = match &read_result {
+        Ok(summary) => (summary.delta.clone(), summary.state.clone()),
+        Err(_) => (None, Vec::new()),
+    };
     let read_complete = match &read_result {
         Ok(summary) => {
             acc.report.read = summary.into();
@@ -629,10 +724,11 @@ fn read_and_map(
     }
 
     let Accumulator {
-        desired,
+        mut desired,
         members,
-        dn_index,
-        anchor_index,
+        mut dn_index,
+        mut anchor_index,
+        out_of_scope_ids,
         mut protected,
         protected_dns,
         mut quarantine,
@@ -647,9 +743,45 @@ fn read_and_map(
         (kind, reason)
     });
 
-    // Resolve member references to ids; nested groups are plain group→group edges.
-    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
     let mut memberships = HashSet::new();
+    if let Some(delta) = &delta {
+        // Everything the read saw (mapped or not) is current; the rest is as stored.
+        let read_ids: HashSet<String> = anchor_index.values().cloned().collect();
+        let deleted: HashSet<&str> = delta.deleted.iter().map(String::as_str).collect();
+        for (id, stored) in &snapshot.objects {
+            if read_ids.contains(id)
+                || deleted.contains(stored.anchor.as_str())
+                || out_of_scope_ids.contains(id)
+                || protected.contains(id)
+            {
+                continue;
+            }
+            if let Some(dn) = &stored.dn {
+                dn_index.entry(normalize_dn(dn)).or_insert_with(|| id.clone());
+            }
+            anchor_index.entry(stored.anchor.clone()).or_insert_with(|| id.clone());
+            desired.insert(
+                id.clone(),
+                Desired {
+                    id: id.clone(),
+                    kind: stored.kind,
+                    source: stored.source.clone(),
+                    anchor: stored.anchor.clone(),
+                    dn: stored.dn.clone(),
+                    attrs: stored.attrs.clone(),
+                },
+            );
+        }
+        // Memberships of groups the read did not see stay as stored.
+        for (g, m) in &snapshot.memberships {
+            if !read_ids.contains(g) && desired.contains_key(g) && desired.contains_key(m) {
+                memberships.insert((g.clone(), m.clone()));
+            }
+        }
+        tracing::info!(tenant = %tenant.id, source = %source_name, since = %delta.since, changed = read_ids.len(), deleted = delta.deleted.len(), "incremental read merged over the stored state");
+    }
+
+    // Resolve member references to ids; nested groups are plain group→group edges.
     for (group_id, refs) in &members {
         for r in refs {
             let target = match r {
@@ -658,7 +790,6 @@ fn read_and_map(
             };
             match target {
                 Some(member_id) if desired.contains_key(&member_id) => {
-                    edges.entry(group_id.clone()).or_default().push(member_id.clone());
                     memberships.insert((group_id.clone(), member_id));
                 }
                 Some(_) => {} // member quarantined or skipped: its stored memberships are protected or go with it
@@ -669,7 +800,10 @@ fn read_and_map(
         }
     }
 
-    let mut desired = desired;
+    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+    for (g, m) in &memberships {
+        edges.entry(g.clone()).or_default().push(m.clone());
+    }
     if !scope.groups.is_empty() {
         let roots: Vec<String> = scope
             .groups
@@ -757,6 +891,7 @@ fn read_and_map(
         quarantine,
         report,
         aborted,
+        state: source_state,
     })
 }
 
@@ -773,6 +908,8 @@ struct Accumulator<'a> {
     members: HashMap<String, Vec<MemberRef>>,
     /// Normalized DN → id of every entry seen (mapped or not).
     dn_index: HashMap<String, String>,
+    /// Entries the read saw outside the OU scope.
+    out_of_scope_ids: HashSet<String>,
     anchor_index: HashMap<String, String>,
     protected: HashSet<String>,
     protected_dns: HashSet<String>,

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod ad;
 mod authoring;
 mod config_check;
 mod conflicts;

@@ -45,8 +45,8 @@ pub fn run(cli: &Cli) -> Result<u8> {
         }
     };
     match &cli.command {
-        Command::Sync { tenant, dry_run, allow_deletes, show_plan, json } => {
-            sync_cmd(&config, tenant.as_deref(), *dry_run, *allow_deletes, *show_plan, *json)
+        Command::Sync { tenant, dry_run, allow_deletes, full, show_plan, json } => {
+            sync_cmd(&config, tenant.as_deref(), *dry_run, *allow_deletes, *full, *show_plan, *json)
         }
         Command::Users { action: UsersAction::List { tenant, json } } => users_cmd(&config, tenant, *json),
         Command::Users { action: UsersAction::Edit { tenant, anchor, set, by } } => {
@@ -100,6 +100,7 @@ fn sync_cmd(
     only: Option<&str>,
     dry_run: bool,
     allow_deletes: bool,
+    full: bool,
     show_plan: bool,
     json: bool,
 ) -> Result<u8> {
@@ -116,7 +117,7 @@ fn sync_cmd(
     }
     let mut store = open_store(config)?;
     let host = plugin_host(config)?;
-    let opts = SyncOptions { dry_run, allow_deletes, trigger: "cli".into() };
+    let opts = SyncOptions { dry_run, allow_deletes, full, trigger: "cli".into() };
     let mut worst = exit::OK;
     let mut reports = Vec::new();
     for t in tenants {

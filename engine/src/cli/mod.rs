@@ -62,6 +62,9 @@ pub enum Command {
         /// Apply a plan even if it is over the delete guard-rail (this run only).
         #[arg(long)]
         allow_deletes: bool,
+        /// Read every source whole, even one that can read only what changed (Active Directory).
+        #[arg(long)]
+        full: bool,
         /// Print the plan before applying it.
         #[arg(long)]
         show_plan: bool,

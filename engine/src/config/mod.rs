@@ -319,6 +319,7 @@ fn default_max_failed_percent() -> f64 {
 pub enum SourceConfig {
     Ldif(LdifSourceConfig),
     Ldap(LdapSourceConfig),
+    ActiveDirectory(AdSourceConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -326,6 +327,7 @@ pub enum SourceConfig {
 enum SourceKind {
     Ldif,
     Ldap,
+    ActiveDirectory,
 }
 
 /// A source table as written: every key of every kind, so serde keeps the
@@ -360,6 +362,10 @@ struct RawSource {
     group_filter: Option<String>,
     page_size: Option<i32>,
     timeout_secs: Option<u64>,
+    // active-directory
+    include_computers: Option<bool>,
+    include_system_objects: Option<bool>,
+    incremental: Option<bool>,
 }
 
 impl RawSource {
@@ -386,6 +392,9 @@ impl RawSource {
         note(self.group_filter.is_some(), "group_filter");
         note(self.page_size.is_some(), "page_size");
         note(self.timeout_secs.is_some(), "timeout_secs");
+        note(self.include_computers.is_some(), "include_computers");
+        note(self.include_system_objects.is_some(), "include_system_objects");
+        note(self.incremental.is_some(), "incremental");
         v
     }
 
@@ -405,17 +414,76 @@ impl RawSource {
             "page_size",
             "timeout_secs",
         ];
+        const AD_KEYS: &[&str] = &[
+            "url",
+            "starttls",
+            "ca_file",
+            "tls_insecure_skip_verify",
+            "bind_dn",
+            "bind_password",
+            "user_base",
+            "user_filter",
+            "group_base",
+            "group_filter",
+            "page_size",
+            "timeout_secs",
+            "include_computers",
+            "include_system_objects",
+            "incremental",
+        ];
         let Some(kind) = self.kind else {
-            return Err((None, "missing key 'kind' (\"ldif\" or \"ldap\")".into()));
+            return Err((None, "missing key 'kind' (\"ldif\", \"ldap\" or \"active-directory\")".into()));
         };
         let (kind_name, allowed) = match kind {
             SourceKind::Ldif => ("ldif", LDIF_KEYS),
             SourceKind::Ldap => ("ldap", LDAP_KEYS),
+            SourceKind::ActiveDirectory => ("active-directory", AD_KEYS),
         };
         if let Some(k) = self.set_keys().into_iter().find(|k| !allowed.contains(k)) {
             return Err((Some(k), format!("key '{k}' does not apply to kind = \"{kind_name}\"")));
         }
         let missing = |k: &'static str| (None, format!("missing key '{k}' (required for kind = \"{kind_name}\")"));
+        if kind == SourceKind::ActiveDirectory {
+            if let Some(a) = self.anchor.as_deref().filter(|a| !a.eq_ignore_ascii_case("objectGUID")) {
+                return Err((
+                    Some("anchor"),
+                    format!("kind = \"active-directory\" anchors on objectGUID; anchor = \"{a}\" is not supported"),
+                ));
+            }
+            let page_size = self.page_size.unwrap_or(AD_MAX_PAGE_SIZE);
+            if !(1..=AD_MAX_PAGE_SIZE).contains(&page_size) {
+                return Err((
+                    Some("page_size"),
+                    format!(
+                        "page_size {page_size}: Active Directory returns at most {AD_MAX_PAGE_SIZE} entries per page (MaxPageSize)"
+                    ),
+                ));
+            }
+            return Ok(SourceConfig::ActiveDirectory(AdSourceConfig {
+                ldap: LdapSourceConfig {
+                    name: self.name,
+                    url: self.url.ok_or_else(|| missing("url"))?,
+                    starttls: self.starttls.unwrap_or(false),
+                    ca_file: self.ca_file,
+                    tls_insecure_skip_verify: self.tls_insecure_skip_verify.unwrap_or(false),
+                    bind_dn: self.bind_dn,
+                    bind_password: self.bind_password,
+                    user_base: self.user_base.ok_or_else(|| missing("user_base"))?,
+                    user_filter: self.user_filter.unwrap_or_else(|| AD_USER_FILTER.into()),
+                    group_base: self.group_base,
+                    group_filter: self.group_filter.unwrap_or_else(|| AD_GROUP_FILTER.into()),
+                    anchor: "objectGUID".into(),
+                    member_attributes: vec!["member".into()],
+                    scope_ous: self.scope_ous,
+                    scope_groups: self.scope_groups,
+                    page_size,
+                    timeout_secs: self.timeout_secs.unwrap_or_else(default_timeout_secs),
+                },
+                include_computers: self.include_computers.unwrap_or(false),
+                include_system_objects: self.include_system_objects.unwrap_or(false),
+                incremental: self.incremental.unwrap_or(true),
+            }));
+        }
         let anchor = self.anchor.unwrap_or_else(default_ldap_anchor);
         let member_attributes = self.member_attributes.unwrap_or_else(default_member_attributes);
         Ok(match kind {
@@ -448,8 +516,29 @@ impl RawSource {
                 page_size: self.page_size.unwrap_or_else(default_page_size),
                 timeout_secs: self.timeout_secs.unwrap_or_else(default_timeout_secs),
             }),
+            SourceKind::ActiveDirectory => unreachable!("handled above"),
         })
     }
+}
+
+/// Active Directory's MaxPageSize default; real AD caps every page at it.
+pub const AD_MAX_PAGE_SIZE: i32 = 1000;
+/// People, not computers (computers are `objectClass=user` too, but `objectCategory=computer`).
+pub const AD_USER_FILTER: &str = "(&(objectCategory=person)(objectClass=user))";
+pub const AD_GROUP_FILTER: &str = "(objectClass=group)";
+
+/// `kind = "active-directory"`: the LDAP keys with AD defaults, plus AD's own.
+#[derive(Debug, Clone)]
+pub struct AdSourceConfig {
+    /// url, TLS, bind, bases, filters, scope, page size (≤ 1000), anchor objectGUID.
+    pub ldap: LdapSourceConfig,
+    /// Read computer accounts too (they are `objectClass=user`).
+    pub include_computers: bool,
+    /// Read `isCriticalSystemObject` objects too (Administrator, krbtgt, built-in groups).
+    pub include_system_objects: bool,
+    /// Read only what changed since the last applied run (uSNChanged with the
+    /// DC's invocationId), with tombstones for deletes; `false`: always read all.
+    pub incremental: bool,
 }
 
 /// A kind's configuration read on its own (tests, tools): `kind` may be left out.
@@ -471,12 +560,14 @@ macro_rules! deserialize_kind {
 }
 deserialize_kind!(LdifSourceConfig, SourceKind::Ldif, SourceConfig::Ldif);
 deserialize_kind!(LdapSourceConfig, SourceKind::Ldap, SourceConfig::Ldap);
+deserialize_kind!(AdSourceConfig, SourceKind::ActiveDirectory, SourceConfig::ActiveDirectory);
 
 impl SourceConfig {
     pub fn name(&self) -> &str {
         match self {
             SourceConfig::Ldif(c) => &c.name,
             SourceConfig::Ldap(c) => &c.name,
+            SourceConfig::ActiveDirectory(c) => &c.ldap.name,
         }
     }
 
@@ -484,6 +575,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Ldif(_) => "ldif",
             SourceConfig::Ldap(_) => "ldap",
+            SourceConfig::ActiveDirectory(_) => "active-directory",
         }
     }
 
@@ -491,6 +583,9 @@ impl SourceConfig {
         match self {
             SourceConfig::Ldif(c) => ScopeConfig { ous: c.scope_ous.clone(), groups: c.scope_groups.clone() },
             SourceConfig::Ldap(c) => ScopeConfig { ous: c.scope_ous.clone(), groups: c.scope_groups.clone() },
+            SourceConfig::ActiveDirectory(c) => {
+                ScopeConfig { ous: c.ldap.scope_ous.clone(), groups: c.ldap.scope_groups.clone() }
+            }
         }
     }
 }
@@ -639,7 +734,12 @@ impl Config {
                 if !names.insert(s.name()) {
                     return Err(invalid(format!("source name '{}' is used twice", s.name())));
                 }
-                if let SourceConfig::Ldap(l) = s {
+                let ldap = match s {
+                    SourceConfig::Ldap(l) => Some(l),
+                    SourceConfig::ActiveDirectory(a) => Some(&a.ldap),
+                    SourceConfig::Ldif(_) => None,
+                };
+                if let Some(l) = ldap {
                     if !(l.url.starts_with("ldap://") || l.url.starts_with("ldaps://")) {
                         return Err(invalid(format!(
                             "source '{}': url '{}' must start with ldap:// or ldaps://",

@@ -13,6 +13,7 @@
 //! - [`Source::read`] returns `Ok` only after a complete, successful read; the
 //!   pipeline plans deletes only then.
 
+pub mod ad;
 pub mod ldap;
 pub mod ldif;
 
@@ -98,6 +99,25 @@ pub struct ReadSummary {
     /// Search requests sent, pages fetched, etc.: what a test or `roster explain`
     /// needs to see how the source read the directory.
     pub requests: u64,
+    /// `Some` for an incremental read: only what changed was read, and these
+    /// anchors were deleted. `None`: the read saw the whole directory.
+    pub delta: Option<Delta>,
+    /// State for the next read (an incremental source's high-water mark),
+    /// saved only once the run that used this read is applied.
+    pub state: Vec<(String, String)>,
+    /// The request log: the page size every paged search asked for, and
+    /// follow-up requests for ranged attributes.
+    pub page_size: u64,
+    pub range_requests: u64,
+}
+
+/// What an incremental read found deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delta {
+    /// Anchors of deleted objects (users or groups).
+    pub deleted: Vec<String>,
+    /// What the read continued from, for logs.
+    pub since: String,
 }
 
 /// Why a read failed. Every variant names the source, and none carries a secret.
@@ -141,6 +161,11 @@ pub trait Source {
     /// Reads every user and group in scope, streaming them into `sink`.
     /// Returns `Ok` only when the read was complete.
     fn read(&mut self, sink: &mut dyn Sink) -> Result<ReadSummary, SourceError>;
+
+    /// Hands an incremental source the state it returned after the last
+    /// applied run (empty: read everything). Sources that always read the
+    /// whole directory ignore it.
+    fn resume(&mut self, _state: &std::collections::BTreeMap<String, String>) {}
 
     /// Checks that the source can be read and says what it found, for
     /// `roster source test`. By default: a full read that keeps nothing.

@@ -182,5 +182,11 @@ pub trait Store {
     fn dismiss_quarantine(&mut self, tenant: &str, anchor: &str) -> Result<usize, StoreError>;
 
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError>;
+    /// Every state key of a source (an incremental source's high-water mark, …).
+    fn source_states(
+        &mut self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError>;
     fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError>;
 }

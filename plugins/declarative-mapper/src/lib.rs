@@ -20,7 +20,7 @@
 //! Defaults: users get `userName = lower(coalesce(uid, sAMAccountName,
 //! userPrincipalName, mail, cn))`, `name.givenName = givenName`,
 //! `name.familyName = sn`, `displayName = coalesce(displayName, join(' ',
-//! givenName, sn), cn)`, `email = lower(first(mail))`; groups get
+//! givenName, sn), cn)`, `email = lower(first(mail))`, `active = active`; groups get
 //! `displayName = coalesce(displayName, cn)`.
 //!
 //! Each mapped attribute gets every non-empty value of its expression (several
@@ -48,6 +48,9 @@ pub const DEFAULT_USER: &[(&str, &str)] = &[
     ("name.familyName", "sn"),
     ("displayName", "coalesce(displayName, join(' ', givenName, sn), cn)"),
     ("email", "lower(first(mail))"),
+    // Sources that know whether an account may sign in say so in `active`
+    // (the Active Directory source, from userAccountControl and accountExpires).
+    ("active", "active"),
 ];
 
 /// The group mapping used when the configuration has no `group` table.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod samba;
 pub mod slapd;
 
 use std::path::{Path, PathBuf};

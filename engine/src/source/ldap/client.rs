@@ -298,3 +298,46 @@ impl Debug for Endpoint {
             .finish()
     }
 }
+
+/// An unpaged search returning every entry decoded, for small reads (the root
+/// DSE, one object, a ranged attribute, tombstones), with optional request
+/// controls. `Ok(None)` for noSuchObject.
+pub async fn search_entries(
+    ldap: &mut Ldap,
+    ep: &Endpoint,
+    base: &str,
+    scope: Scope,
+    filter: &str,
+    attrs: Vec<String>,
+    controls: Vec<ldap3::controls::RawControl>,
+) -> Result<Option<Vec<super::entry::RawEntry>>, SourceError> {
+    ldap.with_timeout(ep.timeout);
+    if !controls.is_empty() {
+        ldap.with_controls(controls);
+    }
+    let mut stream = ldap
+        .streaming_search_with(EntriesOnly::new(), base, scope, filter, attrs)
+        .await
+        .map_err(|e| ep.ctx.search_failed(base, e))?;
+    let mut found = Vec::new();
+    loop {
+        match stream.next().await {
+            Ok(Some(entry)) => {
+                if let Some(raw) = super::entry::decode(entry.0) {
+                    found.push(raw);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = stream.finish().await;
+                return Err(ep.ctx.search_failed(base, e));
+            }
+        }
+    }
+    let result = stream.finish().await;
+    match result.rc {
+        0 => Ok(Some(found)),
+        32 => Ok(None),
+        _ => Err(ep.ctx.search_result(base, &result, found.len() as u64)),
+    }
+}

@@ -18,6 +18,8 @@ pub struct ErrorContext {
     pub host: String,
     /// `None` on a plain connection.
     pub trust: Option<TrustRoots>,
+    /// The certificate the server presented, for TLS error messages.
+    pub cert_seen: super::tls::CertSeen,
     pub bind_dn: String,
     pub timeout_secs: u64,
 }
@@ -78,7 +80,11 @@ impl ErrorContext {
     fn io_failed(&self, e: io::Error) -> SourceError {
         // tokio-rustls reports handshake failures as I/O errors wrapping the rustls error.
         if let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-            return self.tls(describe_tls_error(tls, self.trust.as_ref().unwrap_or(&TrustRoots::System), &self.host));
+            let mut message = describe_tls_error(tls, self.trust.as_ref().unwrap_or(&TrustRoots::System), &self.host);
+            if let (rustls::Error::InvalidCertificate(_), Some(cert)) = (tls, self.cert_seen.get()) {
+                message.push_str(&format!("; the server presented {cert}"));
+            }
+            return self.tls(message);
         }
         let message = match e.kind() {
             io::ErrorKind::ConnectionRefused => {
@@ -126,8 +132,11 @@ impl ErrorContext {
     pub fn bind_result(&self, result: &LdapResult) -> SourceError {
         let message = match result.rc {
             49 => {
-                let mut m = "invalid credentials: the bind DN or password is wrong".to_string();
-                // AD puts the reason (e.g. "data 52e", "data 775" = locked) in the text.
+                // AD puts the reason in the text ("…, data 52e, v1db1"): say it in words.
+                let mut m = match ad_data_code(&result.text) {
+                    Some((code, meaning)) => format!("{meaning} (Active Directory data code {code})"),
+                    None => "invalid credentials: the bind DN or password is wrong".to_string(),
+                };
                 if !result.text.is_empty() {
                     m.push_str(&format!(" (server says: {})", result.text.trim()));
                 }
@@ -244,9 +253,19 @@ mod tests {
             authority: "ldap.example.com:636".into(),
             host: "ldap.example.com".into(),
             trust: Some(TrustRoots::CaFile("/etc/roster/ca.pem".into())),
+            cert_seen: Default::default(),
             bind_dn: "cn=svc,dc=example,dc=com".into(),
             timeout_secs: 30,
         }
+    }
+
+    #[test]
+    fn ad_bind_data_codes_are_said_in_words() {
+        let text = "80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data 775, v1db1";
+        let SourceError::Bind { message, .. } = ctx().bind_result(&result(49, text)) else { panic!("bind error") };
+        assert!(message.starts_with("the account is locked out (Active Directory data code 775)"), "{message}");
+        assert_eq!(ad_data_code("…, data 52e, v1db1").map(|(c, _)| c), Some("52e".to_string()));
+        assert_eq!(ad_data_code("no code here"), None);
     }
 
     fn result(rc: u32, text: &str) -> LdapResult {
@@ -283,4 +302,25 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.contains("sizeLimitExceeded") && msg.contains("after 500 entries"), "{msg}");
     }
+}
+
+/// The `data XXX` code AD puts in a failed bind's diagnostic text, and what it means.
+pub fn ad_data_code(text: &str) -> Option<(String, &'static str)> {
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find("data ")?;
+    let code: String = lower[at + 5..].chars().take_while(|c| c.is_ascii_hexdigit()).collect();
+    let meaning = match code.as_str() {
+        "525" => "the bind account does not exist (user not found)",
+        "52e" => "invalid credentials: the password is wrong for this account",
+        "530" => "the account may not sign in at this time (logon hours)",
+        "531" => "the account may not sign in from this workstation",
+        "532" => "the account's password has expired",
+        "533" => "the account is disabled",
+        "568" => "the account has too many security groups (token too large)",
+        "701" => "the account has expired",
+        "773" => "the account must change its password before it can bind",
+        "775" => "the account is locked out",
+        _ => return None,
+    };
+    Some((code, meaning))
 }

@@ -102,11 +102,13 @@ impl LdapSource {
         }
 
         let ca_file = config.ca_file.as_ref().map(|p| base_dir.join(p));
+        let mut seen = tls::CertSeen::default();
         let (tls, trust) = if uses_tls {
-            let (cfg, trust) =
+            let (cfg, trust, cert_seen) =
                 tls::client_config(ca_file.as_deref(), config.tls_insecure_skip_verify).map_err(|e| {
                     SourceError::Tls { source_name: name.clone(), url: config.url.clone(), message: e.to_string() }
                 })?;
+            seen = cert_seen;
             (Some(cfg), Some(trust))
         } else {
             if ca_file.is_some() || config.tls_insecure_skip_verify {
@@ -125,6 +127,7 @@ impl LdapSource {
             authority: authority.clone(),
             host,
             trust: trust.clone(),
+            cert_seen: seen,
             bind_dn: config.bind_dn.clone().unwrap_or_else(|| "(anonymous)".into()),
             timeout_secs: config.timeout_secs,
         };
@@ -210,7 +213,12 @@ impl LdapSource {
         })
     }
 
-    fn describe_transport(&self) -> String {
+    /// Where and how to connect; for the Active Directory source built on this one.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    pub(crate) fn describe_transport(&self) -> String {
         let how = if self.endpoint.starttls {
             "StartTLS"
         } else if self.endpoint.tls.is_some() {
@@ -227,7 +235,10 @@ impl LdapSource {
 
     /// Runs a future to completion on the source's runtime, turning a panic in the
     /// LDAP client into an error instead of a crash.
-    fn run<T>(&mut self, fut: impl std::future::Future<Output = Result<T, SourceError>>) -> Result<T, SourceError> {
+    pub(crate) fn run<T>(
+        &mut self,
+        fut: impl std::future::Future<Output = Result<T, SourceError>>,
+    ) -> Result<T, SourceError> {
         let name = self.config.name.clone();
         let other = |message: String| SourceError::Other { source_name: name.clone(), message };
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -355,6 +366,7 @@ async fn read_all(
             "search complete"
         );
         summary.requests += stats.pages;
+        summary.page_size = summary.page_size.max(config.page_size as u64);
     }
     Ok(summary)
 }

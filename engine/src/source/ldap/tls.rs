@@ -43,23 +43,95 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The certificate the server last presented, as "subject …, issuer …",
+/// so a verification failure can say which certificate was refused.
+#[derive(Debug, Clone, Default)]
+pub struct CertSeen(Arc<std::sync::Mutex<Option<String>>>);
+
+impl CertSeen {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn record(&self, der: &[u8]) {
+        let text = match x509_parser::parse_x509_certificate(der) {
+            Ok((_, cert)) => format!("subject '{}', issuer '{}'", cert.subject(), cert.issuer()),
+            Err(_) => "a certificate that could not be parsed".to_string(),
+        };
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(text);
+        }
+    }
+}
+
 /// Builds the rustls client configuration for a source.
-pub fn client_config(ca_file: Option<&Path>, insecure: bool) -> Result<(Arc<ClientConfig>, TrustRoots), TlsSetupError> {
+pub fn client_config(
+    ca_file: Option<&Path>,
+    insecure: bool,
+) -> Result<(Arc<ClientConfig>, TrustRoots, CertSeen), TlsSetupError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    let seen = CertSeen::default();
     if insecure {
         let verifier = AcceptAnyCertificate { algorithms: provider.signature_verification_algorithms };
         let config = builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth();
-        return Ok((Arc::new(config), TrustRoots::Insecure));
+        return Ok((Arc::new(config), TrustRoots::Insecure, seen));
     }
     let (roots, trust) = match ca_file {
         Some(path) => (roots_from_pem(path)?, TrustRoots::CaFile(path.to_path_buf())),
         None => (system_roots()?, TrustRoots::System),
     };
-    let config = builder.with_root_certificates(roots).with_no_client_auth();
-    Ok((Arc::new(config), trust))
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsSetupError::Rustls(e.to_string()))?;
+    let verifier = Recording { inner, seen: seen.clone() };
+    let config = builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier)).with_no_client_auth();
+    Ok((Arc::new(config), trust, seen))
+}
+
+/// webpki verification, unchanged, that also notes which certificate it saw.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    seen: CertSeen,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.seen.record(end_entity.as_ref());
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// Every certificate in a PEM file, as trust anchors.
@@ -203,7 +275,7 @@ mod tests {
 
     #[test]
     fn insecure_config_builds_without_roots() {
-        let (_, trust) = client_config(None, true).expect("builds");
+        let (_, trust, _) = client_config(None, true).expect("builds");
         assert_eq!(trust, TrustRoots::Insecure);
     }
 

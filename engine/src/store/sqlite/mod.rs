@@ -656,6 +656,17 @@ impl Store for SqliteStore {
             .map_err(q("reading source state"))
     }
 
+    fn source_states(&mut self, tenant: &str, source: &str) -> Result<BTreeMap<String, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, value FROM source_state WHERE tenant = ?1 AND source = ?2")
+            .map_err(q("preparing source state"))?;
+        let rows = stmt
+            .query_map(params![tenant, source], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(q("reading source state"))?;
+        rows.collect::<Result<BTreeMap<_, _>, _>>().map_err(q("reading source state row"))
+    }
+
     fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError> {
         self.ensure_tenant(tenant)?;
         self.conn
