@@ -160,7 +160,25 @@ fn scope_by_ou_and_by_nested_group() {
     env.sync(&[]).0.ok();
     let in_group = names(&env.users("corp"));
     assert!(in_group.contains("alice"), "alice is in team-outer through team-inner: {in_group:?}");
-    assert!(in_group.iter().all(|n| n == "alice" || n == "dora"), "{in_group:?}");
+    // dora joins in another test, eve by her primary group in another.
+    assert!(in_group.iter().all(|n| ["alice", "dora", "eve"].contains(&n.as_str())), "{in_group:?}");
+}
+
+#[test]
+fn a_primary_group_counts_as_membership() {
+    let dc = Samba::shared();
+    let group = format!("CN=team-outer,{SCENARIO}");
+    let eve = format!("CN=Eve Expired,{SCENARIO}");
+    // AD requires membership before a group can become primary, then drops
+    // the user from `member`: only primaryGroupID says so any more.
+    dc.ldapmodify(&format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {eve}\n"));
+    dc.ldapmodify(&format!("dn: {eve}\nchangetype: modify\nreplace: primaryGroupID\nprimaryGroupID: {}\n", dc.rid(&group)));
+    let env = env_for(&dc, "", "");
+    env.sync(&[]).0.ok();
+    let users = env.users("corp");
+    let eve = user(&users, "eve").expect("eve");
+    let groups: Vec<&str> = eve["groups"].as_array().into_iter().flatten().filter_map(|g| g["display"].as_str()).collect();
+    assert!(groups.contains(&"team-outer"), "eve's primary group: {groups:?}");
 }
 
 #[test]

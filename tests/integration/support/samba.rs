@@ -175,6 +175,17 @@ impl Samba {
         )
     }
 
+    /// The relative id (last sub-authority) of an entry's objectSid.
+    pub fn rid(&self, dn: &str) -> u32 {
+        let out = self.admin("ldapsearch", &["-LLL", "-o", "ldif-wrap=no", "-b", dn, "-s", "base", "objectSid"], None);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let b64 = text.lines().find_map(|l| l.strip_prefix("objectSid:: ")).expect("objectSid in ldapsearch output");
+        let bytes = base64_decode(b64.trim());
+        let n = bytes.len();
+        assert!(n >= 12, "objectSid too short");
+        u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]])
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
