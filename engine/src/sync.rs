@@ -104,6 +104,8 @@ pub struct ReadSummaryView {
     /// The request log: page size asked for, and ranged-attribute follow-ups.
     pub page_size: u64,
     pub range_requests: u64,
+    /// Time the server made the read wait (throttling, retries).
+    pub waited_ms: u64,
 }
 
 impl From<&ReadSummary> for ReadSummaryView {
@@ -117,6 +119,7 @@ impl From<&ReadSummary> for ReadSummaryView {
             requests: r.requests,
             page_size: r.page_size,
             range_requests: r.range_requests,
+            waited_ms: r.waited_ms,
         }
     }
 }
@@ -297,6 +300,29 @@ pub fn open_source(
     let wrap = |source: SourceError| SyncError::Source { tenant: tenant.id.clone(), source };
     match source {
         SourceConfig::Ldif(c) => Ok(Box::new(LdifSource::new(c, &config.base_dir).map_err(wrap)?)),
+        SourceConfig::AzureAd(g) => {
+            let setup = |message: String| SyncError::Setup { tenant: tenant.id.clone(), message };
+            let credential = match (&g.client_secret, &g.certificate) {
+                (Some(secret), _) => crate::source::graph::auth::Credential::Secret(
+                    secret
+                        .resolve(&config.base_dir)
+                        .map_err(|e| setup(format!("source '{}': client_secret: {e}", g.name)))?,
+                ),
+                (None, Some((cert, key))) => {
+                    let cert_path = config.resolve_path(cert);
+                    let pem = std::fs::read(&cert_path).map_err(|e| {
+                        setup(format!("source '{}': client_certificate {}: {e}", g.name, cert_path.display()))
+                    })?;
+                    let key = key
+                        .resolve(&config.base_dir)
+                        .map_err(|e| setup(format!("source '{}': client_key: {e}", g.name)))?;
+                    crate::source::graph::auth::Credential::certificate(&pem, key.expose())
+                        .map_err(|e| setup(format!("source '{}': {e}", g.name)))?
+                }
+                (None, None) => return Err(setup(format!("source '{}': no client credential", g.name))),
+            };
+            Ok(Box::new(crate::source::graph::GraphSource::new(g, &config.base_dir, credential).map_err(wrap)?))
+        }
         SourceConfig::ActiveDirectory(ad) => {
             let c = &ad.ldap;
             let password = match &c.bind_password {
@@ -748,6 +774,10 @@ fn read_and_map(
         // Everything the read saw (mapped or not) is current; the rest is as stored.
         let read_ids: HashSet<String> = anchor_index.values().cloned().collect();
         let deleted: HashSet<&str> = delta.deleted.iter().map(String::as_str).collect();
+        let deactivated: HashSet<&str> = delta.deactivated.iter().map(String::as_str).collect();
+        let partial: HashSet<&str> = delta.partial_groups.iter().map(String::as_str).collect();
+        let removed: HashSet<(&str, &str)> =
+            delta.removed_members.iter().map(|(g, m)| (g.as_str(), m.as_str())).collect();
         for (id, stored) in &snapshot.objects {
             if read_ids.contains(id)
                 || deleted.contains(stored.anchor.as_str())
@@ -760,6 +790,10 @@ fn read_and_map(
                 dn_index.entry(normalize_dn(dn)).or_insert_with(|| id.clone());
             }
             anchor_index.entry(stored.anchor.clone()).or_insert_with(|| id.clone());
+            let mut attrs = stored.attrs.clone();
+            if deactivated.contains(stored.anchor.as_str()) && stored.kind == EntryKind::User {
+                attrs.insert("active".into(), vec!["false".into()]);
+            }
             desired.insert(
                 id.clone(),
                 Desired {
@@ -768,13 +802,17 @@ fn read_and_map(
                     source: stored.source.clone(),
                     anchor: stored.anchor.clone(),
                     dn: stored.dn.clone(),
-                    attrs: stored.attrs.clone(),
+                    attrs,
                 },
             );
         }
-        // Memberships of groups the read did not see stay as stored.
+        // Memberships of groups the read did not see stay as stored; so do
+        // those of groups read with member additions only, less the removals.
+        let anchor_of = |id: &str| snapshot.objects.get(id).map(|o| o.anchor.as_str()).unwrap_or("");
         for (g, m) in &snapshot.memberships {
-            if !read_ids.contains(g) && desired.contains_key(g) && desired.contains_key(m) {
+            let kept = !read_ids.contains(g)
+                || (partial.contains(anchor_of(g)) && !removed.contains(&(anchor_of(g), anchor_of(m))));
+            if kept && desired.contains_key(g) && desired.contains_key(m) {
                 memberships.insert((g.clone(), m.clone()));
             }
         }
@@ -813,7 +851,11 @@ fn read_and_map(
                 let by_name = || {
                     desired
                         .values()
-                        .find(|d| d.kind == EntryKind::Group && d.attrs.get("displayName").and_then(|v| v.first()).is_some_and(|n| n.eq_ignore_ascii_case(g)))
+                        .find(|d| {
+                            d.kind == EntryKind::Group
+                                && (d.anchor == *g
+                                    || d.attrs.get("displayName").and_then(|v| v.first()).is_some_and(|n| n.eq_ignore_ascii_case(g)))
+                        })
                         .map(|d| d.id.clone())
                 };
                 let found = by_dn.or_else(by_name);

@@ -172,12 +172,16 @@ fn a_primary_group_counts_as_membership() {
     // AD requires membership before a group can become primary, then drops
     // the user from `member`: only primaryGroupID says so any more.
     dc.ldapmodify(&format!("dn: {group}\nchangetype: modify\nadd: member\nmember: {eve}\n"));
-    dc.ldapmodify(&format!("dn: {eve}\nchangetype: modify\nreplace: primaryGroupID\nprimaryGroupID: {}\n", dc.rid(&group)));
+    dc.ldapmodify(&format!(
+        "dn: {eve}\nchangetype: modify\nreplace: primaryGroupID\nprimaryGroupID: {}\n",
+        dc.rid(&group)
+    ));
     let env = env_for(&dc, "", "");
     env.sync(&[]).0.ok();
     let users = env.users("corp");
     let eve = user(&users, "eve").expect("eve");
-    let groups: Vec<&str> = eve["groups"].as_array().into_iter().flatten().filter_map(|g| g["display"].as_str()).collect();
+    let groups: Vec<&str> =
+        eve["groups"].as_array().into_iter().flatten().filter_map(|g| g["display"].as_str()).collect();
     assert!(groups.contains(&"team-outer"), "eve's primary group: {groups:?}");
 }
 

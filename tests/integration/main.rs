@@ -9,6 +9,7 @@ mod authoring;
 mod config_check;
 mod conflicts;
 mod example;
+mod graph;
 mod ldap;
 mod plugin_kinds;
 mod plugins;

@@ -320,6 +320,7 @@ pub enum SourceConfig {
     Ldif(LdifSourceConfig),
     Ldap(LdapSourceConfig),
     ActiveDirectory(AdSourceConfig),
+    AzureAd(GraphSourceConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -328,6 +329,7 @@ enum SourceKind {
     Ldif,
     Ldap,
     ActiveDirectory,
+    AzureAd,
 }
 
 /// A source table as written: every key of every kind, so serde keeps the
@@ -366,6 +368,16 @@ struct RawSource {
     include_computers: Option<bool>,
     include_system_objects: Option<bool>,
     incremental: Option<bool>,
+    // azure-ad
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<SecretRef>,
+    client_certificate: Option<PathBuf>,
+    client_key: Option<SecretRef>,
+    authority_url: Option<String>,
+    graph_url: Option<String>,
+    extension_attributes: Option<Vec<String>>,
+    max_retries: Option<u32>,
 }
 
 impl RawSource {
@@ -395,6 +407,17 @@ impl RawSource {
         note(self.include_computers.is_some(), "include_computers");
         note(self.include_system_objects.is_some(), "include_system_objects");
         note(self.incremental.is_some(), "incremental");
+        note(self.tenant_id.is_some(), "tenant_id");
+        note(self.client_id.is_some(), "client_id");
+        note(self.client_secret.is_some(), "client_secret");
+        note(self.client_certificate.is_some(), "client_certificate");
+        note(self.client_key.is_some(), "client_key");
+        note(self.authority_url.is_some(), "authority_url");
+        note(self.graph_url.is_some(), "graph_url");
+        note(self.extension_attributes.is_some(), "extension_attributes");
+        note(self.max_retries.is_some(), "max_retries");
+        note(self.anchor.is_some(), "anchor");
+        note(self.member_attributes.is_some(), "member_attributes");
         v
     }
 
@@ -431,18 +454,96 @@ impl RawSource {
             "include_system_objects",
             "incremental",
         ];
+        const GRAPH_KEYS: &[&str] = &[
+            "tenant_id",
+            "client_id",
+            "client_secret",
+            "client_certificate",
+            "client_key",
+            "authority_url",
+            "graph_url",
+            "ca_file",
+            "anchor",
+            "extension_attributes",
+            "incremental",
+            "max_retries",
+            "timeout_secs",
+        ];
         let Some(kind) = self.kind else {
-            return Err((None, "missing key 'kind' (\"ldif\", \"ldap\" or \"active-directory\")".into()));
+            return Err((None, "missing key 'kind' (\"ldif\", \"ldap\", \"active-directory\" or \"azure-ad\")".into()));
+        };
+        let with_common = |keys: &[&'static str]| -> Vec<&'static str> {
+            let mut v = keys.to_vec();
+            if kind != SourceKind::AzureAd {
+                v.extend(["anchor", "member_attributes"]);
+            }
+            v
         };
         let (kind_name, allowed) = match kind {
-            SourceKind::Ldif => ("ldif", LDIF_KEYS),
-            SourceKind::Ldap => ("ldap", LDAP_KEYS),
-            SourceKind::ActiveDirectory => ("active-directory", AD_KEYS),
+            SourceKind::Ldif => ("ldif", with_common(LDIF_KEYS)),
+            SourceKind::Ldap => ("ldap", with_common(LDAP_KEYS)),
+            SourceKind::ActiveDirectory => ("active-directory", with_common(AD_KEYS)),
+            SourceKind::AzureAd => ("azure-ad", GRAPH_KEYS.to_vec()),
         };
         if let Some(k) = self.set_keys().into_iter().find(|k| !allowed.contains(k)) {
             return Err((Some(k), format!("key '{k}' does not apply to kind = \"{kind_name}\"")));
         }
         let missing = |k: &'static str| (None, format!("missing key '{k}' (required for kind = \"{kind_name}\")"));
+        if kind == SourceKind::AzureAd {
+            if !self.scope_ous.is_empty() {
+                return Err((
+                    Some("scope_ous"),
+                    "Entra ID has no OUs: scope an azure-ad source by scope_groups".into(),
+                ));
+            }
+            let anchor = self.anchor.unwrap_or_else(|| "id".into());
+            if anchor != "id" && anchor != "onPremisesImmutableId" {
+                return Err((
+                    Some("anchor"),
+                    format!("kind = \"azure-ad\" anchors on `id` (default) or `onPremisesImmutableId`, not '{anchor}'"),
+                ));
+            }
+            let certificate = match (self.client_secret.is_some(), &self.client_certificate, &self.client_key) {
+                (true, None, None) => None,
+                (false, Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (false, None, None) => {
+                    return Err((
+                        None,
+                        "kind = \"azure-ad\" needs `client_secret`, or `client_certificate` with `client_key`".into(),
+                    ));
+                }
+                _ => {
+                    return Err((
+                        None,
+                        "give either `client_secret`, or both `client_certificate` and `client_key`, not a mix".into(),
+                    ));
+                }
+            };
+            return Ok(SourceConfig::AzureAd(GraphSourceConfig {
+                name: self.name,
+                tenant_id: self.tenant_id.ok_or_else(|| missing("tenant_id"))?,
+                client_id: self.client_id.ok_or_else(|| missing("client_id"))?,
+                client_secret: self.client_secret,
+                certificate,
+                authority_url: self
+                    .authority_url
+                    .unwrap_or_else(|| "https://login.microsoftonline.com".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                graph_url: self
+                    .graph_url
+                    .unwrap_or_else(|| "https://graph.microsoft.com".into())
+                    .trim_end_matches('/')
+                    .to_string(),
+                ca_file: self.ca_file,
+                anchor,
+                extension_attributes: self.extension_attributes.unwrap_or_default(),
+                scope_groups: self.scope_groups,
+                incremental: self.incremental.unwrap_or(true),
+                max_retries: self.max_retries.unwrap_or(6),
+                timeout_secs: self.timeout_secs.unwrap_or_else(default_timeout_secs),
+            }));
+        }
         if kind == SourceKind::ActiveDirectory {
             if let Some(a) = self.anchor.as_deref().filter(|a| !a.eq_ignore_ascii_case("objectGUID")) {
                 return Err((
@@ -516,9 +617,34 @@ impl RawSource {
                 page_size: self.page_size.unwrap_or_else(default_page_size),
                 timeout_secs: self.timeout_secs.unwrap_or_else(default_timeout_secs),
             }),
-            SourceKind::ActiveDirectory => unreachable!("handled above"),
+            SourceKind::ActiveDirectory | SourceKind::AzureAd => unreachable!("handled above"),
         })
     }
+}
+
+/// `kind = "azure-ad"`: Microsoft Entra ID through Microsoft Graph.
+#[derive(Debug, Clone)]
+pub struct GraphSourceConfig {
+    pub name: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Option<SecretRef>,
+    /// `client_certificate` (PEM file) and `client_key` (its private key, a file reference).
+    pub certificate: Option<(PathBuf, SecretRef)>,
+    /// The identity platform, without trailing slash (national clouds differ).
+    pub authority_url: String,
+    /// Microsoft Graph, without trailing slash.
+    pub graph_url: String,
+    pub ca_file: Option<PathBuf>,
+    /// `id` or `onPremisesImmutableId`.
+    pub anchor: String,
+    /// Directory extension attributes to read (`extension_{appId}_{name}`).
+    pub extension_attributes: Vec<String>,
+    pub scope_groups: Vec<String>,
+    pub incremental: bool,
+    /// Retries of a throttled (429) or unavailable (503/504) request.
+    pub max_retries: u32,
+    pub timeout_secs: u64,
 }
 
 /// Active Directory's MaxPageSize default; real AD caps every page at it.
@@ -561,6 +687,7 @@ macro_rules! deserialize_kind {
 deserialize_kind!(LdifSourceConfig, SourceKind::Ldif, SourceConfig::Ldif);
 deserialize_kind!(LdapSourceConfig, SourceKind::Ldap, SourceConfig::Ldap);
 deserialize_kind!(AdSourceConfig, SourceKind::ActiveDirectory, SourceConfig::ActiveDirectory);
+deserialize_kind!(GraphSourceConfig, SourceKind::AzureAd, SourceConfig::AzureAd);
 
 impl SourceConfig {
     pub fn name(&self) -> &str {
@@ -568,6 +695,7 @@ impl SourceConfig {
             SourceConfig::Ldif(c) => &c.name,
             SourceConfig::Ldap(c) => &c.name,
             SourceConfig::ActiveDirectory(c) => &c.ldap.name,
+            SourceConfig::AzureAd(c) => &c.name,
         }
     }
 
@@ -576,6 +704,7 @@ impl SourceConfig {
             SourceConfig::Ldif(_) => "ldif",
             SourceConfig::Ldap(_) => "ldap",
             SourceConfig::ActiveDirectory(_) => "active-directory",
+            SourceConfig::AzureAd(_) => "azure-ad",
         }
     }
 
@@ -586,6 +715,7 @@ impl SourceConfig {
             SourceConfig::ActiveDirectory(c) => {
                 ScopeConfig { ous: c.ldap.scope_ous.clone(), groups: c.ldap.scope_groups.clone() }
             }
+            SourceConfig::AzureAd(c) => ScopeConfig { ous: Vec::new(), groups: c.scope_groups.clone() },
         }
     }
 }
@@ -737,8 +867,14 @@ impl Config {
                 let ldap = match s {
                     SourceConfig::Ldap(l) => Some(l),
                     SourceConfig::ActiveDirectory(a) => Some(&a.ldap),
-                    SourceConfig::Ldif(_) => None,
+                    SourceConfig::Ldif(_) | SourceConfig::AzureAd(_) => None,
                 };
+                if let SourceConfig::AzureAd(g) = s {
+                    for (key, url) in [("authority_url", &g.authority_url), ("graph_url", &g.graph_url)] {
+                        crate::source::graph::check_url(url)
+                            .map_err(|why| invalid(format!("source '{}': {key} '{url}': {why}", g.name)))?;
+                    }
+                }
                 if let Some(l) = ldap {
                     if !(l.url.starts_with("ldap://") || l.url.starts_with("ldaps://")) {
                         return Err(invalid(format!(

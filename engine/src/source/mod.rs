@@ -14,6 +14,7 @@
 //!   pipeline plans deletes only then.
 
 pub mod ad;
+pub mod graph;
 pub mod ldap;
 pub mod ldif;
 
@@ -109,6 +110,8 @@ pub struct ReadSummary {
     /// follow-up requests for ranged attributes.
     pub page_size: u64,
     pub range_requests: u64,
+    /// Time spent waiting on the server's throttling (429, Retry-After) and retries.
+    pub waited_ms: u64,
 }
 
 /// What an incremental read found deleted.
@@ -118,6 +121,14 @@ pub struct Delta {
     pub deleted: Vec<String>,
     /// What the read continued from, for logs.
     pub since: String,
+    /// Anchors of users that still exist but may not sign in any more (Entra
+    /// ID's soft delete): their stored version is kept with `active = false`.
+    pub deactivated: Vec<String>,
+    /// Anchors of groups read in this delta whose members are additions only:
+    /// their stored memberships stay, less `removed_members`.
+    pub partial_groups: Vec<String>,
+    /// (group anchor, member anchor) memberships that ended.
+    pub removed_members: Vec<(String, String)>,
 }
 
 /// Why a read failed. Every variant names the source, and none carries a secret.
@@ -137,6 +148,8 @@ pub enum SourceError {
     Search { source_name: String, base: String, message: String },
     #[error("source '{source_name}': {message}")]
     Other { source_name: String, message: String },
+    #[error("source '{source_name}': authentication failed: {message}")]
+    Auth { source_name: String, message: String },
     /// The consumer stopped the read (for instance the run was aborted).
     #[error("source '{source_name}': read stopped: {message}")]
     Stopped { source_name: String, message: String },

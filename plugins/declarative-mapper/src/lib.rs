@@ -19,7 +19,7 @@
 //!
 //! Defaults: users get `userName = lower(coalesce(uid, sAMAccountName,
 //! userPrincipalName, mail, cn))`, `name.givenName = givenName`,
-//! `name.familyName = sn`, `displayName = coalesce(displayName, join(' ',
+//! `name.familyName = coalesce(sn, surname)`, `displayName = coalesce(displayName, join(' ',
 //! givenName, sn), cn)`, `email = lower(first(mail))`, `active = active`; groups get
 //! `displayName = coalesce(displayName, cn)`.
 //!
@@ -45,7 +45,7 @@ pub const KEYS: &[&str] = &["user", "group", "skip_user_if", "skip_group_if"];
 pub const DEFAULT_USER: &[(&str, &str)] = &[
     ("userName", "lower(coalesce(uid, sAMAccountName, userPrincipalName, mail, cn))"),
     ("name.givenName", "givenName"),
-    ("name.familyName", "sn"),
+    ("name.familyName", "coalesce(sn, surname)"),
     ("displayName", "coalesce(displayName, join(' ', givenName, sn), cn)"),
     ("email", "lower(first(mail))"),
     // Sources that know whether an account may sign in say so in `active`

@@ -534,8 +534,11 @@ async fn read_ad(
             .filter_map(|t| t.attrs.iter().find(|(n, _)| n.eq_ignore_ascii_case("objectGUID")))
             .filter_map(|(_, v)| v.first().and_then(|g| wire::guid(g)))
             .collect();
-        progress.summary.delta =
-            Some(Delta { deleted, since: format!("uSNChanged > {usn} on DC {}", dc.invocation_id) });
+        progress.summary.delta = Some(Delta {
+            deleted,
+            since: format!("uSNChanged > {usn} on DC {}", dc.invocation_id),
+            ..Delta::default()
+        });
     }
     progress.summary.state =
         vec![(STATE_INVOCATION_ID.into(), dc.invocation_id.clone()), (STATE_USN.into(), dc.highest_usn.to_string())];
