@@ -295,4 +295,10 @@ type = "string"
     let ext = &u["urn:roster:params:scim:schemas:extension:custom:2.0:User"];
     assert!(ext["costCenter"].as_str().is_some_and(|c| c.starts_with("CC")), "{u}");
     assert!(ext["legacyCode"].as_str().is_some_and(|c| c.starts_with("cc-")), "{u}");
+
+    // An attribute filter narrows the users further: managers only.
+    let env = env_for(&server, SECRET, "user_attribute_filter = { jobTitle = [\"manager\"] }");
+    env.sync(&[]).0.ok();
+    let managers = env.users("contoso");
+    assert_eq!(managers.len(), 200_usize.div_ceil(7), "every seventh user is a Manager");
 }

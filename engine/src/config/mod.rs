@@ -378,6 +378,7 @@ struct RawSource {
     graph_url: Option<String>,
     extension_attributes: Option<Vec<String>>,
     max_retries: Option<u32>,
+    user_attribute_filter: Option<BTreeMap<String, Vec<String>>>,
 }
 
 impl RawSource {
@@ -415,6 +416,7 @@ impl RawSource {
         note(self.authority_url.is_some(), "authority_url");
         note(self.graph_url.is_some(), "graph_url");
         note(self.extension_attributes.is_some(), "extension_attributes");
+        note(self.user_attribute_filter.is_some(), "user_attribute_filter");
         note(self.max_retries.is_some(), "max_retries");
         note(self.anchor.is_some(), "anchor");
         note(self.member_attributes.is_some(), "member_attributes");
@@ -465,6 +467,7 @@ impl RawSource {
             "ca_file",
             "anchor",
             "extension_attributes",
+            "user_attribute_filter",
             "incremental",
             "max_retries",
             "timeout_secs",
@@ -538,6 +541,7 @@ impl RawSource {
                 ca_file: self.ca_file,
                 anchor,
                 extension_attributes: self.extension_attributes.unwrap_or_default(),
+                user_attribute_filter: self.user_attribute_filter.unwrap_or_default(),
                 scope_groups: self.scope_groups,
                 incremental: self.incremental.unwrap_or(true),
                 max_retries: self.max_retries.unwrap_or(6),
@@ -640,6 +644,9 @@ pub struct GraphSourceConfig {
     pub anchor: String,
     /// Directory extension attributes to read (`extension_{appId}_{name}`).
     pub extension_attributes: Vec<String>,
+    /// Only users whose attribute has one of the listed values (case-insensitive),
+    /// for every attribute listed: `{ userType = ["Member"], department = ["Sales", "R&D"] }`.
+    pub user_attribute_filter: BTreeMap<String, Vec<String>>,
     pub scope_groups: Vec<String>,
     pub incremental: bool,
     /// Retries of a throttled (429) or unavailable (503/504) request.

@@ -513,6 +513,7 @@ impl Source for GraphSource {
         let resume = if self.config.incremental { self.resume.clone() } else { BTreeMap::new() };
         let name = self.config.name.clone();
         let anchor_attr = self.config.anchor.clone();
+        let filter = self.config.user_attribute_filter.clone();
         let started = Instant::now();
         let result = self.run(async |s| {
             let users_link = resume.get(STATE_USERS).cloned();
@@ -622,6 +623,14 @@ impl Source for GraphSource {
                 let id = obj.get("id").and_then(Value::as_str).unwrap_or("").to_string();
                 let anchor = obj.get(&anchor_attr).and_then(Value::as_str).map(str::to_string);
                 let mut attrs = attributes(&obj);
+                if !passes(&filter, &attrs) {
+                    // Out of scope: on an incremental read, a user that stopped
+                    // matching goes like a deleted one.
+                    if let (true, Some(a)) = (incremental, anchor.as_ref()) {
+                        deleted.push(a.clone());
+                    }
+                    continue;
+                }
                 if let Some(enabled) = obj.get("accountEnabled").and_then(Value::as_bool) {
                     attrs.push(("active".into(), vec![enabled.to_string().into_bytes()]));
                 }
@@ -707,6 +716,16 @@ impl Source for GraphSource {
         }
         result
     }
+}
+
+/// Whether a user's attributes pass `user_attribute_filter`.
+fn passes(filter: &BTreeMap<String, Vec<String>>, attrs: &[(String, Vec<Vec<u8>>)]) -> bool {
+    filter.iter().all(|(name, wanted)| {
+        attrs.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).flat_map(|(_, v)| v).any(|v| {
+            let v = String::from_utf8_lossy(v);
+            wanted.iter().any(|w| w.eq_ignore_ascii_case(&v))
+        })
+    })
 }
 
 fn expired_mid_full(f: Failure) -> SourceError {
