@@ -18,8 +18,8 @@ use crate::dn::normalize_dn;
 use crate::mapping::{Mapped, MappingStage};
 use crate::model::{Desired, object_id};
 use crate::plugin_host::{
-    Claimant, ConflictInput, ConflictKindInput, DecisionOutput, MapOutcome, MappedUserInput, MapperInstance,
-    PluginBinary, PluginError, PluginHost, PluginInstance, PluginKind, SandboxLimits, Usage,
+    ConflictInput, DecisionOutput, MapOutcome, MappedUserInput, MapperInstance, PluginBinary, PluginError, PluginHost,
+    PluginInstance, PluginKind, SandboxLimits, Usage,
 };
 use crate::registry::{MAX_PLUGIN_BYTES, VectorEntry};
 use crate::source::ldif::LdifSource;
@@ -343,73 +343,17 @@ fn entry_report(entry: &SourceEntry, mapped: Mapped) -> EntryReport {
     EntryReport { anchor: Some(entry.anchor.clone()), dn: entry.dn.clone(), kind: Some(entry.kind.to_string()), result }
 }
 
-/// A conflict as `roster plugin test --kind conflict-resolver` reads it (JSON).
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConflictJson {
-    kind: String,
-    key: String,
-    value: String,
-    claimants: Vec<ClaimantJson>,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClaimantJson {
-    source: String,
-    anchor: String,
-    #[serde(default)]
-    dn: Option<String>,
-    #[serde(default)]
-    attributes: BTreeMap<String, Vec<String>>,
-    #[serde(default)]
-    stored_since: Option<String>,
-    #[serde(default)]
-    chosen_by_admin: bool,
-}
-
 fn read_conflicts(path: &Path) -> Result<Vec<ConflictInput>, AuthoringError> {
     let err = |message: String| AuthoringError::Input { path: path.display().to_string(), message };
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let raw: Vec<ConflictJson> = serde_json::from_str(&text).map_err(|e| {
+    let raw: Vec<crate::vectors::ConflictJson> = serde_json::from_str(&text).map_err(|e| {
         err(format!(
             "line {}, column {}: {e} (expected an array of {{kind, key, value, claimants: [{{source, anchor, dn, attributes, stored_since, chosen_by_admin}}]}})",
             e.line(),
             e.column()
         ))
     })?;
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let kind = match c.kind.as_str() {
-                "duplicate-key" => ConflictKindInput::DuplicateKey,
-                "same-person" => ConflictKindInput::SamePerson,
-                "app-edit" => ConflictKindInput::AppEdit,
-                other => {
-                    return Err(err(format!(
-                        "conflict #{i}: kind '{other}' (expected duplicate-key, same-person or app-edit)"
-                    )));
-                }
-            };
-            Ok(ConflictInput {
-                kind,
-                key: c.key,
-                value: c.value,
-                claimants: c
-                    .claimants
-                    .into_iter()
-                    .map(|k| Claimant {
-                        source: k.source,
-                        anchor: k.anchor,
-                        dn: k.dn,
-                        attributes: k.attributes,
-                        stored_since: k.stored_since,
-                        chosen_by_admin: k.chosen_by_admin,
-                    })
-                    .collect(),
-            })
-        })
-        .collect()
+    raw.into_iter().enumerate().map(|(i, c)| c.into_input().map_err(|e| err(format!("conflict #{i}: {e}")))).collect()
 }
 
 fn describe_decision(c: &ConflictInput, d: &DecisionOutput) -> String {

@@ -26,3 +26,4 @@ pub mod source;
 pub mod store;
 pub mod sync;
 pub mod util;
+pub mod vectors;

@@ -28,8 +28,6 @@ pub const MAX_PLUGIN_BYTES: usize = 16 * 1024 * 1024;
 pub enum RegistryError {
     #[error("plugin kind '{0}' is not supported; supported kinds: {kinds}", kinds = PluginKind::list())]
     UnknownKind(String),
-    #[error("test vectors are run for mapper plugins; a {0} plugin is checked by loading it and running its init")]
-    VectorsNotSupported(PluginKind),
     #[error("{path}: {size} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for plugins")]
     TooLarge { path: String, size: usize },
     #[error("cannot read {path}: {message}")]
@@ -83,7 +81,7 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
+    pub fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
@@ -215,21 +213,20 @@ pub fn add(
     // A plugin may ship vectors beside it: NAME.vectors.json.
     let sidecar = file.with_extension("vectors.json");
     let vectors_path = vectors_file.map(Path::to_path_buf).or_else(|| sidecar.is_file().then_some(sidecar));
-    if plugin_kind != PluginKind::Mapper && vectors_file.is_some() {
-        return Err(RegistryError::VectorsNotSupported(plugin_kind));
-    }
-    let vectors_path = vectors_path.filter(|_| plugin_kind == PluginKind::Mapper);
-    let vectors = match &vectors_path {
-        Some(p) => load_vectors(p)?,
-        None => Vec::new(),
+    let (total, failures) = match (&vectors_path, plugin_kind) {
+        (None, _) => (0, Vec::new()),
+        (Some(p), PluginKind::Mapper) => {
+            let vectors = load_vectors(p)?;
+            (vectors.len(), run_vectors(&mut instance, &vectors)?)
+        }
+        (Some(p), kind) => {
+            let vectors = crate::vectors::load(p, kind)
+                .map_err(|message| RegistryError::Vectors { path: p.display().to_string(), message })?;
+            (vectors.len(), crate::vectors::run(&mut instance, &vectors)?)
+        }
     };
-    let failures = run_vectors(&mut instance, &vectors)?;
     if !failures.is_empty() {
-        return Err(RegistryError::VectorsFailed {
-            failed: failures.len(),
-            total: vectors.len(),
-            details: failures.join("\n"),
-        });
+        return Err(RegistryError::VectorsFailed { failed: failures.len(), total, details: failures.join("\n") });
     }
 
     let identity = instance.identity().clone();
@@ -250,5 +247,5 @@ pub fn add(
         store.activate_plugin(&tenant.id, kind, record.version)?;
         record.active = true;
     }
-    Ok(Added { record, vectors_run: vectors.len(), activated: activate })
+    Ok(Added { record, vectors_run: total, activated: activate })
 }

@@ -314,7 +314,53 @@ fn role_plugins_upload_validate_and_roll_back() {
     assert_ne!(wrong.code, 0);
     assert!(wrong.stderr.contains("missing export 'assign'"), "{}", wrong.stderr);
 
-    env.run(&["plugin", "add", "--tenant", "t", "--kind", "role-assigner", &wasm("department_roles")]).ok();
+    // Vectors shipped with the plugin run at upload: a failing one keeps it out.
+    let vectors = env.path().join("roles.vectors.json");
+    std::fs::write(
+        &vectors,
+        r#"[{"name": "direct groups only", "user": {"anchor": "u1"},
+             "groups": [{"anchor": "g1", "name": "Blue Team"}, {"anchor": "g2", "name": "all", "depth": 2}],
+             "expect": {"roles": ["team:blue-team", "team:all"]}}]"#,
+    )
+    .expect("write");
+    let refused = env.run(&[
+        "plugin",
+        "add",
+        "--tenant",
+        "t",
+        "--kind",
+        "role-assigner",
+        &wasm("department_roles"),
+        "--vectors",
+        &vectors.display().to_string(),
+    ]);
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("direct groups only") && refused.stderr.contains("team:blue-team"),
+        "{}",
+        refused.stderr
+    );
+    std::fs::write(
+        &vectors,
+        r#"[{"name": "direct groups only", "user": {"anchor": "u1"},
+             "groups": [{"anchor": "g1", "name": "Blue Team"}, {"anchor": "g2", "name": "all", "depth": 2}],
+             "expect": {"roles": ["team:blue-team"]}}]"#,
+    )
+    .expect("write");
+    let added = env
+        .run(&[
+            "plugin",
+            "add",
+            "--tenant",
+            "t",
+            "--kind",
+            "role-assigner",
+            &wasm("department_roles"),
+            "--vectors",
+            &vectors.display().to_string(),
+        ])
+        .ok();
+    assert!(added.stdout.contains("1 test vectors passed"), "{}", added.stdout);
     env.sync(&[]).0.ok();
     let first_role =
         |env: &Env| user(&env.users("t"), "bob").map(|u| u["roles"][0]["value"].clone()).unwrap_or(Value::Null);
@@ -325,7 +371,7 @@ fn role_plugins_upload_validate_and_roll_back() {
     env.sync(&[]).0.ok();
     assert_eq!(first_role(&env), Value::Null);
     let list = env.run(&["plugin", "list", "--tenant", "t", "--json"]).ok().json();
-    assert_eq!(list.as_array().map(Vec::len), Some(2));
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "the refused upload left nothing behind");
 
     env.run(&["plugin", "activate", "t", "role-assigner", "1"]).ok();
     env.sync(&[]).0.ok();
