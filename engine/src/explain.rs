@@ -140,12 +140,60 @@ pub fn explain(
                 }
             }
             if crate::sync::stage_active(tenant, store, PluginKind::RoleAssigner)? {
-                let roles = instantiate(config, tenant, host, store, PluginKind::RoleAssigner)?;
-                let _ = writeln!(
-                    out,
-                    "Roles: plugin {} assigns them from group memberships over the whole source; the stored roles below are the last run's",
-                    roles.identity()
+                let mut roles = instantiate(config, tenant, host, store, PluginKind::RoleAssigner)?;
+                let _ = writeln!(out, "Roles: plugin {}, over the stored group memberships", roles.identity());
+                // The user as mapped now, in the membership graph as last stored.
+                let id = object_id(&tenant.id, source_cfg.name(), entry.kind, &entry.anchor);
+                let mut graph: std::collections::HashMap<String, crate::model::Desired> = store
+                    .groups(&tenant.id)?
+                    .into_iter()
+                    .map(|g| {
+                        let d = crate::model::Desired {
+                            id: g.id.clone(),
+                            kind: g.kind,
+                            source: g.source,
+                            anchor: g.anchor,
+                            dn: g.dn,
+                            attrs: g.attrs,
+                        };
+                        (g.id, d)
+                    })
+                    .collect();
+                graph.insert(
+                    id.clone(),
+                    crate::model::Desired {
+                        id: id.clone(),
+                        kind: crate::source::EntryKind::User,
+                        source: source_cfg.name().to_string(),
+                        anchor: entry.anchor.clone(),
+                        dn: entry.dn.clone(),
+                        attrs: attrs.clone(),
+                    },
                 );
+                let memberships: std::collections::HashSet<(String, String)> = store
+                    .memberships(&tenant.id)?
+                    .into_iter()
+                    .filter(|(g, m)| graph.contains_key(g) && (graph.contains_key(m)))
+                    .collect();
+                match crate::roles::assign(&mut roles, 1, &mut graph, &memberships) {
+                    Ok(failed) if failed.is_empty() => {
+                        let assigned = graph.get(&id).and_then(|u| u.attrs.get("roles")).cloned().unwrap_or_default();
+                        let _ = writeln!(
+                            out,
+                            "    roles: {}",
+                            if assigned.is_empty() { "(none)".into() } else { show(&assigned) }
+                        );
+                        if !assigned.is_empty() {
+                            attrs.insert("roles".into(), assigned);
+                        }
+                    }
+                    Ok(failed) => {
+                        for (_, why) in failed {
+                            let _ = writeln!(out, "  ERROR (the entry is quarantined): {why}");
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
 

@@ -140,6 +140,14 @@ priority = 50
     };
     assert_eq!(roles("ann"), ["admin", "engineer"], "ann is in eng-core through admins");
     assert_eq!(roles("bob"), ["engineer"]);
+    // explain shows the role stage's output for one entry.
+    let explained = env.run(&["explain", "--tenant", "t", ANN]).ok();
+    assert!(explained.stdout.contains("Roles: plugin 'rule-roles'"), "{}", explained.stdout);
+    assert!(
+        explained.stdout.contains("roles: [\"admin\", \"engineer\"]") || explained.stdout.contains("roles: admin"),
+        "{}",
+        explained.stdout
+    );
 }
 
 #[test]
