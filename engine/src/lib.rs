@@ -22,6 +22,7 @@ pub mod roles;
 pub mod scaffold;
 pub mod scim;
 pub mod scope;
+pub mod serve;
 pub mod source;
 pub mod store;
 pub mod sync;

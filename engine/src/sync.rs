@@ -48,6 +48,8 @@ pub struct SyncOptions {
     pub allow_deletes: bool,
     /// Read every source whole, even one that could read only what changed.
     pub full: bool,
+    /// Read only these sources; the others keep their stored state (`None`: all).
+    pub only_sources: Option<Vec<String>>,
     /// Who or what started the run: `cli`, `schedule`, …
     pub trigger: String,
 }
@@ -359,6 +361,31 @@ struct SourceOutcome {
 }
 
 /// Runs one tenant's sync.
+/// Where a run gets its sources: by default each is opened from its
+/// configuration; `roster serve` hands over a realtime source's buffered changes.
+pub trait SourceProvider {
+    fn open(
+        &mut self,
+        config: &Config,
+        tenant: &TenantConfig,
+        source: &SourceConfig,
+    ) -> Result<Box<dyn Source>, SyncError>;
+}
+
+/// Opens every source from its configuration.
+pub struct Configured;
+
+impl SourceProvider for Configured {
+    fn open(
+        &mut self,
+        config: &Config,
+        tenant: &TenantConfig,
+        source: &SourceConfig,
+    ) -> Result<Box<dyn Source>, SyncError> {
+        open_source(config, tenant, source)
+    }
+}
+
 pub fn sync_tenant(
     config: &Config,
     tenant: &TenantConfig,
@@ -366,6 +393,19 @@ pub fn sync_tenant(
     host: &PluginHost,
     opts: &SyncOptions,
     progress: &dyn Progress,
+) -> Result<RunReport, SyncError> {
+    sync_tenant_with(config, tenant, store, host, opts, progress, &mut Configured)
+}
+
+/// [`sync_tenant`] with the sources coming from `sources`.
+pub fn sync_tenant_with(
+    config: &Config,
+    tenant: &TenantConfig,
+    store: &mut dyn Store,
+    host: &PluginHost,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+    sources: &mut dyn SourceProvider,
 ) -> Result<RunReport, SyncError> {
     let started = Instant::now();
     let mut mapping =
@@ -411,6 +451,11 @@ pub fn sync_tenant(
     let mut read = Vec::new();
     for source_cfg in &tenant.sources {
         let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
+        if opts.only_sources.as_ref().is_some_and(|only| !only.iter().any(|n| n == source_cfg.name())) {
+            // Not read this run: as stored, so conflicts still see it and nothing of it changes.
+            read.push((source_cfg.name(), carried_over(source_cfg, &snapshot), snapshot));
+            continue;
+        }
         let mut resume =
             if opts.full { Default::default() } else { store.source_states(&tenant.id, source_cfg.name())? };
         if resume.get(PIPELINE_STATE_KEY) != Some(&fingerprint) {
@@ -426,6 +471,7 @@ pub fn sync_tenant(
             &snapshot,
             &resume,
             progress,
+            sources,
         );
         let outcome = match outcome {
             Ok(o) => o,
@@ -603,7 +649,65 @@ pub fn sync_tenant(
     })
 }
 
-const PIPELINE_STATE_KEY: &str = "pipeline";
+pub const PIPELINE_STATE_KEY: &str = "pipeline";
+
+/// The fingerprint a run of this tenant would store with incremental state
+/// now (for `roster serve`, deciding whether stored cookies still apply).
+pub fn current_fingerprint(
+    config: &Config,
+    tenant: &TenantConfig,
+    host: &PluginHost,
+    store: &mut dyn Store,
+) -> Result<String, SyncError> {
+    let mut plugins = vec![(PluginKind::Mapper, instantiate_mapper(config, tenant, host, store)?.identity().clone())];
+    if stage_active(tenant, store, PluginKind::CustomAttributes)? {
+        plugins.push((
+            PluginKind::CustomAttributes,
+            instantiate(config, tenant, host, store, PluginKind::CustomAttributes)?.identity().clone(),
+        ));
+    }
+    Ok(pipeline_fingerprint(tenant, &plugins))
+}
+
+/// A source this run does not read, as its stored state.
+fn carried_over(source_cfg: &SourceConfig, snapshot: &crate::diff::Snapshot) -> SourceOutcome {
+    let objects: HashMap<String, Desired> = snapshot
+        .objects
+        .iter()
+        .map(|(id, o)| {
+            (
+                id.clone(),
+                Desired {
+                    id: id.clone(),
+                    kind: o.kind,
+                    source: o.source.clone(),
+                    anchor: o.anchor.clone(),
+                    dn: o.dn.clone(),
+                    attrs: o.attrs.clone(),
+                },
+            )
+        })
+        .collect();
+    SourceOutcome {
+        desired: DesiredState {
+            objects,
+            memberships: snapshot.memberships.clone(),
+            protected: HashSet::new(),
+            protected_dns: HashSet::new(),
+            // Nothing was read, so nothing may be deleted on its account.
+            read_complete: false,
+        },
+        quarantine: Vec::new(),
+        report: SourceReport {
+            source: source_cfg.name().to_string(),
+            kind: source_cfg.kind().into(),
+            read: ReadSummaryView { mode: "not-read".into(), ..Default::default() },
+            ..Default::default()
+        },
+        aborted: None,
+        state: Vec::new(),
+    }
+}
 
 /// What decides the stored results of a source besides the source itself:
 /// the mapper and custom-attribute plugins and their configuration, and scope.
@@ -642,11 +746,12 @@ fn read_and_map(
     snapshot: &crate::diff::Snapshot,
     resume: &std::collections::BTreeMap<String, String>,
     progress: &dyn Progress,
+    sources: &mut dyn SourceProvider,
 ) -> Result<SourceOutcome, SyncError> {
     let source_name = source_cfg.name().to_string();
     let scope = source_cfg.scope();
     let ou_scope = OuScope::new(&scope).map_err(|message| SyncError::Setup { tenant: tenant.id.clone(), message })?;
-    let mut source = open_source(config, tenant, source_cfg)?;
+    let mut source = sources.open(config, tenant, source_cfg)?;
     source.resume(resume);
     let plugin_label = mapping.plugin().to_string();
 

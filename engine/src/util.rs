@@ -12,3 +12,11 @@ pub fn now_rfc3339() -> String {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
+
+/// A pseudo-random number of milliseconds below `max`, for jitter (the clock's
+/// sub-second nanoseconds; good enough to spread retries, not for secrets).
+pub fn jitter_ms(max: u32) -> u32 {
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    if max == 0 { 0 } else { nanos % max }
+}

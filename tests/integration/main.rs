@@ -14,3 +14,4 @@ mod ldap;
 mod plugin_kinds;
 mod plugins;
 mod registry;
+mod serve;

@@ -45,6 +45,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         }
     };
     match &cli.command {
+        Command::Serve { listen } => serve_cmd(config, listen.clone()),
         Command::Sync { tenant, dry_run, allow_deletes, full, show_plan, json } => {
             sync_cmd(&config, tenant.as_deref(), *dry_run, *allow_deletes, *full, *show_plan, *json)
         }
@@ -117,7 +118,7 @@ fn sync_cmd(
     }
     let mut store = open_store(config)?;
     let host = plugin_host(config)?;
-    let opts = SyncOptions { dry_run, allow_deletes, full, trigger: "cli".into() };
+    let opts = SyncOptions { dry_run, allow_deletes, full, only_sources: None, trigger: "cli".into() };
     let mut worst = exit::OK;
     let mut reports = Vec::new();
     for t in tenants {
@@ -237,6 +238,31 @@ fn users_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
         );
     }
     eprintln!("{} users", users.len());
+    Ok(exit::OK)
+}
+
+static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    // Only an atomic store: async-signal-safe.
+    STOP_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop_signal as *const () as libc::sighandler_t);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let relay = stop.clone();
+    std::thread::spawn(move || {
+        while !STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        relay.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    crate::serve::run(config, listen, stop).map_err(anyhow::Error::msg)?;
     Ok(exit::OK)
 }
 
@@ -365,13 +391,29 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
         let last_run = store.runs(&t.id, 1)?.into_iter().next();
         let quarantine = store.quarantine(&t.id)?;
         for s in &t.sources {
-            let last_complete = store.source_state(&t.id, s.name(), "last_complete_sync")?;
+            let state = store.source_states(&t.id, s.name())?;
+            let last_complete = state.get("last_complete_sync").cloned();
             let quarantined = quarantine.iter().filter(|q| q.item.source == s.name()).count();
+            let sync = t.source_sync.get(s.name()).cloned().unwrap_or_default();
+            let next_run = sync
+                .cron
+                .as_deref()
+                .or(sync.reconcile_cron.as_deref())
+                .and_then(|c| crate::serve::schedule::parse(c).ok())
+                .and_then(|c| crate::serve::schedule::next_after(&c, chrono::Local::now()))
+                .map(|t| t.to_rfc3339());
+            // How old the stored position of an incremental source is: cookie, delta link, USN.
+            let position =
+                ["syncrepl.users_cookie", "graph.users_delta", "ad.usn"].iter().any(|k| state.contains_key(*k));
             rows.push(serde_json::json!({
                 "tenant": t.id,
                 "source": s.name(),
                 "kind": s.kind(),
-                "mode": "manual",
+                "mode": sync.mode.as_str(),
+                "health": state.get("serve.health").cloned().unwrap_or_else(|| "-".into()),
+                "last_error": state.get("serve.last_error").filter(|_| state.get("serve.health").is_some_and(|h| h != "ok")),
+                "next_run": next_run,
+                "incremental_position_since": if position { last_complete.clone() } else { None },
                 "last_complete_sync": last_complete,
                 "last_run": last_run.as_ref().map(|r| serde_json::json!({"id": r.id, "status": r.status, "started_at": r.started_at})),
                 "quarantined": quarantined,
@@ -383,8 +425,8 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<16} {:<16} {:<6} {:<8} {:<32} {:<22} {}",
-        "TENANT", "SOURCE", "KIND", "MODE", "LAST COMPLETE SYNC", "LAST RUN", "QUARANTINED"
+        "{:<16} {:<16} {:<16} {:<8} {:<8} {:<32} {:<22} {}",
+        "TENANT", "SOURCE", "KIND", "MODE", "HEALTH", "LAST COMPLETE SYNC", "LAST RUN", "QUARANTINED"
     );
     for r in &rows {
         let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
@@ -393,15 +435,22 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
             .map(|o| format!("{} ({})", o["id"], o["status"].as_str().unwrap_or("")))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<16} {:<16} {:<6} {:<8} {:<32} {:<22} {}",
+            "{:<16} {:<16} {:<16} {:<8} {:<8} {:<32} {:<22} {}",
             s("tenant"),
             s("source"),
             s("kind"),
             s("mode"),
+            s("health"),
             s("last_complete_sync"),
             last,
             r["quarantined"]
         );
+        if let Some(next) = r["next_run"].as_str() {
+            println!("    next run: {next}");
+        }
+        if let Some(e) = r["last_error"].as_str() {
+            println!("    last error: {e}");
+        }
     }
     Ok(exit::OK)
 }

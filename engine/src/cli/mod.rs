@@ -72,6 +72,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run as a service: each source syncs as its `sync = { mode = … }` says
+    /// (manual, schedule, realtime), with retries, notifications and /metrics.
+    Serve {
+        /// Address for /metrics and /healthz (default: [serve] listen, 127.0.0.1:9464).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Synced users; `edit` records a change the application made.
     Users {
         #[command(subcommand)]

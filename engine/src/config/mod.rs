@@ -22,6 +22,12 @@ pub struct Config {
     pub store: StoreConfig,
     #[serde(default, rename = "tenant")]
     pub tenants: Vec<TenantConfig>,
+    /// `roster serve`: the service's own settings.
+    #[serde(default)]
+    pub serve: ServeConfig,
+    /// Where failures, recoveries, guard-rail blocks and security events go.
+    #[serde(default, rename = "notify")]
+    pub notify: Vec<NotifyConfig>,
     /// Directory of the config file; relative paths in it are relative to this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -48,6 +54,114 @@ fn default_store_path() -> PathBuf {
     PathBuf::from("roster-data")
 }
 
+/// `[serve]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Where `/metrics` and `/healthz` listen (loopback by default).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Tenants that may run at the same time.
+    #[serde(default = "default_concurrent")]
+    pub max_concurrent_runs: usize,
+    /// Longest wait between retries of a failing source.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_concurrent_runs: default_concurrent(),
+            retry_max_secs: default_retry_max(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+fn default_concurrent() -> usize {
+    4
+}
+fn default_retry_max() -> u64 {
+    300
+}
+
+/// `[[notify]]`: a channel for notifications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum NotifyConfig {
+    /// JSON POST, signed with HMAC-SHA256 of the body (`X-Roster-Signature: sha256=…`).
+    Webhook {
+        url: String,
+        secret: SecretRef,
+        #[serde(default = "default_dedup")]
+        dedup_minutes: u64,
+    },
+    /// Email over SMTP with STARTTLS (plain only to a loopback server, for tests).
+    Smtp {
+        server: String,
+        from: String,
+        to: Vec<String>,
+        #[serde(default = "default_true")]
+        starttls: bool,
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<SecretRef>,
+        #[serde(default = "default_dedup")]
+        dedup_minutes: u64,
+    },
+}
+
+fn default_dedup() -> u64 {
+    30
+}
+fn default_true() -> bool {
+    true
+}
+
+/// How a source syncs under `roster serve` (`sync = { mode = … }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncModeConfig {
+    pub mode: SyncMode,
+    /// `schedule`: when to run (5 or 6 fields; seconds first when 6).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// `realtime`: when to run a full reconcile that repairs anything a stream missed.
+    #[serde(default)]
+    pub reconcile_cron: Option<String>,
+    /// `realtime` for sources without a change stream (Active Directory,
+    /// Entra ID): how often to read what changed.
+    #[serde(default)]
+    pub poll_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Only when triggered (CLI, API).
+    #[default]
+    Manual,
+    Schedule,
+    Realtime,
+}
+
+impl SyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncMode::Manual => "manual",
+            SyncMode::Schedule => "schedule",
+            SyncMode::Realtime => "realtime",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
@@ -57,6 +171,9 @@ pub struct TenantConfig {
     raw_sources: Vec<toml::Spanned<RawSource>>,
     #[serde(skip)]
     pub sources: Vec<SourceConfig>,
+    /// Each source's `sync = { … }`, by source name.
+    #[serde(skip)]
+    pub source_sync: BTreeMap<String, SyncModeConfig>,
     /// Built-in declarative mapper: SCIM attribute = expression, for users.
     #[serde(default)]
     pub mapping: Option<BTreeMap<String, String>>,
@@ -379,6 +496,8 @@ struct RawSource {
     extension_attributes: Option<Vec<String>>,
     max_retries: Option<u32>,
     user_attribute_filter: Option<BTreeMap<String, Vec<String>>>,
+    // every kind
+    sync: Option<SyncModeConfig>,
 }
 
 impl RawSource {
@@ -835,8 +954,13 @@ impl Config {
         for t in &mut config.tenants {
             for raw in std::mem::take(&mut t.raw_sources) {
                 let span = raw.span();
-                match raw.into_inner().into_config() {
-                    Ok(s) => t.sources.push(s),
+                let mut raw = raw.into_inner();
+                let sync = raw.sync.take().unwrap_or_default();
+                match raw.into_config() {
+                    Ok(s) => {
+                        t.source_sync.insert(s.name().to_string(), sync);
+                        t.sources.push(s);
+                    }
                     Err((key, message)) => {
                         let offset = key.and_then(|k| find_key(text, span.clone(), k)).unwrap_or(span.start);
                         let (line, col) = line_col(text, offset);
@@ -901,6 +1025,23 @@ impl Config {
                     if !(1..=10_000).contains(&l.page_size) {
                         return Err(invalid(format!("source '{}': page_size must be 1..=10000", l.name)));
                     }
+                }
+            }
+            for (name, sync) in &t.source_sync {
+                let check = |key: &str, cron: &Option<String>| -> Result<(), ConfigError> {
+                    if let Some(c) = cron {
+                        crate::serve::schedule::parse(c)
+                            .map_err(|e| invalid(format!("source '{name}': sync.{key} '{c}': {e}")))?;
+                    }
+                    Ok(())
+                };
+                check("cron", &sync.cron)?;
+                check("reconcile_cron", &sync.reconcile_cron)?;
+                if sync.mode == SyncMode::Schedule && sync.cron.is_none() {
+                    return Err(invalid(format!("source '{name}': sync.mode = \"schedule\" needs sync.cron")));
+                }
+                if sync.poll_secs == Some(0) {
+                    return Err(invalid(format!("source '{name}': sync.poll_secs must be at least 1")));
                 }
             }
             t.roles.validate().map_err(&invalid)?;

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod entry;
 pub mod error;
+pub mod syncrepl;
 pub mod tls;
 
 use std::path::Path;
@@ -216,6 +217,11 @@ impl LdapSource {
     /// Where and how to connect; for the Active Directory source built on this one.
     pub(crate) fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// How entries become items; for the realtime stream of `roster serve`.
+    pub(crate) fn rules(&self) -> &EntryRules {
+        &self.rules
     }
 
     pub(crate) fn describe_transport(&self) -> String {

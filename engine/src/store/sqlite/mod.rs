@@ -60,13 +60,18 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);",
-            )
-            .map_err(q("creating schema_migrations"))?;
-        let current: i64 = self
+        // One writer at a time: processes opening a new store together (`roster
+        // serve` and a CLI command) must not both run the same migration. The
+        // immediate transaction takes the write lock before reading the version.
+        let tx = self
             .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(q("starting migration"))?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);",
+        )
+        .map_err(q("creating schema_migrations"))?;
+        let current: i64 = tx
             .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
             .map_err(q("reading schema version"))?;
         let latest = migrations::MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
@@ -79,16 +84,15 @@ impl SqliteStore {
             });
         }
         for (version, name, sql) in migrations::MIGRATIONS.iter().filter(|m| m.0 > current) {
-            let tx = self.conn.transaction().map_err(q("starting migration"))?;
             tx.execute_batch(sql).map_err(q("running migration"))?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
                 params![version, name, now_rfc3339()],
             )
             .map_err(q("recording migration"))?;
-            tx.commit().map_err(q("committing migration"))?;
             tracing::info!(version, name, "store migrated");
         }
+        tx.commit().map_err(q("committing migration"))?;
         Ok(())
     }
 

@@ -1,0 +1,538 @@
+//! `roster serve`: Roster as a long-lived service.
+//!
+//! ```text
+//!  scheduler ──┐ cron, polls, retries        realtime streams (RFC 4533) ──┐ bursts of changes
+//!              ▼                                                          ▼
+//!        one worker per tenant: coalesces triggers, runs the pipeline for the
+//!        triggered sources (the others keep their stored state), records health
+//!              │
+//!              ├─► notifier (webhook, SMTP; de-duplicated)
+//!              └─► metrics (/metrics, /healthz)
+//! ```
+//!
+//! Each source syncs as its `sync = { mode = … }` says: `manual` (only when
+//! triggered), `schedule` (a cron), `realtime` (an LDAP change stream;
+//! Active Directory and Entra ID poll what changed every `poll_secs`), with an
+//! optional `reconcile_cron` that reads everything and reports drift. A
+//! trigger during a run is coalesced; tenants run concurrently up to
+//! `[serve] max_concurrent_runs`. A failing source is retried with backoff and
+//! jitter, never plans deletes from a failed read, and is reported once (and
+//! its recovery). SIGTERM/SIGINT: the runs in progress finish, state is
+//! persisted with them, and the process exits 0; a restart resumes from the
+//! stored cookies and delta links.
+
+pub mod metrics;
+pub mod notify;
+pub mod realtime;
+pub mod schedule;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, SourceConfig, SyncMode, TenantConfig};
+use crate::plugin_host::PluginHost;
+use crate::source::{EntryKind, Source, SourceError};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::sync::{NoProgress, RunStatus, SourceProvider, SyncError, SyncOptions};
+
+use metrics::Metrics;
+use notify::{EventKind, Notifier};
+use realtime::{Batch, Buffer, BufferedSource};
+
+/// Why a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reason {
+    Schedule,
+    Realtime,
+    Poll,
+    Retry,
+    Reconcile,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Schedule => "schedule",
+            Reason::Realtime => "realtime",
+            Reason::Poll => "poll",
+            Reason::Retry => "retry",
+            Reason::Reconcile => "reconcile",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Trigger {
+    source: String,
+    reason: Reason,
+}
+
+/// A counting semaphore: at most `max_concurrent_runs` tenants run at once.
+struct Permits {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+impl Permits {
+    fn acquire(&self) {
+        let Ok(mut free) = self.free.lock() else { return };
+        while *free == 0 {
+            free = match self.cv.wait(free) {
+                Ok(f) => f,
+                Err(_) => return,
+            };
+        }
+        *free -= 1;
+    }
+
+    fn release(&self) {
+        if let Ok(mut free) = self.free.lock() {
+            *free += 1;
+        }
+        self.cv.notify_one();
+    }
+}
+
+/// The realtime buffers of one tenant, by source.
+type Buffers = HashMap<String, Arc<Mutex<Buffer>>>;
+
+struct Provider<'a> {
+    batches: &'a HashMap<String, Batch>,
+}
+
+impl SourceProvider for Provider<'_> {
+    fn open(
+        &mut self,
+        config: &Config,
+        tenant: &TenantConfig,
+        source: &SourceConfig,
+    ) -> Result<Box<dyn Source>, SyncError> {
+        match self.batches.get(source.name()) {
+            Some(batch) => Ok(Box::new(BufferedSource { name: source.name().to_string(), batch: batch.clone() })),
+            None => crate::sync::open_source(config, tenant, source),
+        }
+    }
+}
+
+fn poll_interval(source: &SourceConfig, mode: &crate::config::SyncModeConfig) -> Option<Duration> {
+    if mode.mode != SyncMode::Realtime {
+        return None;
+    }
+    let default = match source {
+        SourceConfig::Ldap(_) => return None, // a change stream, not polling
+        SourceConfig::ActiveDirectory(_) => 5,
+        SourceConfig::AzureAd(_) => 30,
+        SourceConfig::Ldif(_) => 2,
+    };
+    Some(Duration::from_secs(mode.poll_secs.unwrap_or(default)))
+}
+
+/// Runs the service until `stop` is set. Returns once every run in progress
+/// has finished.
+pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let config = Arc::new(config);
+    let host = Arc::new(PluginHost::new(Some(config.store_dir().join("plugin-cache")))?);
+    let metrics = Arc::new(Metrics::default());
+    let notifier = Notifier::new(&config)?;
+    let permits = Arc::new(Permits { free: Mutex::new(config.serve.max_concurrent_runs.max(1)), cv: Condvar::new() });
+    let listen = listen.unwrap_or_else(|| config.serve.listen.clone());
+    let (addr, http) = metrics::serve(&listen, metrics.clone(), stop.clone())?;
+    tracing::info!(%addr, "metrics on http://{addr}/metrics");
+    println!("roster serve: {} tenant(s); metrics on http://{addr}/metrics", config.tenants.len());
+
+    let mut threads = vec![http];
+    let mut senders: Vec<Sender<Trigger>> = Vec::new();
+    for (t_index, tenant) in config.tenants.iter().enumerate() {
+        let (tx, rx) = channel::<Trigger>();
+        senders.push(tx.clone());
+        let mut buffers: Buffers = HashMap::new();
+        let mut store = SqliteStore::open(&config.store_dir()).map_err(|e| e.to_string())?;
+        for source in &tenant.sources {
+            let mode = tenant.source_sync.get(source.name()).cloned().unwrap_or_default();
+            for (k, v) in [("serve.mode", mode.mode.as_str())] {
+                let _ = store.set_source_state(&tenant.id, source.name(), k, v);
+            }
+            if let (SyncMode::Realtime, SourceConfig::Ldap(ldap)) = (mode.mode, source) {
+                let buffer = Arc::new(Mutex::new(Buffer::default()));
+                let cookies = stored_cookies(&config, tenant, &host, &mut store, source.name());
+                let tx = tx.clone();
+                let name = source.name().to_string();
+                let handle = realtime::stream(&config, ldap, cookies, buffer.clone(), stop.clone(), move || {
+                    let _ = tx.send(Trigger { source: name.clone(), reason: Reason::Realtime });
+                })
+                .map_err(|e| format!("tenant '{}': {e}", tenant.id))?;
+                threads.push(handle);
+                buffers.insert(source.name().to_string(), buffer);
+            }
+        }
+        let worker = Worker {
+            config: config.clone(),
+            tenant_index: t_index,
+            host: host.clone(),
+            metrics: metrics.clone(),
+            notifier: notifier.clone(),
+            permits: permits.clone(),
+            buffers,
+            stop: stop.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("roster-{}", tenant.id))
+                .spawn(move || worker.run(rx, store))
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    threads.push(scheduler(config.clone(), senders, stop.clone())?);
+
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::info!("shutting down: finishing the runs in progress");
+    for t in threads {
+        let _ = t.join();
+    }
+    notifier.close();
+    println!("roster serve: stopped");
+    Ok(())
+}
+
+/// The cookies a realtime source continues from, if they were made with the
+/// current pipeline (otherwise the stream starts over: a full refresh).
+fn stored_cookies(
+    config: &Config,
+    tenant: &TenantConfig,
+    host: &PluginHost,
+    store: &mut dyn Store,
+    source: &str,
+) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    let Ok(state) = store.source_states(&tenant.id, source) else { return (None, None) };
+    let current = crate::sync::current_fingerprint(config, tenant, host, store).ok();
+    if current.is_none() || state.get(crate::sync::PIPELINE_STATE_KEY) != current.as_ref() {
+        return (None, None);
+    }
+    let get = |k: &str| state.get(k).and_then(|v| realtime::decode_cookie(v));
+    (get(realtime::USERS_COOKIE), get(realtime::GROUPS_COOKIE))
+}
+
+/// Sends cron, reconcile and poll triggers.
+fn scheduler(
+    config: Arc<Config>,
+    senders: Vec<Sender<Trigger>>,
+    stop: Arc<AtomicBool>,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    enum When {
+        Cron(croner::Cron, Reason),
+        Every(Duration),
+    }
+    let mut jobs: Vec<(usize, String, When, Instant)> = Vec::new();
+    for (i, t) in config.tenants.iter().enumerate() {
+        for s in &t.sources {
+            let mode = t.source_sync.get(s.name()).cloned().unwrap_or_default();
+            let mut add_cron = |c: &Option<String>, reason| {
+                if let Some(c) = c.as_deref().and_then(|c| schedule::parse(c).ok()) {
+                    jobs.push((i, s.name().to_string(), When::Cron(c, reason), Instant::now()));
+                }
+            };
+            if mode.mode == SyncMode::Schedule {
+                add_cron(&mode.cron, Reason::Schedule);
+            }
+            if mode.mode == SyncMode::Realtime {
+                add_cron(&mode.reconcile_cron, Reason::Reconcile);
+            }
+            if let Some(every) = poll_interval(s, &mode) {
+                jobs.push((i, s.name().to_string(), When::Every(every), Instant::now()));
+            }
+        }
+    }
+    let next = |when: &When, now: Instant| -> Instant {
+        match when {
+            When::Every(d) => now + *d,
+            When::Cron(c, _) => {
+                let at = schedule::next_after(c, chrono::Local::now());
+                let wait = at.and_then(|a| (a - chrono::Local::now()).to_std().ok()).unwrap_or(Duration::from_secs(60));
+                // A little jitter: schedules of many tenants do not all fire on the same instant.
+                now + wait + Duration::from_millis(u64::from(crate::util::jitter_ms(200)))
+            }
+        }
+    };
+    for job in jobs.iter_mut() {
+        job.3 = match &job.2 {
+            When::Every(_) => Instant::now(),
+            when => next(when, Instant::now()),
+        };
+    }
+    std::thread::Builder::new()
+        .name("roster-scheduler".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                for (tenant, source, when, due) in jobs.iter_mut() {
+                    if *due <= now {
+                        let reason = match when {
+                            When::Cron(_, r) => *r,
+                            When::Every(_) => Reason::Poll,
+                        };
+                        let _ = senders[*tenant].send(Trigger { source: source.clone(), reason });
+                        *due = next(when, now);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .map_err(|e| e.to_string())
+}
+
+struct Worker {
+    config: Arc<Config>,
+    tenant_index: usize,
+    host: Arc<PluginHost>,
+    metrics: Arc<Metrics>,
+    notifier: Arc<Notifier>,
+    permits: Arc<Permits>,
+    buffers: Buffers,
+    stop: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Health {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Worker {
+    fn tenant(&self) -> &TenantConfig {
+        &self.config.tenants[self.tenant_index]
+    }
+
+    fn run(self, rx: Receiver<Trigger>, mut store: SqliteStore) {
+        let mut health: HashMap<String, Health> = HashMap::new();
+        loop {
+            let wait = health
+                .values()
+                .filter_map(|h| h.retry_at)
+                .min()
+                .map(|at| at.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(200))
+                .min(Duration::from_millis(200));
+            let mut pending: BTreeSet<Trigger> = BTreeSet::new();
+            match rx.recv_timeout(wait) {
+                Ok(t) => {
+                    pending.insert(t);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // Coalesce: everything that arrived meanwhile is one run.
+            while let Ok(t) = rx.try_recv() {
+                pending.insert(t);
+            }
+            let now = Instant::now();
+            for (source, h) in health.iter_mut() {
+                if h.retry_at.is_some_and(|at| at <= now) {
+                    h.retry_at = None;
+                    pending.insert(Trigger { source: source.clone(), reason: Reason::Retry });
+                }
+            }
+            // A realtime trigger with nothing buffered (yet) is not a run.
+            pending.retain(|t| {
+                t.reason != Reason::Realtime
+                    || self
+                        .buffers
+                        .get(&t.source)
+                        .is_some_and(|b| b.lock().is_ok_and(|b| b.has_work() || b.stream_error.is_some()))
+            });
+            if pending.is_empty() {
+                continue;
+            }
+            self.permits.acquire();
+            self.run_once(&mut store, &pending, &mut health);
+            self.permits.release();
+        }
+    }
+
+    fn run_once(&self, store: &mut SqliteStore, pending: &BTreeSet<Trigger>, health: &mut HashMap<String, Health>) {
+        let tenant = self.tenant();
+        let reconcile = pending.iter().any(|t| t.reason == Reason::Reconcile);
+        let sources: BTreeSet<String> = pending.iter().map(|t| t.source.clone()).collect();
+        let reason = pending.iter().map(|t| t.reason).max().unwrap_or(Reason::Schedule);
+        // Realtime streams that are down: say so (once), then run what can run.
+        for name in &sources {
+            if let Some(err) = self.buffers.get(name).and_then(|b| b.lock().ok().and_then(|b| b.stream_error.clone())) {
+                self.failed(
+                    store,
+                    health,
+                    name,
+                    &format!("realtime stream: {err}"),
+                    err.contains("TLS") || err.contains("bind"),
+                );
+            }
+        }
+        let mut batches: HashMap<String, Batch> = HashMap::new();
+        let mut first_event: Option<Instant> = None;
+        if !reconcile {
+            for name in &sources {
+                let Some(buffer) = self.buffers.get(name) else { continue };
+                let Ok(b) = buffer.lock() else { continue };
+                if !b.ready() {
+                    continue;
+                }
+                first_event = first_event.or(b.last_event);
+                let stored = match store.snapshot(&tenant.id, name) {
+                    Ok(snap) => {
+                        let mut by_kind: BTreeMap<EntryKind, BTreeSet<String>> = BTreeMap::new();
+                        for o in snap.objects.values() {
+                            by_kind.entry(o.kind).or_default().insert(o.anchor.clone());
+                        }
+                        by_kind
+                    }
+                    Err(_) => BTreeMap::new(),
+                };
+                batches.insert(name.clone(), b.take(&stored));
+            }
+        }
+        let runnable: Vec<String> = sources
+            .iter()
+            .filter(|s| reconcile || !self.buffers.contains_key(*s) || batches.contains_key(*s))
+            .cloned()
+            .collect();
+        if runnable.is_empty() {
+            return;
+        }
+        let opts = SyncOptions {
+            dry_run: false,
+            allow_deletes: false,
+            full: reconcile,
+            only_sources: if reconcile { None } else { Some(runnable.clone()) },
+            trigger: reason.as_str().into(),
+        };
+        let started = Instant::now();
+        let mut provider = Provider { batches: &batches };
+        let result =
+            crate::sync::sync_tenant_with(&self.config, tenant, store, &self.host, &opts, &NoProgress, &mut provider);
+        let elapsed = started.elapsed();
+        match result {
+            Ok(report) => {
+                let applied = matches!(report.status, RunStatus::Applied | RunStatus::NoChanges);
+                if applied {
+                    for (name, batch) in &batches {
+                        if let Some(b) = self.buffers.get(name) {
+                            if let Ok(mut b) = b.lock() {
+                                b.ack(batch.upto);
+                            }
+                        }
+                    }
+                }
+                if reconcile && !report.counts.is_empty() {
+                    tracing::warn!(tenant = %tenant.id, changes = ?report.counts, "reconcile found drift the stream or schedule had missed; repaired");
+                }
+                for s in &report.sources {
+                    if s.read.mode == "not-read" {
+                        continue;
+                    }
+                    self.metrics.update(&tenant.id, &s.source, |m| {
+                        *m.runs.entry(report.status.as_str().to_string()).or_default() += 1;
+                        m.objects_read += s.read.users + s.read.groups;
+                        m.quarantined += s.quarantined;
+                        m.last_run_seconds = elapsed.as_secs_f64();
+                        if let Some(first) = first_event {
+                            m.lag_seconds = first.elapsed().as_secs_f64();
+                        }
+                    });
+                }
+                let c = report.counts;
+                for name in &runnable {
+                    self.metrics.update(&tenant.id, name, |m| {
+                        m.creates += c.creates;
+                        m.updates += c.updates;
+                        m.deletes += c.deletes;
+                    });
+                }
+                match &report.status {
+                    RunStatus::Applied | RunStatus::NoChanges => {
+                        for name in &runnable {
+                            self.succeeded(store, health, name);
+                        }
+                    }
+                    RunStatus::Blocked(b) => {
+                        self.notifier.send(EventKind::GuardrailBlocked, &tenant.id, None, b.to_string());
+                        for name in &runnable {
+                            self.failed(store, health, name, &format!("guard-rail: {b}"), false);
+                        }
+                    }
+                    RunStatus::Aborted(reason) => {
+                        for name in &runnable {
+                            self.failed(store, health, name, reason, false);
+                        }
+                    }
+                    RunStatus::Partial(errors) => {
+                        for s in report.sources.iter().filter(|s| s.error.is_some()) {
+                            let e = s.error.clone().unwrap_or_default();
+                            let security =
+                                e.contains("TLS") || e.contains("bind as") || e.contains("authentication failed");
+                            self.failed(store, health, &s.source, &e, security);
+                        }
+                        let _ = errors;
+                    }
+                    RunStatus::DryRun => {}
+                }
+            }
+            Err(e) => {
+                let security = matches!(
+                    &e,
+                    SyncError::Source {
+                        source: SourceError::Tls { .. } | SourceError::Bind { .. } | SourceError::Auth { .. },
+                        ..
+                    }
+                );
+                for name in &runnable {
+                    self.failed(store, health, name, &e.to_string(), security);
+                }
+            }
+        }
+    }
+
+    fn succeeded(&self, store: &mut SqliteStore, health: &mut HashMap<String, Health>, source: &str) {
+        let tenant = &self.tenant().id;
+        let h = health.entry(source.to_string()).or_default();
+        let was_failing = h.failures > 0;
+        *h = Health::default();
+        let _ = store.set_source_state(tenant, source, "serve.health", "ok");
+        let _ = store.set_source_state(tenant, source, "serve.last_run_at", &crate::util::now_rfc3339());
+        self.metrics.update(tenant, source, |m| m.healthy = true);
+        if was_failing {
+            self.notifier.send(EventKind::Recovery, tenant, Some(source), format!("source '{source}' syncs again"));
+        }
+    }
+
+    fn failed(
+        &self,
+        store: &mut SqliteStore,
+        health: &mut HashMap<String, Health>,
+        source: &str,
+        error: &str,
+        security: bool,
+    ) {
+        let tenant = &self.tenant().id;
+        let h = health.entry(source.to_string()).or_default();
+        h.failures += 1;
+        let backoff = Duration::from_secs(2u64.saturating_pow(h.failures.min(10)))
+            .min(Duration::from_secs(self.config.serve.retry_max_secs.max(1)));
+        h.retry_at = Some(Instant::now() + backoff + Duration::from_millis(u64::from(crate::util::jitter_ms(500))));
+        tracing::warn!(tenant = %tenant, source, failures = h.failures, retry_in_s = backoff.as_secs(), %error, "source failed; will retry");
+        let _ = store.set_source_state(tenant, source, "serve.health", "failing");
+        let _ = store.set_source_state(tenant, source, "serve.last_error", error);
+        self.metrics.update(tenant, source, |m| {
+            m.healthy = false;
+            m.errors += 1;
+        });
+        let kind = if security { EventKind::Security } else { EventKind::Failure };
+        self.notifier.send(kind, tenant, Some(source), error.to_string());
+    }
+}
