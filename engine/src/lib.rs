@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod conflict;
 pub mod custom_attrs;
+pub mod delivery;
 pub mod diff;
 pub mod dn;
 pub mod explain;

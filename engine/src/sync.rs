@@ -561,6 +561,11 @@ pub fn sync_tenant_with(
         if !counts.is_empty() {
             if let Some(id) = run_id {
                 store.apply(&plan, id)?;
+                let cutoff =
+                    time::OffsetDateTime::now_utc() - time::Duration::days(tenant.events.retention_days as i64);
+                if let Ok(cutoff) = cutoff.format(&time::format_description::well_known::Rfc3339) {
+                    store.prune_events(&tenant.id, &cutoff)?;
+                }
             }
         }
         if !partial.is_empty() {

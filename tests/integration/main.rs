@@ -8,6 +8,7 @@ mod ad;
 mod authoring;
 mod config_check;
 mod conflicts;
+mod delivery;
 mod example;
 mod graph;
 mod ldap;

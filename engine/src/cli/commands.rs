@@ -6,7 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Cli, Command, ConfigAction, ListAction, PluginAction, QuarantineAction, SourceAction, UsersAction, exit};
+use super::{
+    Cli, Command, ConfigAction, EventsAction, ListAction, PluginAction, QuarantineAction, SourceAction, UsersAction,
+    WebhooksAction, exit,
+};
 use crate::config::{Config, TenantConfig};
 use crate::model::Stored;
 use crate::plugin_host::{PluginError, PluginHost, short_hash};
@@ -46,6 +49,63 @@ pub fn run(cli: &Cli) -> Result<u8> {
     };
     match &cli.command {
         Command::Serve { listen } => serve_cmd(config, listen.clone()),
+        Command::Events { action: EventsAction::List { tenant: id, after, limit, json } } => {
+            if let Err(code) = tenant(&config, id) {
+                return Ok(code);
+            }
+            let events = open_store(&config)?.events(id, *after, *limit)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                for e in &events {
+                    println!(
+                        "{:>6}  {:<22} {:<38} v{:<4} {}",
+                        e.seq, e.event_type, e.object_id, e.version, e.created_at
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Webhooks { action } => {
+            let id = match action {
+                WebhooksAction::Status { tenant } | WebhooksAction::Replay { tenant, .. } => tenant,
+            };
+            let t = match tenant(&config, id) {
+                Ok(t) => t,
+                Err(code) => return Ok(code),
+            };
+            let mut store = open_store(&config)?;
+            match action {
+                WebhooksAction::Status { .. } => {
+                    for h in &t.webhooks {
+                        let st = store.webhook_state(id, &h.name)?;
+                        let dead = store.dead_letters(id, &h.name)?;
+                        println!(
+                            "{:<16} {:<40} delivered through #{}  attempts {}  dead letters {}{}",
+                            h.name,
+                            h.url,
+                            st.delivered_seq,
+                            st.attempts,
+                            dead.len(),
+                            st.last_error.map(|e| format!("  last error: {e}")).unwrap_or_default()
+                        );
+                    }
+                    Ok(exit::OK)
+                }
+                WebhooksAction::Replay { endpoint, .. } => {
+                    let Some(hook) = t.webhooks.iter().find(|h| h.name == *endpoint) else {
+                        eprintln!("error: tenant '{id}' has no webhook named '{endpoint}'");
+                        return Ok(exit::CONFIG);
+                    };
+                    let (ok, failed) =
+                        crate::delivery::webhooks::replay(&config, id, hook, &mut store).map_err(anyhow::Error::msg)?;
+                    println!(
+                        "tenant '{id}', webhook '{endpoint}': {ok} dead letters delivered, {failed} still failing"
+                    );
+                    Ok(if failed == 0 { exit::OK } else { exit::FAILURE })
+                }
+            }
+        }
         Command::Sync { tenant, dry_run, allow_deletes, full, show_plan, json } => {
             sync_cmd(&config, tenant.as_deref(), *dry_run, *allow_deletes, *full, *show_plan, *json)
         }

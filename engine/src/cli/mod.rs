@@ -79,6 +79,16 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// The events outbox: every applied change, in order.
+    Events {
+        #[command(subcommand)]
+        action: EventsAction,
+    },
+    /// Webhook delivery: where each endpoint stands; replay dead letters.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
     /// Synced users; `edit` records a change the application made.
     Users {
         #[command(subcommand)]
@@ -138,6 +148,36 @@ pub enum ListAction {
         /// SCIM 2.0 JSON (RFC 7643) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EventsAction {
+    List {
+        #[arg(long)]
+        tenant: String,
+        /// Events after this sequence number (a cursor; 0: from the oldest retained).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WebhooksAction {
+    Status {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Send an endpoint's dead-lettered events again.
+    Replay {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        endpoint: String,
     },
 }
 

@@ -194,6 +194,65 @@ pub struct TenantConfig {
     /// Typed custom attributes the mapper may produce as `custom.<name>`.
     #[serde(default)]
     pub custom_attributes: crate::custom_attrs::Schema,
+    /// The events outbox.
+    #[serde(default)]
+    pub events: EventsConfig,
+    /// Endpoints the tenant's events are delivered to (`roster serve`).
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// `[tenant.events]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events older than this are dropped (their sequence numbers are not reused).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self { retention_days: default_retention_days() }
+    }
+}
+
+fn default_retention_days() -> u64 {
+    30
+}
+
+/// `[[tenant.webhook]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Names the endpoint in delivery state and `roster webhooks …`.
+    pub name: String,
+    pub url: String,
+    /// Signs every delivery (`Roster-Signature: t=…,v1=HMAC-SHA256(secret, t + "." + body)`).
+    pub secret: SecretRef,
+    /// Event types to deliver (`user.created`, `group.*`, `*`); default all.
+    #[serde(default = "all_events")]
+    pub events: Vec<String>,
+    /// How long an event is retried before it is dead-lettered.
+    #[serde(default = "default_retry_hours")]
+    pub max_retry_hours: u64,
+}
+
+fn all_events() -> Vec<String> {
+    vec!["*".into()]
+}
+fn default_retry_hours() -> u64 {
+    72
+}
+
+impl WebhookConfig {
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.events.iter().any(|p| {
+            p == "*"
+                || p == event_type
+                || p.strip_suffix(".*").is_some_and(|prefix| event_type.split('.').next() == Some(prefix))
+        })
+    }
 }
 
 /// What happens when objects of a tenant claim the same unique value.
@@ -1045,6 +1104,14 @@ impl Config {
                 }
             }
             t.roles.validate().map_err(&invalid)?;
+            let mut hooks = HashSet::new();
+            for w in &t.webhooks {
+                if !hooks.insert(w.name.as_str()) {
+                    return Err(invalid(format!("webhook name '{}' is used twice", w.name)));
+                }
+                crate::source::graph::check_url(&w.url)
+                    .map_err(|e| invalid(format!("webhook '{}': url '{}': {e}", w.name, w.url)))?;
+            }
             let c = &t.conflicts;
             let names: Vec<&str> = t.sources.iter().map(|s| s.name()).collect();
             for (key, list) in std::iter::once(("precedence".to_string(), &c.precedence))

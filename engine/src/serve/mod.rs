@@ -187,6 +187,17 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
         );
     }
     threads.push(scheduler(config.clone(), senders, stop.clone())?);
+    for tenant in &config.tenants {
+        for hook in &tenant.webhooks {
+            let (config, tenant, hook, stop) = (config.clone(), tenant.id.clone(), hook.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("roster-hook-{}", hook.name))
+                    .spawn(move || crate::delivery::webhooks::deliver(config, tenant, hook, stop))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
 
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

@@ -117,6 +117,31 @@ pub struct AppEdit {
     pub recorded_by: String,
 }
 
+/// One event of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EventRecord {
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub object_id: String,
+    pub object_kind: String,
+    pub version: i64,
+    pub idempotency_key: String,
+    pub run_id: i64,
+    pub created_at: String,
+    /// The event as delivered: type, sequence, key, object, changes.
+    pub payload: serde_json::Value,
+}
+
+/// Where a webhook endpoint's delivery stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WebhookState {
+    pub delivered_seq: i64,
+    pub attempts: u32,
+    pub next_attempt_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
 pub trait Store {
     /// Creates the tenant row if it does not exist.
     fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
@@ -174,6 +199,15 @@ pub trait Store {
     fn conflict_decisions(&mut self, tenant: &str) -> Result<Vec<(String, String, String)>, StoreError>;
     fn decide_conflict(&mut self, tenant: &str, key: &str, value: &str, winner: &str) -> Result<(), StoreError>;
     /// Removes quarantine records of an anchor (an admin dismissed them); returns how many.
+    /// Events after `after`, in order, at most `limit`.
+    fn events(&mut self, tenant: &str, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
+    /// Drops events created before `before` (RFC 3339); sequence numbers are never reused.
+    fn prune_events(&mut self, tenant: &str, before: &str) -> Result<usize, StoreError>;
+    fn webhook_state(&mut self, tenant: &str, endpoint: &str) -> Result<WebhookState, StoreError>;
+    fn set_webhook_state(&mut self, tenant: &str, endpoint: &str, state: &WebhookState) -> Result<(), StoreError>;
+    fn dead_letter(&mut self, tenant: &str, endpoint: &str, seq: i64, error: &str) -> Result<(), StoreError>;
+    fn dead_letters(&mut self, tenant: &str, endpoint: &str) -> Result<Vec<(i64, String)>, StoreError>;
+    fn clear_dead_letter(&mut self, tenant: &str, endpoint: &str, seq: i64) -> Result<(), StoreError>;
     /// Records (or replaces) the application's value of one attribute.
     fn record_app_edit(&mut self, tenant: &str, edit: &AppEdit) -> Result<(), StoreError>;
     fn app_edits(&mut self, tenant: &str) -> Result<Vec<AppEdit>, StoreError>;

@@ -171,4 +171,49 @@ CREATE TABLE app_edits (
 );
 "#,
     ),
+    (
+        6,
+        "events outbox and webhook delivery",
+        r#"
+-- The transactional outbox: written in the same transaction as the change it
+-- describes; `seq` is per tenant, gap-free and never reused (event_sequences
+-- survives retention pruning).
+CREATE TABLE events (
+    tenant           TEXT NOT NULL,
+    seq              INTEGER NOT NULL,
+    type             TEXT NOT NULL,
+    object_id        TEXT NOT NULL,
+    object_kind      TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    idempotency_key  TEXT NOT NULL,
+    run_id           INTEGER NOT NULL,
+    payload          TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    PRIMARY KEY (tenant, seq)
+);
+CREATE INDEX events_created ON events (tenant, created_at);
+CREATE TABLE event_sequences (
+    tenant    TEXT PRIMARY KEY,
+    last_seq  INTEGER NOT NULL
+);
+-- Per webhook endpoint: the last event delivered (or dead-lettered), and retry state.
+CREATE TABLE webhook_state (
+    tenant           TEXT NOT NULL,
+    endpoint         TEXT NOT NULL,
+    delivered_seq    INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL,
+    next_attempt_at  TEXT,
+    last_error       TEXT,
+    PRIMARY KEY (tenant, endpoint)
+);
+CREATE TABLE webhook_dead_letters (
+    tenant      TEXT NOT NULL,
+    endpoint    TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    last_error  TEXT NOT NULL,
+    failed_at   TEXT NOT NULL,
+    PRIMARY KEY (tenant, endpoint, seq)
+);
+"#,
+    ),
 ];

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppEdit, ApplyStats, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Store,
-    StoreError,
+    AppEdit, ApplyStats, EventRecord, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome,
+    RunRecord, Store, StoreError, WebhookState,
 };
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
@@ -220,6 +220,7 @@ impl Store for SqliteStore {
         let crash_at = crash_after_writes();
         let now = now_rfc3339();
         let tx = self.conn.transaction().map_err(q("starting apply"))?;
+        let mut outbox = Outbox::start(&tx, tenant, run_id, &now)?;
         let mut written = 0u64;
         let wrote = |written: &mut u64| {
             *written += 1;
@@ -234,8 +235,9 @@ impl Store for SqliteStore {
                 match change {
                     Change::Create { object } => {
                         insert_object(&tx, tenant, source, object, &now)?;
+                        outbox.created(&tx, object)?;
                     }
-                    Change::Update { object, from_version, .. } => {
+                    Change::Update { object, from_version, changes } => {
                         let n = update_object(&tx, tenant, object, *from_version, &now)?;
                         if n == 0 {
                             return Err(StoreError::Conflict {
@@ -244,9 +246,20 @@ impl Store for SqliteStore {
                                 expected: *from_version,
                             });
                         }
+                        outbox.updated(&tx, object, from_version + 1, changes)?;
                     }
-                    Change::Delete { id, kind, .. } => {
+                    Change::Delete { id, kind, anchor, dn, label } => {
                         let table = table(*kind);
+                        let version: i64 = tx
+                            .query_row(
+                                &format!("SELECT version FROM {table} WHERE tenant = ?1 AND id = ?2"),
+                                params![tenant, id],
+                                |r| r.get(0),
+                            )
+                            .optional()
+                            .map_err(q("reading version"))?
+                            .unwrap_or(0);
+                        outbox.deleted(&tx, id, *kind, anchor, dn.as_deref(), label, version)?;
                         tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1 AND id = ?2"), params![tenant, id])
                             .map_err(q("deleting object"))?;
                         tx.execute(
@@ -274,10 +287,12 @@ impl Store for SqliteStore {
                     } else {
                         remove.execute(params![tenant, m.group_id, m.member_id]).map_err(q("removing membership"))?;
                     }
+                    outbox.membership(&tx, m)?;
                     wrote(&mut written);
                 }
             }
         }
+        outbox.finish(&tx)?;
         tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
         tx.commit().map_err(q("committing apply"))?;
         Ok(ApplyStats { rows_written: written })
@@ -563,6 +578,113 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn events(&mut self, tenant: &str, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, type, object_id, object_kind, version, idempotency_key, run_id, created_at, payload
+                 FROM events WHERE tenant = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )
+            .map_err(q("preparing events"))?;
+        let rows = stmt
+            .query_map(params![tenant, after, limit], |r| {
+                Ok((
+                    EventRecord {
+                        seq: r.get(0)?,
+                        event_type: r.get(1)?,
+                        object_id: r.get(2)?,
+                        object_kind: r.get(3)?,
+                        version: r.get(4)?,
+                        idempotency_key: r.get(5)?,
+                        run_id: r.get(6)?,
+                        created_at: r.get(7)?,
+                        payload: serde_json::Value::Null,
+                    },
+                    r.get::<_, String>(8)?,
+                ))
+            })
+            .map_err(q("reading events"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut e, payload) = row.map_err(q("reading event"))?;
+            e.payload = serde_json::from_str(&payload)
+                .map_err(|err| StoreError::Corrupt(format!("event {}: payload is not JSON: {err}", e.seq)))?;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn prune_events(&mut self, tenant: &str, before: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM events WHERE tenant = ?1 AND created_at < ?2", params![tenant, before])
+            .map_err(q("pruning events"))
+    }
+
+    fn webhook_state(&mut self, tenant: &str, endpoint: &str) -> Result<WebhookState, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT delivered_seq, attempts, next_attempt_at, last_error FROM webhook_state WHERE tenant = ?1 AND endpoint = ?2",
+                params![tenant, endpoint],
+                |r| {
+                    Ok(WebhookState {
+                        delivered_seq: r.get(0)?,
+                        attempts: r.get(1)?,
+                        next_attempt_at: r.get(2)?,
+                        last_error: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(q("reading webhook state"))
+    }
+
+    fn set_webhook_state(&mut self, tenant: &str, endpoint: &str, st: &WebhookState) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO webhook_state (tenant, endpoint, delivered_seq, attempts, next_attempt_at, last_error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (tenant, endpoint) DO UPDATE SET delivered_seq = excluded.delivered_seq,
+                   attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error",
+                params![tenant, endpoint, st.delivered_seq, st.attempts, st.next_attempt_at, st.last_error],
+            )
+            .map_err(q("writing webhook state"))?;
+        Ok(())
+    }
+
+    fn dead_letter(&mut self, tenant: &str, endpoint: &str, seq: i64, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO webhook_dead_letters (tenant, endpoint, seq, last_error, failed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![tenant, endpoint, seq, error, now_rfc3339()],
+            )
+            .map_err(q("writing dead letter"))?;
+        Ok(())
+    }
+
+    fn dead_letters(&mut self, tenant: &str, endpoint: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, last_error FROM webhook_dead_letters WHERE tenant = ?1 AND endpoint = ?2 ORDER BY seq",
+            )
+            .map_err(q("preparing dead letters"))?;
+        let rows = stmt
+            .query_map(params![tenant, endpoint], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(q("reading dead letters"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(q("reading dead letter"))
+    }
+
+    fn clear_dead_letter(&mut self, tenant: &str, endpoint: &str, seq: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM webhook_dead_letters WHERE tenant = ?1 AND endpoint = ?2 AND seq = ?3",
+                params![tenant, endpoint, seq],
+            )
+            .map_err(q("clearing dead letter"))?;
+        Ok(())
+    }
+
     fn record_app_edit(&mut self, tenant: &str, edit: &AppEdit) -> Result<(), StoreError> {
         let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
         self.conn
@@ -713,6 +835,209 @@ fn label(o: &PlannedObject) -> String {
 
 fn first(attrs: &BTreeMap<String, Vec<String>>, key: &str) -> Option<String> {
     attrs.get(key).and_then(|v| v.first()).cloned()
+}
+
+/// Writes the events of one apply, inside its transaction.
+struct Outbox<'a> {
+    tenant: &'a str,
+    run_id: i64,
+    now: &'a str,
+    seq: i64,
+}
+
+impl<'a> Outbox<'a> {
+    fn start(tx: &rusqlite::Transaction<'_>, tenant: &'a str, run_id: i64, now: &'a str) -> Result<Self, StoreError> {
+        let seq: i64 = tx
+            .query_row("SELECT last_seq FROM event_sequences WHERE tenant = ?1", params![tenant], |r| r.get(0))
+            .optional()
+            .map_err(q("reading the event sequence"))?
+            .unwrap_or(0);
+        Ok(Self { tenant, run_id, now, seq })
+    }
+
+    fn finish(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT INTO event_sequences (tenant, last_seq) VALUES (?1, ?2)
+             ON CONFLICT (tenant) DO UPDATE SET last_seq = excluded.last_seq",
+            params![self.tenant, self.seq],
+        )
+        .map_err(q("writing the event sequence"))?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        event_type: &str,
+        object_id: &str,
+        kind: EntryKind,
+        version: i64,
+        key_extra: &str,
+        mut body: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.seq += 1;
+        // The same change always gets the same key: a consumer that sees it
+        // twice (a redelivery) knows it is the same event.
+        let key = crate::util::sha256_hex(
+            format!("{}\u{0}{object_id}\u{0}{version}\u{0}{event_type}\u{0}{key_extra}", self.tenant).as_bytes(),
+        )[..32]
+            .to_string();
+        body["type"] = serde_json::json!(event_type);
+        body["tenant"] = serde_json::json!(self.tenant);
+        body["sequence"] = serde_json::json!(self.seq);
+        body["idempotency_key"] = serde_json::json!(key);
+        body["occurred_at"] = serde_json::json!(self.now);
+        tx.prepare_cached(
+            "INSERT INTO events (tenant, seq, type, object_id, object_kind, version, idempotency_key, run_id, payload, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )
+        .map_err(q("preparing event insert"))?
+        .execute(params![
+            self.tenant,
+            self.seq,
+            event_type,
+            object_id,
+            kind.as_str(),
+            version,
+            key,
+            self.run_id,
+            body.to_string(),
+            self.now
+        ])
+        .map_err(q("writing event"))?;
+        Ok(())
+    }
+
+    fn object_json(o: &PlannedObject, version: i64) -> serde_json::Value {
+        serde_json::json!({ "id": o.id, "kind": o.kind.as_str(), "externalId": o.anchor, "dn": o.dn, "version": version, "attributes": o.attrs })
+    }
+
+    fn created(&mut self, tx: &rusqlite::Transaction<'_>, o: &PlannedObject) -> Result<(), StoreError> {
+        let kind = o.kind.as_str();
+        let object = Self::object_json(o, 1);
+        let changes: Vec<serde_json::Value> =
+            o.attrs.iter().map(|(k, v)| serde_json::json!({ "attr": k, "old": [], "new": v })).collect();
+        self.emit(
+            tx,
+            &format!("{kind}.created"),
+            &o.id,
+            o.kind,
+            1,
+            "",
+            serde_json::json!({ "object": object, "changes": changes }),
+        )?;
+        for role in o.attrs.get("roles").into_iter().flatten() {
+            self.emit(
+                tx,
+                "user.role_assigned",
+                &o.id,
+                o.kind,
+                1,
+                role,
+                serde_json::json!({ "object": Self::object_json(o, 1), "role": role }),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn updated(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        o: &PlannedObject,
+        version: i64,
+        changes: &[crate::plan::AttrChange],
+    ) -> Result<(), StoreError> {
+        let kind = o.kind.as_str();
+        let object = Self::object_json(o, version);
+        self.emit(
+            tx,
+            &format!("{kind}.updated"),
+            &o.id,
+            o.kind,
+            version,
+            "",
+            serde_json::json!({ "object": object, "changes": changes }),
+        )?;
+        for c in changes {
+            if c.attr == "active" && o.kind == EntryKind::User {
+                let active = c.new.first().map(String::as_str) != Some("false");
+                let t = if active { "user.activated" } else { "user.deactivated" };
+                self.emit(
+                    tx,
+                    t,
+                    &o.id,
+                    o.kind,
+                    version,
+                    "",
+                    serde_json::json!({ "object": Self::object_json(o, version) }),
+                )?;
+            }
+            if c.attr == "roles" {
+                for role in c.new.iter().filter(|r| !c.old.contains(r)) {
+                    self.emit(
+                        tx,
+                        "user.role_assigned",
+                        &o.id,
+                        o.kind,
+                        version,
+                        role,
+                        serde_json::json!({ "object": Self::object_json(o, version), "role": role }),
+                    )?;
+                }
+                for role in c.old.iter().filter(|r| !c.new.contains(r)) {
+                    self.emit(
+                        tx,
+                        "user.role_removed",
+                        &o.id,
+                        o.kind,
+                        version,
+                        role,
+                        serde_json::json!({ "object": Self::object_json(o, version), "role": role }),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn deleted(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &str,
+        kind: EntryKind,
+        anchor: &str,
+        dn: Option<&str>,
+        label: &str,
+        version: i64,
+    ) -> Result<(), StoreError> {
+        let object = serde_json::json!({ "id": id, "kind": kind.as_str(), "externalId": anchor, "dn": dn, "label": label, "version": version });
+        self.emit(
+            tx,
+            &format!("{}.deleted", kind.as_str()),
+            id,
+            kind,
+            version,
+            "",
+            serde_json::json!({ "object": object }),
+        )
+    }
+
+    fn membership(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        m: &crate::plan::MembershipChange,
+    ) -> Result<(), StoreError> {
+        let t = if m.add { "group.member_added" } else { "group.member_removed" };
+        let body = serde_json::json!({
+            "group": { "id": m.group_id, "label": m.group_label },
+            "member": { "id": m.member_id, "kind": m.member_kind.as_str(), "label": m.member_label },
+        });
+        // Keyed by the run: adding the same member again in a later run is a new event.
+        let extra = format!("{}\u{0}{}", m.member_id, self.run_id);
+        self.emit(tx, t, &m.group_id, EntryKind::Group, 0, &extra, body)
+    }
 }
 
 fn insert_object(
