@@ -5,6 +5,7 @@
 mod support;
 
 mod ad;
+mod api;
 mod authoring;
 mod config_check;
 mod conflicts;

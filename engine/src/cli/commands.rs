@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{
-    Cli, Command, ConfigAction, EventsAction, ListAction, PluginAction, QuarantineAction, SourceAction, UsersAction,
-    WebhooksAction, exit,
+    Cli, Command, ConfigAction, EventsAction, ListAction, PluginAction, QuarantineAction, SourceAction, TokenAction,
+    UsersAction, WebhooksAction, exit,
 };
 use crate::config::{Config, TenantConfig};
 use crate::model::Stored;
@@ -49,6 +49,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
     };
     match &cli.command {
         Command::Serve { listen } => serve_cmd(config, listen.clone()),
+        Command::Token { action } => token_cmd(&config, action),
         Command::Events { action: EventsAction::List { tenant: id, after, limit, json } } => {
             if let Err(code) = tenant(&config, id) {
                 return Ok(code);
@@ -324,6 +325,63 @@ fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
     });
     crate::serve::run(config, listen, stop).map_err(anyhow::Error::msg)?;
     Ok(exit::OK)
+}
+
+fn token_cmd(config: &Config, action: &TokenAction) -> Result<u8> {
+    use crate::api::tokens;
+    let mut store = open_store(config)?;
+    match action {
+        TokenAction::Create { name, tenants, role, expires_in_days } => {
+            let Some(role) = tokens::Role::parse(role) else {
+                eprintln!("error: role '{role}' is not one of admin, operator, reader, plugin-publisher");
+                return Ok(exit::CONFIG);
+            };
+            for t in tenants {
+                if let Err(code) = tenant(config, t) {
+                    return Ok(code);
+                }
+            }
+            let expires = expires_in_days
+                .map(|d| time::OffsetDateTime::now_utc() + time::Duration::days(d))
+                .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
+            let (record, secret) = tokens::create(&mut store, name, tenants, role, expires)?;
+            eprintln!(
+                "token {} ({}) for {}; the secret is shown once:",
+                record.id,
+                record.role,
+                record.tenants.join(", ")
+            );
+            println!("{secret}");
+            Ok(exit::OK)
+        }
+        TokenAction::List { json } => {
+            let all = store.tokens()?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                for t in all {
+                    println!(
+                        "{:<18} {:<20} {:<16} {:<30} {}",
+                        t.id,
+                        t.name,
+                        t.role,
+                        t.tenants.join(","),
+                        if t.revoked_at.is_some() { "revoked" } else { t.expires_at.as_deref().unwrap_or("no expiry") }
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        TokenAction::Revoke { id } => {
+            if store.revoke_token(id)? {
+                println!("token {id} revoked");
+                Ok(exit::OK)
+            } else {
+                eprintln!("error: no live token {id}");
+                Ok(exit::FAILURE)
+            }
+        }
+    }
 }
 
 fn users_edit_cmd(config: &Config, id: &str, anchor: &str, set: &[String], by: &str) -> Result<u8> {

@@ -79,6 +79,11 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// API tokens for `roster serve`'s HTTP API (events, REST, SCIM).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// The events outbox: every applied change, in order.
     Events {
         #[command(subcommand)]
@@ -148,6 +153,30 @@ pub enum ListAction {
         /// SCIM 2.0 JSON (RFC 7643) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Create a token; its secret is printed once and never stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Tenant the token may access (repeat for several).
+        #[arg(long = "tenant", required = true)]
+        tenants: Vec<String>,
+        /// admin, operator, reader or plugin-publisher.
+        #[arg(long, default_value = "reader")]
+        role: String,
+        #[arg(long, allow_hyphen_values = true)]
+        expires_in_days: Option<i64>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Revoke {
+        id: String,
     },
 }
 

@@ -67,6 +67,9 @@ pub struct ServeConfig {
     /// Longest wait between retries of a failing source.
     #[serde(default = "default_retry_max")]
     pub retry_max_secs: u64,
+    /// Failed API authentications per client address per minute before it gets 429.
+    #[serde(default = "default_auth_failures")]
+    pub auth_failures_per_minute: u32,
 }
 
 impl Default for ServeConfig {
@@ -75,8 +78,13 @@ impl Default for ServeConfig {
             listen: default_listen(),
             max_concurrent_runs: default_concurrent(),
             retry_max_secs: default_retry_max(),
+            auth_failures_per_minute: default_auth_failures(),
         }
     }
+}
+
+fn default_auth_failures() -> u32 {
+    20
 }
 
 fn default_listen() -> String {

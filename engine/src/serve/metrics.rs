@@ -1,16 +1,9 @@
-//! Prometheus metrics and a health endpoint for `roster serve`:
-//! `GET /metrics` (text exposition format) and `GET /healthz`.
+//! Prometheus metrics for `roster serve` (text exposition format); served at
+//! `GET /metrics` by the API (`crate::api`), with `GET /healthz`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use std::sync::Mutex;
 
 /// Per tenant and source.
 #[derive(Debug, Default, Clone)]
@@ -100,49 +93,4 @@ impl Metrics {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-/// Serves `/metrics` and `/healthz` until `stop`; returns the bound address.
-pub fn serve(
-    listen: &str,
-    metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-) -> Result<(std::net::SocketAddr, std::thread::JoinHandle<()>), String> {
-    let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let handle = std::thread::Builder::new()
-        .name("roster-http".into())
-        .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-                let app = Router::new()
-                    .route(
-                        "/metrics",
-                        get(|State(m): State<Arc<Metrics>>| async move {
-                            ([("content-type", "text/plain; version=0.0.4")], m.render())
-                        }),
-                    )
-                    .route(
-                        "/healthz",
-                        get(|State(m): State<Arc<Metrics>>| async move {
-                            if m.all_healthy() {
-                                (StatusCode::OK, "ok")
-                            } else {
-                                (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
-                            }
-                        }),
-                    )
-                    .with_state(metrics);
-                let shutdown = async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                };
-                let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-            });
-        })
-        .map_err(|e| e.to_string())?;
-    Ok((addr, handle))
 }

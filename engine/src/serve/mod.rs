@@ -140,7 +140,7 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     let notifier = Notifier::new(&config)?;
     let permits = Arc::new(Permits { free: Mutex::new(config.serve.max_concurrent_runs.max(1)), cv: Condvar::new() });
     let listen = listen.unwrap_or_else(|| config.serve.listen.clone());
-    let (addr, http) = metrics::serve(&listen, metrics.clone(), stop.clone())?;
+    let (addr, http) = crate::api::serve(&listen, config.clone(), metrics.clone(), notifier.clone(), stop.clone())?;
     tracing::info!(%addr, "metrics on http://{addr}/metrics");
     println!("roster serve: {} tenant(s); metrics on http://{addr}/metrics", config.tenants.len());
 

@@ -142,6 +142,19 @@ pub struct WebhookState {
     pub last_error: Option<String>,
 }
 
+/// An API token, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub tenants: Vec<String>,
+    pub role: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
 pub trait Store {
     /// Creates the tenant row if it does not exist.
     fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
@@ -199,6 +212,11 @@ pub trait Store {
     fn conflict_decisions(&mut self, tenant: &str) -> Result<Vec<(String, String, String)>, StoreError>;
     fn decide_conflict(&mut self, tenant: &str, key: &str, value: &str, winner: &str) -> Result<(), StoreError>;
     /// Removes quarantine records of an anchor (an admin dismissed them); returns how many.
+    fn add_token(&mut self, token: &TokenRecord, hash: &str) -> Result<(), StoreError>;
+    fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
+    /// The live token with this hash (not revoked; expiry is the caller's check).
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    fn revoke_token(&mut self, id: &str) -> Result<bool, StoreError>;
     /// Events after `after`, in order, at most `limit`.
     fn events(&mut self, tenant: &str, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError>;
     /// Drops events created before `before` (RFC 3339); sequence numbers are never reused.

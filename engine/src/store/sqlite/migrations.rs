@@ -216,4 +216,22 @@ CREATE TABLE webhook_dead_letters (
 );
 "#,
     ),
+    (
+        7,
+        "api tokens",
+        r#"
+-- API tokens: only a SHA-256 of the secret is kept; the secret is shown once.
+CREATE TABLE api_tokens (
+    id            TEXT PRIMARY KEY,
+    hash          TEXT NOT NULL UNIQUE,
+    name          TEXT NOT NULL,
+    tenants       TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    expires_at    TEXT,
+    revoked_at    TEXT,
+    last_used_at  TEXT
+);
+"#,
+    ),
 ];

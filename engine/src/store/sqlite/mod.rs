@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     AppEdit, ApplyStats, EventRecord, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome,
-    RunRecord, Store, StoreError, WebhookState,
+    RunRecord, Store, StoreError, TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
@@ -578,6 +578,57 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn add_token(&mut self, t: &TokenRecord, hash: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO api_tokens (id, hash, name, tenants, role, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t.id, hash, t.name, serde_json::to_string(&t.tenants).unwrap_or_default(), t.role, t.created_at, t.expires_at],
+            )
+            .map_err(q("storing token"))?;
+        Ok(())
+    }
+
+    fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, name, tenants, role, created_at, expires_at, revoked_at, last_used_at FROM api_tokens ORDER BY created_at",
+            )
+            .map_err(q("preparing tokens"))?;
+        let rows = stmt.query_map([], token_row).map_err(q("reading tokens"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(q("reading token"))
+    }
+
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let t = self
+            .conn
+            .query_row(
+                "SELECT id, name, tenants, role, created_at, expires_at, revoked_at, last_used_at FROM api_tokens
+                 WHERE hash = ?1 AND revoked_at IS NULL",
+                params![hash],
+                token_row,
+            )
+            .optional()
+            .map_err(q("reading token"))?;
+        if let Some(t) = &t {
+            let _ = self
+                .conn
+                .execute("UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1", params![t.id, now_rfc3339()]);
+        }
+        Ok(t)
+    }
+
+    fn revoke_token(&mut self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, now_rfc3339()],
+            )
+            .map_err(q("revoking token"))?;
+        Ok(n > 0)
+    }
+
     fn events(&mut self, tenant: &str, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
         let mut stmt = self
             .conn
@@ -804,6 +855,20 @@ impl Store for SqliteStore {
             .map_err(q("writing source state"))?;
         Ok(())
     }
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let tenants: String = r.get(2)?;
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        tenants: serde_json::from_str(&tenants).unwrap_or_default(),
+        role: r.get(3)?,
+        created_at: r.get(4)?,
+        expires_at: r.get(5)?,
+        revoked_at: r.get(6)?,
+        last_used_at: r.get(7)?,
+    })
 }
 
 fn plugin_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PluginRecord> {
