@@ -134,6 +134,20 @@ fn meta(resource_type: &str, o: &Stored) -> Value {
 
 /// Mapped attributes → SCIM JSON. Dotted paths become sub-objects (`name.givenName`);
 /// `email`/`emails` become the multi-valued `emails` with the first one primary.
+/// A SCIM resource body from mapped attributes, for pushing to an
+/// application: core attributes only (custom attributes, groups and
+/// memberships travel separately).
+pub fn push_body(schema: &str, anchor: &str, attrs: &BTreeMap<String, Vec<String>>) -> Value {
+    let mut obj = Map::new();
+    obj.insert("schemas".into(), json!([schema]));
+    obj.insert("externalId".into(), json!(anchor));
+    put_attributes(&mut obj, attrs, &["active"]);
+    if schema == USER_SCHEMA {
+        obj.insert("active".into(), json!(crate::model::is_active(attrs)));
+    }
+    Value::Object(obj)
+}
+
 fn put_attributes(obj: &mut Map<String, Value>, attrs: &BTreeMap<String, Vec<String>>, skip: &[&str]) {
     let mut emails: Vec<String> = Vec::new();
     for (k, v) in attrs {

@@ -16,4 +16,5 @@ mod ldap;
 mod plugin_kinds;
 mod plugins;
 mod registry;
+mod scim_push;
 mod serve;

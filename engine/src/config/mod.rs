@@ -208,6 +208,21 @@ pub struct TenantConfig {
     /// Endpoints the tenant's events are delivered to (`roster serve`).
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<WebhookConfig>,
+    /// SCIM endpoints of applications Roster provisions (`roster serve`).
+    #[serde(default, rename = "scim_push")]
+    pub scim_push: Vec<ScimPushConfig>,
+}
+
+/// `[[tenant.scim_push]]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimPushConfig {
+    pub name: String,
+    /// The application's SCIM base URL (…/scim/v2).
+    pub url: String,
+    /// Bearer token for the application.
+    #[serde(default)]
+    pub token: Option<SecretRef>,
 }
 
 /// `[tenant.events]`
@@ -1119,6 +1134,10 @@ impl Config {
                 }
                 crate::source::graph::check_url(&w.url)
                     .map_err(|e| invalid(format!("webhook '{}': url '{}': {e}", w.name, w.url)))?;
+            }
+            for p in &t.scim_push {
+                crate::source::graph::check_url(&p.url)
+                    .map_err(|e| invalid(format!("scim_push '{}': url '{}': {e}", p.name, p.url)))?;
             }
             let c = &t.conflicts;
             let names: Vec<&str> = t.sources.iter().map(|s| s.name()).collect();

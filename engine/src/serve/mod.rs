@@ -188,6 +188,15 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     }
     threads.push(scheduler(config.clone(), senders, stop.clone())?);
     for tenant in &config.tenants {
+        for target in &tenant.scim_push {
+            let (config, tenant, target, stop) = (config.clone(), tenant.id.clone(), target.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("roster-scim-{}", target.name))
+                    .spawn(move || crate::delivery::scim_push::push(config, tenant, target, stop))
+                    .map_err(|e| e.to_string())?,
+            );
+        }
         for hook in &tenant.webhooks {
             let (config, tenant, hook, stop) = (config.clone(), tenant.id.clone(), hook.clone(), stop.clone());
             threads.push(
