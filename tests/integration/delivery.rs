@@ -208,3 +208,61 @@ fn webhooks_deliver_every_event_in_order_through_outages_and_restarts() {
     let status = env.run(&["webhooks", "status", "--tenant", "t"]).ok();
     assert!(status.stdout.contains(&format!("delivered through #{total}")), "{}", status.stdout);
 }
+
+#[test]
+fn events_an_endpoint_keeps_refusing_are_dead_lettered_and_replayed() {
+    // A port nobody listens on, for now.
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+    let env = example_env(&format!(
+        "[[tenant.webhook]]\nname = \"app\"\nurl = \"http://127.0.0.1:{port}/events\"\nsecret = {{ file = \"hook-secret\" }}\nevents = [\"group.created\"]\nmax_retry_hours = 0\n"
+    ));
+    std::fs::write(env.path().join("hook-secret"), "whsec-test").expect("write");
+    env.sync(&[]).0.ok();
+    let groups = events(&env).iter().filter(|e| e["type"] == "group.created").count();
+    let (mut serve, _out) = start_serve(&env);
+    let started = Instant::now();
+    loop {
+        let status = env.run(&["webhooks", "status", "--tenant", "t"]).ok().stdout;
+        if status.contains(&format!("dead letters {groups}")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not all dead-lettered: {status}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    // The endpoint comes back: replay delivers every dead letter, in order.
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind");
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let store = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut length = 0usize;
+            loop {
+                let mut l = String::new();
+                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                    break;
+                }
+                if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            store.lock().expect("lock").push(String::from_utf8_lossy(&body).into_owned());
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let replay = env.run(&["webhooks", "replay", "--tenant", "t", "--endpoint", "app"]).ok();
+    assert!(replay.stdout.contains(&format!("{groups} dead letters delivered, 0 still failing")), "{}", replay.stdout);
+    let bodies = got.lock().expect("lock").clone();
+    let seqs: Vec<i64> =
+        bodies.iter().filter_map(|b| serde_json::from_str::<Value>(b).ok()?["sequence"].as_i64()).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    assert_eq!(seqs.len(), groups);
+    assert_eq!(seqs, sorted, "replayed in order");
+    assert!(env.run(&["webhooks", "status", "--tenant", "t"]).ok().stdout.contains("dead letters 0"));
+}
