@@ -14,10 +14,6 @@ use crate::source::{SourceEntry, SourceItem};
 use crate::store::Store;
 use crate::sync::{SyncError, instantiate, instantiate_mapper, open_source};
 
-/// Attributes whose values are never shown.
-const SENSITIVE: &[&str] =
-    &["userPassword", "unicodePwd", "pwdHistory", "ntPwdHistory", "dBCSPwd", "supplementalCredentials"];
-
 /// Builds the report for the entry whose anchor or DN is `key`.
 /// `Ok(None)`: no source of the tenant has such an entry.
 pub fn explain(
@@ -70,7 +66,7 @@ pub fn explain(
             }
             SourceItem::Entry(e) => e,
         };
-        header(&mut out, &entry, source_cfg.name(), source_cfg.kind());
+        header(&mut out, &entry, source_cfg.name(), source_cfg.kind(), &tenant.privacy);
         let scope = source_cfg.scope();
         let in_ou = OuScope::new(&scope).map(|s| s.contains(entry.dn.as_deref())).unwrap_or(false);
         let _ = writeln!(
@@ -99,7 +95,11 @@ pub fn explain(
             Some(MapOutcome::Mapped { kind, attrs }) => {
                 let _ = writeln!(out, "  mapped {kind}:");
                 for (k, v) in attrs {
-                    let _ = writeln!(out, "    {k}: {}", show(v));
+                    if tenant.privacy.is_sensitive(k) {
+                        let _ = writeln!(out, "    {k}: <{} value(s), sensitive: stored as a digest>", v.len());
+                    } else {
+                        let _ = writeln!(out, "    {k}: {}", show(v));
+                    }
                 }
             }
             Some(MapOutcome::Skip(reason)) => {
@@ -216,6 +216,17 @@ pub fn explain(
                     }
                     for k in keys {
                         let (old, new) = (stored.attrs.get(k.as_str()), attrs.get(k.as_str()));
+                        if tenant.privacy.is_sensitive(k) {
+                            // The store holds a digest; the mapper's output is clear text.
+                            let digest = |v: &Vec<String>| -> Vec<String> {
+                                v.iter().map(|x| crate::config::PrivacyConfig::digest(&id, k, x)).collect()
+                            };
+                            if old.cloned() != new.map(digest) {
+                                differs = true;
+                                let _ = writeln!(out, "  {k}: <sensitive> changes (next run)");
+                            }
+                            continue;
+                        }
                         if old != new {
                             differs = true;
                             let empty = Vec::new();
@@ -246,7 +257,7 @@ pub fn explain(
     Ok(None)
 }
 
-fn header(out: &mut String, e: &SourceEntry, source: &str, kind: &str) {
+fn header(out: &mut String, e: &SourceEntry, source: &str, kind: &str, privacy: &crate::config::PrivacyConfig) {
     let _ = writeln!(out, "Entry {} in source '{source}' ({kind})", e.dn.as_deref().unwrap_or("(no DN)"));
     let _ = writeln!(out, "  anchor: {}", e.anchor);
     let _ = writeln!(out, "  kind: {}", e.kind);
@@ -254,7 +265,7 @@ fn header(out: &mut String, e: &SourceEntry, source: &str, kind: &str) {
     let mut attrs: Vec<&(String, Vec<Vec<u8>>)> = e.attrs.iter().collect();
     attrs.sort_by_key(|(n, _)| n.to_ascii_lowercase());
     for (name, values) in attrs {
-        if SENSITIVE.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        if privacy.is_sensitive(name) {
             let _ = writeln!(out, "  {name}: <{} value(s), not shown>", values.len());
             continue;
         }

@@ -566,6 +566,12 @@ pub fn sync_tenant_with(
                 if let Ok(cutoff) = cutoff.format(&time::format_description::well_known::Rfc3339) {
                     store.prune_events(&tenant.id, &cutoff)?;
                 }
+                if let Some(days) = tenant.audit.retention_days {
+                    let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days as i64);
+                    if let Ok(cutoff) = cutoff.format(&time::format_description::well_known::Rfc3339) {
+                        store.audit_prune(&tenant.id, &cutoff)?;
+                    }
+                }
             }
         }
         if !partial.is_empty() {
@@ -763,6 +769,7 @@ fn read_and_map(
     let mut acc = Accumulator {
         tenant: &tenant.id,
         custom_attributes: &tenant.custom_attributes,
+        privacy: &tenant.privacy,
         custom,
         source: &source_name,
         plugin_label,
@@ -1050,6 +1057,7 @@ fn read_and_map(
 struct Accumulator<'a> {
     tenant: &'a str,
     custom_attributes: &'a crate::custom_attrs::Schema,
+    privacy: &'a crate::config::PrivacyConfig,
     /// The custom-attributes plugin, when the tenant runs that stage.
     custom: Option<&'a mut PluginInstance>,
     source: &'a str,
@@ -1128,7 +1136,17 @@ impl Accumulator<'_> {
     }
 
     /// A mapped entry joins the desired state.
-    fn admit(&mut self, id: String, entry: SourceEntry, kind: EntryKind, attrs: crate::model::Attributes) {
+    fn admit(&mut self, id: String, entry: SourceEntry, kind: EntryKind, mut attrs: crate::model::Attributes) {
+        // Before anything downstream (diff, store, events, audit) sees them.
+        for (name, values) in attrs.iter_mut() {
+            if self.privacy.is_sensitive(name) {
+                for v in values.iter_mut() {
+                    if !v.starts_with(crate::config::REDACTED_PREFIX) {
+                        *v = crate::config::PrivacyConfig::digest(&id, name, v);
+                    }
+                }
+            }
+        }
         if self.desired.contains_key(&id) {
             let reason = format!("another entry in this source has the same anchor '{}'", entry.anchor);
             self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "read", reason, None);

@@ -144,6 +144,11 @@ fn failed_authentication_is_rate_limited() {
     }
     assert_eq!(get(&server.addr, "/scim/v2/t1/Users", Some("rst_guess"), &[]).0, 429, "the fourth failure in a minute");
     assert_eq!(get(&server.addr, "/scim/v2/t1/Users", Some(&good), &[]).0, 429, "the address is held off for a while");
+    // Each failure is a security record in the tenant's audit trail.
+    let audit = env.run(&["audit", "export", "--tenant", "t1"]).ok();
+    let security = audit.stdout.lines().filter(|l| l.contains("\"kind\":\"security\"")).count();
+    assert_eq!(security, 3, "{}", audit.stdout);
+    env.run(&["audit", "verify"]).ok();
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod support;
 
 mod ad;
 mod api;
+mod audit;
 mod authoring;
 mod config_check;
 mod conflicts;

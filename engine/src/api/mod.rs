@@ -88,6 +88,11 @@ impl Api {
                 e.1 += 1;
             }
             tracing::warn!(%peer, tenant, "API request with a missing, unknown, revoked or expired token");
+            self.audit_security(
+                tenant,
+                &peer.to_string(),
+                "authentication failed (missing, unknown, revoked or expired token)",
+            );
             self.notifier.send(
                 EventKind::Security,
                 tenant,
@@ -98,12 +103,26 @@ impl Api {
         };
         // Another tenant's token learns nothing, not even that the tenant exists.
         if !token.tenants.iter().any(|t| t == tenant) || self.config.tenant(tenant).is_none() {
+            self.audit_security(tenant, &format!("token:{}", token.id), "token used for a tenant outside its scope");
             return Err(deny(StatusCode::NOT_FOUND, "no such tenant"));
         }
         if !role.can_read() {
             return Err(deny(StatusCode::FORBIDDEN, "this token's role may not read the directory"));
         }
         Ok(())
+    }
+
+    /// Security events go to the audit trail of the tenant they aimed at; a
+    /// name that is no configured tenant is recorded under "*" so a caller
+    /// cannot mint tenant rows by guessing.
+    fn audit_security(&self, tenant: &str, actor: &str, what: &str) {
+        let recorded = if self.config.tenant(tenant).is_some() { tenant } else { "*" };
+        let detail = json!({ "action": "api.auth", "outcome": what, "requested_tenant": tenant.chars().take(64).collect::<String>() });
+        if let Ok(mut store) = self.store.lock() {
+            if let Err(e) = store.audit(recorded, "security", actor, &detail) {
+                tracing::error!(error = %e, "could not record a security event in the audit trail");
+            }
+        }
     }
 
     fn directory(&self, tenant: &str) -> Result<(Vec<Stored>, Vec<Stored>, Vec<(String, String)>), Response> {

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{
-    Cli, Command, ConfigAction, EventsAction, ListAction, PluginAction, QuarantineAction, SourceAction, TokenAction,
-    UsersAction, WebhooksAction, exit,
+    AuditAction, Cli, Command, ConfigAction, EventsAction, ListAction, PluginAction, QuarantineAction, SourceAction,
+    TokenAction, UsersAction, WebhooksAction, exit,
 };
 use crate::config::{Config, TenantConfig};
 use crate::model::Stored;
@@ -50,6 +50,34 @@ pub fn run(cli: &Cli) -> Result<u8> {
     match &cli.command {
         Command::Serve { listen } => serve_cmd(config, listen.clone()),
         Command::Token { action } => token_cmd(&config, action),
+        Command::Audit { action: AuditAction::Verify } => match open_store(&config)?.audit_verify() {
+            Ok(n) => {
+                println!("audit trail intact: {n} records, hash chain verified");
+                Ok(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("error: audit trail tampered: {e}");
+                Ok(exit::FAILURE)
+            }
+        },
+        Command::Audit { action: AuditAction::Export { tenant: id, since } } => {
+            if let Err(code) = tenant(&config, id) {
+                return Ok(code);
+            }
+            if let Some(s) = since {
+                if time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_err() {
+                    eprintln!("error: --since '{s}': expected an RFC 3339 time such as 2026-11-01T00:00:00Z");
+                    return Ok(exit::CONFIG);
+                }
+            }
+            let records = open_store(&config)?.audit_records(Some(id), since.as_deref())?;
+            let mut out = std::io::stdout().lock();
+            for r in &records {
+                use std::io::Write;
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+            Ok(exit::OK)
+        }
         Command::Events { action: EventsAction::List { tenant: id, after, limit, json } } => {
             if let Err(code) = tenant(&config, id) {
                 return Ok(code);
@@ -128,6 +156,11 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Explain { tenant: id, key } => explain_cmd(&config, id, key),
         Command::Source { action: SourceAction::Test { tenant, source } } => source_test_cmd(&config, tenant, source),
     }
+}
+
+/// Who ran an admin command, for the audit trail.
+fn cli_actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
 fn open_store(config: &Config) -> Result<SqliteStore> {
@@ -345,6 +378,10 @@ fn token_cmd(config: &Config, action: &TokenAction) -> Result<u8> {
                 .map(|d| time::OffsetDateTime::now_utc() + time::Duration::days(d))
                 .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok());
             let (record, secret) = tokens::create(&mut store, name, tenants, role, expires)?;
+            for t in &record.tenants {
+                let detail = serde_json::json!({ "action": "token.create", "token": record.id, "name": record.name, "role": record.role, "expires_at": record.expires_at });
+                store.audit(t, "admin", &cli_actor(), &detail)?;
+            }
             eprintln!(
                 "token {} ({}) for {}; the secret is shown once:",
                 record.id,
@@ -373,7 +410,16 @@ fn token_cmd(config: &Config, action: &TokenAction) -> Result<u8> {
             Ok(exit::OK)
         }
         TokenAction::Revoke { id } => {
+            let scope = store.tokens()?.into_iter().find(|t| t.id == *id).map(|t| t.tenants).unwrap_or_default();
             if store.revoke_token(id)? {
+                for t in &scope {
+                    store.audit(
+                        t,
+                        "admin",
+                        &cli_actor(),
+                        &serde_json::json!({ "action": "token.revoke", "token": id }),
+                    )?;
+                }
                 println!("token {id} revoked");
                 Ok(exit::OK)
             } else {
@@ -414,6 +460,8 @@ fn users_edit_cmd(config: &Config, id: &str, anchor: &str, set: &[String], by: &
             recorded_by: by.to_string(),
         };
         store.record_app_edit(id, &edit)?;
+        let detail = serde_json::json!({ "action": "user.edit", "externalId": anchor, "id": user.id, "attribute": attribute, "value": edit.value, "was": edit.base, "by": by });
+        store.audit(id, "admin", &cli_actor(), &detail)?;
         println!(
             "tenant '{id}': {anchor} {attribute} = {:?} recorded (was {:?}); the next run applies it",
             edit.value, edit.base
@@ -592,6 +640,8 @@ fn resolve_cmd(config: &Config, id: &str, anchor: &str, keep: bool) -> Result<u8
             let clear = crate::conflict::EditAction::Clear { object_id, attribute: attribute.to_string() };
             store.settle_app_edits(id, std::slice::from_ref(&clear))?;
             store.dismiss_quarantine(id, anchor)?;
+            let detail = serde_json::json!({ "action": "quarantine.resolve", "externalId": anchor, "resolution": "keep-directory", "attribute": attribute });
+            store.audit(id, "admin", &cli_actor(), &detail)?;
             println!(
                 "tenant '{id}': the application's edit of {attribute} on {anchor} is dropped; the directory's value applies from the next run on"
             );
@@ -609,9 +659,13 @@ fn resolve_cmd(config: &Config, id: &str, anchor: &str, keep: bool) -> Result<u8
             return Ok(exit::CONFIG);
         };
         store.decide_conflict(id, &key, &value, anchor)?;
+        let detail = serde_json::json!({ "action": "quarantine.resolve", "externalId": anchor, "resolution": "keep", "key": key, "value": value });
+        store.audit(id, "admin", &cli_actor(), &detail)?;
         println!("tenant '{id}': {key} '{value}' goes to {anchor} from the next run on");
     } else {
         let n = store.dismiss_quarantine(id, anchor)?;
+        let detail = serde_json::json!({ "action": "quarantine.resolve", "externalId": anchor, "resolution": "dismiss", "records": n });
+        store.audit(id, "admin", &cli_actor(), &detail)?;
         println!("tenant '{id}': dismissed {n} quarantine record(s) of {anchor}");
     }
     Ok(exit::OK)
@@ -785,10 +839,12 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
             };
             let mut store = open_store(config)?;
             let host = plugin_host(config)?;
-            let who = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let who = cli_actor();
             match registry::add(t, &host, &mut store, kind, file, vectors.as_deref(), !no_activate, &who) {
                 Ok(added) => {
                     let r = &added.record;
+                    let detail = serde_json::json!({ "action": "plugin.add", "kind": r.kind, "name": r.name, "plugin_version": r.plugin_version, "version": r.version, "sha256": r.sha256, "activated": added.activated, "vectors_run": added.vectors_run });
+                    store.audit(id, "admin", &who, &detail)?;
                     println!(
                         "tenant '{id}': {} plugin '{}' {} stored as version {} (sha256:{}, {} bytes, {} test vectors passed){}",
                         r.kind,
@@ -843,7 +899,9 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
             if let Err(code) = tenant(config, id) {
                 return Ok(code);
             }
-            open_store(config)?.enable_plugin(id, kind)?;
+            let mut store = open_store(config)?;
+            store.enable_plugin(id, kind)?;
+            store.audit(id, "admin", &cli_actor(), &serde_json::json!({ "action": "plugin.enable", "kind": kind }))?;
             println!("tenant '{id}': {kind} plugins enabled; the next run uses them again");
             Ok(exit::OK)
         }
@@ -860,6 +918,8 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
                 Ok(()) => {
                     // A deliberate choice of version clears an earlier disablement.
                     store.enable_plugin(id, kind)?;
+                    let detail = serde_json::json!({ "action": "plugin.activate", "kind": kind, "version": version });
+                    store.audit(id, "admin", &cli_actor(), &detail)?;
                     println!("tenant '{id}': {kind} plugin version {version} is now active");
                     Ok(exit::OK)
                 }

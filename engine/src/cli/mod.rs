@@ -94,6 +94,11 @@ pub enum Command {
         #[command(subcommand)]
         action: WebhooksAction,
     },
+    /// The audit trail: every run, change and admin action, hash-chained.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Synced users; `edit` records a change the application made.
     Users {
         #[command(subcommand)]
@@ -207,6 +212,21 @@ pub enum WebhooksAction {
         tenant: String,
         #[arg(long)]
         endpoint: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditAction {
+    /// Recompute the hash chain; exits non-zero naming the first record that
+    /// was edited, removed or reordered.
+    Verify,
+    /// A tenant's audit records as JSON lines (one record per line).
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// Records at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
     },
 }
 

@@ -211,6 +211,75 @@ pub struct TenantConfig {
     /// SCIM endpoints of applications Roster provisions (`roster serve`).
     #[serde(default, rename = "scim_push")]
     pub scim_push: Vec<ScimPushConfig>,
+    /// Attributes never kept in clear.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    /// The tenant's audit trail.
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[tenant.privacy]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Attribute names (source or mapped, case-insensitive) whose values are
+    /// replaced by a one-way digest before anything stores, logs or audits
+    /// them: the store and the audit can tell that one changed, never what it is.
+    #[serde(default = "default_sensitive_attributes")]
+    pub sensitive_attributes: Vec<String>,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self { sensitive_attributes: default_sensitive_attributes() }
+    }
+}
+
+fn default_sensitive_attributes() -> Vec<String> {
+    [
+        "userPassword",
+        "unicodePwd",
+        "dBCSPwd",
+        "ntPwdHistory",
+        "lmPwdHistory",
+        "pwdHistory",
+        "supplementalCredentials",
+        "password",
+        "sambaNTPassword",
+        "sambaLMPassword",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+impl PrivacyConfig {
+    pub fn is_sensitive(&self, attribute: &str) -> bool {
+        // `custom.x` and `name.givenName` style paths: the last segment counts too.
+        let last = attribute.rsplit('.').next().unwrap_or(attribute);
+        self.sensitive_attributes.iter().any(|s| s.eq_ignore_ascii_case(attribute) || s.eq_ignore_ascii_case(last))
+    }
+
+    /// The stored stand-in for a sensitive value: salted with the object and
+    /// attribute so equal passwords of two users do not look alike.
+    pub fn digest(object_id: &str, attribute: &str, value: &str) -> String {
+        let hex = crate::util::sha256_hex(format!("{object_id}\0{attribute}\0{value}").as_bytes());
+        format!("{REDACTED_PREFIX}{hex}")
+    }
+}
+
+/// What a sensitive value looks like once replaced.
+pub const REDACTED_PREFIX: &str = "redacted:sha256:";
+
+/// `[tenant.audit]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Records older than this many days are pruned after each applied run;
+    /// unset keeps the trail forever.
+    #[serde(default)]
+    pub retention_days: Option<u64>,
 }
 
 /// `[[tenant.scim_push]]`

@@ -155,6 +155,19 @@ pub struct TokenRecord {
     pub last_used_at: Option<String>,
 }
 
+/// One record of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub tenant: String,
+    pub at: String,
+    pub kind: String,
+    pub actor: String,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
 pub trait Store {
     /// Creates the tenant row if it does not exist.
     fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
@@ -211,7 +224,15 @@ pub trait Store {
     /// Admin decisions for conflicts: (key, lower-cased value) → winning anchor.
     fn conflict_decisions(&mut self, tenant: &str) -> Result<Vec<(String, String, String)>, StoreError>;
     fn decide_conflict(&mut self, tenant: &str, key: &str, value: &str, winner: &str) -> Result<(), StoreError>;
-    /// Removes quarantine records of an anchor (an admin dismissed them); returns how many.
+    /// Appends to the audit trail (`kind`: run, change, admin, security, plugin…).
+    fn audit(&mut self, tenant: &str, kind: &str, actor: &str, detail: &serde_json::Value) -> Result<(), StoreError>;
+    /// Audit records of a tenant (all tenants: `None`) at or after `since`, in order.
+    fn audit_records(&mut self, tenant: Option<&str>, since: Option<&str>) -> Result<Vec<AuditRecord>, StoreError>;
+    /// Recomputes every tenant's chain; `Err` names the first bad record.
+    fn audit_verify(&mut self) -> Result<u64, String>;
+    /// Drops a tenant's records older than `before` (retention), keeping the
+    /// rest verifiable; returns how many went.
+    fn audit_prune(&mut self, tenant: &str, before: &str) -> Result<u64, StoreError>;
     fn add_token(&mut self, token: &TokenRecord, hash: &str) -> Result<(), StoreError>;
     fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError>;
     /// The live token with this hash (not revoked; expiry is the caller's check).
@@ -231,6 +252,7 @@ pub trait Store {
     fn app_edits(&mut self, tenant: &str) -> Result<Vec<AppEdit>, StoreError>;
     /// Clears or rebases app edits after a run applied (see `conflict::EditAction`).
     fn settle_app_edits(&mut self, tenant: &str, actions: &[crate::conflict::EditAction]) -> Result<(), StoreError>;
+    /// Removes quarantine records of an anchor (an admin dismissed them); returns how many.
     fn dismiss_quarantine(&mut self, tenant: &str, anchor: &str) -> Result<usize, StoreError>;
 
     fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError>;

@@ -234,4 +234,34 @@ CREATE TABLE api_tokens (
 );
 "#,
     ),
+    (
+        8,
+        "audit trail",
+        r#"
+-- Append-only and hash-chained per tenant: each record's hash covers its
+-- content and the previous record's hash, so an edit, a removal or a
+-- reordering is detectable (`roster audit verify`). A chain per tenant lets
+-- each tenant keep its own retention: pruning moves the tenant's checkpoint
+-- (the last pruned record's seq and hash) forward, and verification starts
+-- there.
+CREATE TABLE audit (
+    tenant     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    at         TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    actor      TEXT NOT NULL,
+    detail     TEXT NOT NULL,
+    prev_hash  TEXT NOT NULL,
+    hash       TEXT NOT NULL,
+    PRIMARY KEY (tenant, seq)
+);
+CREATE INDEX audit_at ON audit (tenant, at);
+CREATE TABLE audit_checkpoints (
+    tenant     TEXT PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    hash       TEXT NOT NULL,
+    pruned_at  TEXT NOT NULL
+);
+"#,
+    ),
 ];

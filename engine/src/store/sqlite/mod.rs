@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppEdit, ApplyStats, EventRecord, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome,
-    RunRecord, Store, StoreError, TokenRecord, WebhookState,
+    AppEdit, ApplyStats, AuditRecord, EventRecord, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord,
+    RunOutcome, RunRecord, Store, StoreError, TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
@@ -187,7 +187,20 @@ impl Store for SqliteStore {
                 params![run_id, outcome.status, now_rfc3339(), outcome.summary.to_string()],
             )
             .map_err(q("recording run end"))?;
-        Ok(())
+        let (tenant, trigger): (String, String) = self
+            .conn
+            .query_row("SELECT tenant, trigger FROM runs WHERE id = ?1", params![run_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(q("reading run"))?;
+        let s = &outcome.summary;
+        let detail = serde_json::json!({
+            "run_id": run_id, "status": outcome.status, "trigger": trigger,
+            "counts": s.get("counts"), "plugins": s.get("plugins"),
+            "sources": s.get("sources").and_then(|v| v.as_array()).map(|a| a.iter().map(|x| x.get("source").cloned().unwrap_or_default()).collect::<Vec<_>>()),
+            "detail": s.get("detail").or_else(|| s.get("error")),
+        });
+        audit_append(&self.conn, &tenant, "run", &trigger, &detail)
     }
 
     fn runs(&mut self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
@@ -293,6 +306,30 @@ impl Store for SqliteStore {
             }
         }
         outbox.finish(&tx)?;
+        for sp in &plan.sources {
+            for change in &sp.changes {
+                let detail = match change {
+                    Change::Create { object } => {
+                        serde_json::json!({ "op": "create", "run_id": run_id, "source": sp.source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "attributes": object.attrs })
+                    }
+                    Change::Update { object, changes, .. } => {
+                        serde_json::json!({ "op": "update", "run_id": run_id, "source": sp.source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "changes": changes })
+                    }
+                    Change::Delete { id, kind, anchor, .. } => {
+                        serde_json::json!({ "op": "delete", "run_id": run_id, "source": sp.source, "id": id, "kind": kind.as_str(), "externalId": anchor })
+                    }
+                };
+                audit_append(&tx, tenant, "change", &format!("run:{run_id}"), &detail)?;
+            }
+            if !sp.memberships.is_empty() {
+                let detail = serde_json::json!({
+                    "op": "memberships", "run_id": run_id, "source": sp.source,
+                    "added": sp.memberships.iter().filter(|m| m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
+                    "removed": sp.memberships.iter().filter(|m| !m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
+                });
+                audit_append(&tx, tenant, "change", &format!("run:{run_id}"), &detail)?;
+            }
+        }
         tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
         tx.commit().map_err(q("committing apply"))?;
         Ok(ApplyStats { rows_written: written })
@@ -578,6 +615,119 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn audit(&mut self, tenant: &str, kind: &str, actor: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(q("starting audit"))?;
+        audit_append(&tx, tenant, kind, actor, detail)?;
+        tx.commit().map_err(q("committing audit"))
+    }
+
+    fn audit_records(&mut self, tenant: Option<&str>, since: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, tenant, at, kind, actor, detail, prev_hash, hash FROM audit
+                 WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR at >= ?2) ORDER BY tenant, seq",
+            )
+            .map_err(q("preparing audit"))?;
+        let rows = stmt.query_map(params![tenant, since], audit_row).map_err(q("reading audit"))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(q("reading audit record"))
+    }
+
+    fn audit_verify(&mut self) -> Result<u64, String> {
+        let tenants: Vec<String> = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT tenant FROM audit UNION SELECT tenant FROM audit_checkpoints ORDER BY 1")
+                .map_err(|e| e.to_string())?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| e.to_string())?;
+            rows.collect::<Result<_, _>>().map_err(|e| e.to_string())?
+        };
+        let mut n = 0u64;
+        for tenant in tenants {
+            let checkpoint: Option<(i64, String)> = self
+                .conn
+                .query_row("SELECT seq, hash FROM audit_checkpoints WHERE tenant = ?1", params![tenant], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(|e| e.to_string())?;
+            let (mut expected_seq, mut prev) = match checkpoint {
+                Some((seq, hash)) => (seq + 1, hash),
+                None => (1, GENESIS.to_string()),
+            };
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT seq, tenant, at, kind, actor, detail, prev_hash, hash FROM audit WHERE tenant = ?1 ORDER BY rowid",
+                )
+                .map_err(|e| e.to_string())?;
+            // Hash the stored text, not a re-serialisation: verification must
+            // see exactly the bytes that were chained.
+            let rows = stmt
+                .query_map(params![tenant], |r| Ok((audit_row(r)?, r.get::<_, String>(5)?)))
+                .map_err(|e| e.to_string())?;
+            for row in rows {
+                let (r, raw_detail) = row.map_err(|e| e.to_string())?;
+                if r.seq != expected_seq {
+                    return Err(format!(
+                        "tenant '{tenant}': record {expected_seq} is missing or out of order (found record {} in its place)",
+                        r.seq
+                    ));
+                }
+                if r.prev_hash != prev {
+                    return Err(format!(
+                        "tenant '{tenant}': record {} does not follow record {} (the chain is broken: a record was removed or reordered)",
+                        r.seq,
+                        r.seq - 1
+                    ));
+                }
+                let h = audit_hash(r.seq, &r.tenant, &r.at, &r.kind, &r.actor, &raw_detail, &r.prev_hash);
+                if h != r.hash {
+                    return Err(format!(
+                        "tenant '{tenant}': record {}: its content does not match its hash (edited)",
+                        r.seq
+                    ));
+                }
+                prev = r.hash;
+                expected_seq += 1;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn audit_prune(&mut self, tenant: &str, before: &str) -> Result<u64, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(q("starting audit prune"))?;
+        let last: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT seq, hash FROM audit WHERE tenant = ?1 AND at < ?2 ORDER BY seq DESC LIMIT 1",
+                params![tenant, before],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(q("reading the audit chain"))?;
+        let Some((seq, hash)) = last else {
+            return Ok(0);
+        };
+        let n = tx
+            .execute("DELETE FROM audit WHERE tenant = ?1 AND seq <= ?2", params![tenant, seq])
+            .map_err(q("pruning the audit trail"))?;
+        tx.execute(
+            "INSERT INTO audit_checkpoints (tenant, seq, hash, pruned_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (tenant) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, pruned_at = excluded.pruned_at",
+            params![tenant, seq, hash, now_rfc3339()],
+        )
+        .map_err(q("moving the audit checkpoint"))?;
+        tx.commit().map_err(q("committing audit prune"))?;
+        Ok(n as u64)
+    }
+
     fn add_token(&mut self, t: &TokenRecord, hash: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
@@ -855,6 +1005,62 @@ impl Store for SqliteStore {
             .map_err(q("writing source state"))?;
         Ok(())
     }
+}
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn audit_hash(seq: i64, tenant: &str, at: &str, kind: &str, actor: &str, detail: &str, prev: &str) -> String {
+    crate::util::sha256_hex(format!("{seq}\n{tenant}\n{at}\n{kind}\n{actor}\n{detail}\n{prev}").as_bytes())
+}
+
+/// Appends one record to the chain, inside the caller's transaction.
+fn audit_append(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    kind: &str,
+    actor: &str,
+    detail: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let last: Option<(i64, String)> = conn
+        .query_row("SELECT seq, hash FROM audit WHERE tenant = ?1 ORDER BY seq DESC LIMIT 1", params![tenant], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(q("reading the audit chain"))?;
+    let (seq, prev) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => conn
+            .query_row("SELECT seq + 1, hash FROM audit_checkpoints WHERE tenant = ?1", params![tenant], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(q("reading the audit checkpoint"))?
+            .unwrap_or((1, GENESIS.to_string())),
+    };
+    let at = now_rfc3339();
+    let detail = detail.to_string();
+    let hash = audit_hash(seq, tenant, &at, kind, actor, &detail, &prev);
+    conn.prepare_cached(
+        "INSERT INTO audit (seq, tenant, at, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .map_err(q("preparing audit insert"))?
+    .execute(params![seq, tenant, at, kind, actor, detail, prev, hash])
+    .map_err(q("appending to the audit trail"))?;
+    Ok(())
+}
+
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let detail: String = r.get(5)?;
+    Ok(AuditRecord {
+        seq: r.get(0)?,
+        tenant: r.get(1)?,
+        at: r.get(2)?,
+        kind: r.get(3)?,
+        actor: r.get(4)?,
+        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+        prev_hash: r.get(6)?,
+        hash: r.get(7)?,
+    })
 }
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
