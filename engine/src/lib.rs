@@ -5,6 +5,7 @@
 //! [`source`] → [`scope`] → [`mapping`] (through [`plugin_host`]) → [`diff`] →
 //! [`plan`] → [`store`] (apply), orchestrated by [`sync`] and driven by [`cli`].
 
+pub mod admin;
 pub mod api;
 pub mod authoring;
 pub mod cli;

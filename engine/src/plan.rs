@@ -135,6 +135,18 @@ impl Plan {
     }
 
     /// The delete guard-rail: `Some(reason)` when the plan deletes more than allowed.
+    /// Ids of the objects this plan deletes.
+    pub fn delete_ids(&self) -> Vec<&str> {
+        self.sources
+            .iter()
+            .flat_map(|s| s.changes.iter())
+            .filter_map(|c| match c {
+                Change::Delete { id, .. } => Some(id.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn guardrail(&self, safety: &SafetyConfig) -> Option<GuardrailBlock> {
         let deletes = self.counts().deletes;
         if deletes == 0 {

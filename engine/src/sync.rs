@@ -52,6 +52,23 @@ pub struct SyncOptions {
     pub only_sources: Option<Vec<String>>,
     /// Who or what started the run: `cli`, `schedule`, …
     pub trigger: String,
+    /// Object ids whose deletion an operator approved after the guard-rail
+    /// blocked a run: a plan over the guard-rail goes ahead only if it deletes
+    /// nothing outside this set (the approved plan, not whatever plan comes next).
+    pub approved_deletes: Option<std::collections::BTreeSet<String>>,
+}
+
+impl SyncOptions {
+    pub fn new(trigger: &str) -> Self {
+        SyncOptions {
+            dry_run: false,
+            allow_deletes: false,
+            full: false,
+            only_sources: None,
+            trigger: trigger.to_string(),
+            approved_deletes: None,
+        }
+    }
 }
 
 /// How a run ended.
@@ -139,6 +156,28 @@ pub struct RunReport {
     pub plugins: Vec<(PluginKind, PluginIdentity)>,
     pub conflicts: crate::conflict::ConflictCounts,
     pub elapsed_ms: u128,
+}
+
+impl RunReport {
+    /// The report as `roster sync --json` and the API return it.
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "tenant": self.tenant,
+            "run_id": self.run_id,
+            "status": self.status.as_str(),
+            "detail": match &self.status {
+                RunStatus::Blocked(b) => b.to_string(),
+                RunStatus::Aborted(r) => r.clone(),
+                RunStatus::Partial(p) => p.join("; "),
+                _ => String::new(),
+            },
+            "counts": self.counts,
+            "sources": self.sources,
+            "conflicts": self.conflicts,
+            "plugins": self.plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
+            "plan": self.plan,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -555,7 +594,10 @@ pub fn sync_tenant_with(
         RunStatus::Aborted(reason)
     } else if opts.dry_run {
         RunStatus::DryRun
-    } else if let Some(block) = plan.guardrail(&tenant.safety).filter(|_| !opts.allow_deletes) {
+    } else if let Some(block) = plan.guardrail(&tenant.safety).filter(|_| {
+        !opts.allow_deletes
+            && !opts.approved_deletes.as_ref().is_some_and(|ok| plan.delete_ids().iter().all(|id| ok.contains(*id)))
+    }) {
         RunStatus::Blocked(block)
     } else {
         if !counts.is_empty() {
@@ -637,6 +679,9 @@ pub fn sync_tenant_with(
             "plugins": plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
             "allow_deletes": opts.allow_deletes,
             "conflicts": conflicts,
+            "approved_deletes": opts.approved_deletes.as_ref().map(|a| a.len()),
+            // What an operator approves: exactly these deletions.
+            "blocked_deletes": matches!(status, RunStatus::Blocked(_)).then(|| plan.delete_ids()),
             "detail": match &status {
                 RunStatus::Blocked(b) => b.to_string(),
                 RunStatus::Aborted(r) => r.clone(),

@@ -11,9 +11,9 @@ use serde_json::Value;
 
 use crate::support::{Env, repo_root};
 
-struct Server {
+pub struct Server {
     child: std::process::Child,
-    addr: String,
+    pub addr: String,
     _out: BufReader<std::process::ChildStdout>,
 }
 
@@ -24,7 +24,7 @@ impl Drop for Server {
     }
 }
 
-fn serve(env: &Env) -> Server {
+pub fn serve(env: &Env) -> Server {
     let mut child = env
         .cmd()
         .args(["serve", "--listen", "127.0.0.1:0"])
@@ -35,22 +35,35 @@ fn serve(env: &Env) -> Server {
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("line");
-    let addr = line.split("http://").nth(1).and_then(|r| r.split('/').next()).expect("address").to_string();
+    let addr = line.split("://").nth(1).and_then(|r| r.split('/').next()).expect("address").to_string();
     Server { child, addr, _out: out }
 }
 
 /// (status, headers, body)
-fn get(addr: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, String, String) {
+pub fn get(addr: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (u16, String, String) {
+    request(addr, "GET", path, token, extra, &[])
+}
+
+/// (status, headers, body) of any request.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    req.push_str("\r\n");
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     s.write_all(req.as_bytes()).expect("send");
+    s.write_all(body).expect("send body");
     let mut raw = String::new();
     s.read_to_string(&mut raw).expect("read");
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -58,15 +71,15 @@ fn get(addr: &str, path: &str, token: Option<&str>, extra: &[(&str, &str)]) -> (
     (status, head.to_string(), body.to_string())
 }
 
-fn json(body: &str) -> Value {
+pub fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
-fn two_tenants() -> Env {
+pub fn two_tenants() -> Env {
     two_tenants_with("[serve]\nauth_failures_per_minute = 1000\n")
 }
 
-fn two_tenants_with(serve: &str) -> Env {
+pub fn two_tenants_with(serve: &str) -> Env {
     let env = Env::new("");
     std::fs::copy(repo_root().join("examples/directory.ldif"), env.path().join("dir.ldif")).expect("copy");
     env.write_config(
@@ -77,7 +90,7 @@ fn two_tenants_with(serve: &str) -> Env {
     env
 }
 
-fn token(env: &Env, tenant: &str, role: &str, extra: &[&str]) -> String {
+pub fn token(env: &Env, tenant: &str, role: &str, extra: &[&str]) -> String {
     let mut args = vec!["token", "create", "--name", "test", "--tenant", tenant, "--role", role];
     args.extend_from_slice(extra);
     env.run(&args).ok().stdout.trim().to_string()

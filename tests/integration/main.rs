@@ -5,6 +5,7 @@
 mod support;
 
 mod ad;
+mod admin_api;
 mod api;
 mod audit;
 mod authoring;
@@ -18,4 +19,5 @@ mod plugin_kinds;
 mod plugins;
 mod registry;
 mod scim_push;
+mod secrets;
 mod serve;

@@ -5,7 +5,9 @@
 //! did not exist. Failed authentication is rate-limited per client address
 //! and logged as a security event.
 
+pub mod admin;
 pub mod scim_filter;
+mod tls;
 pub mod tokens;
 
 use std::collections::HashMap;
@@ -32,11 +34,24 @@ use crate::store::sqlite::SqliteStore;
 const SCIM_ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 
+/// What the API shares with the rest of `roster serve`.
+pub struct Services {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub notifier: Arc<Notifier>,
+    /// Runs the API starts use the process-wide plugin host.
+    pub host: Arc<crate::plugin_host::PluginHost>,
+    /// Held by every run, so an API-started run never overlaps a scheduled one.
+    pub locks: Arc<crate::serve::TenantLocks>,
+}
+
 pub struct Api {
     config: Arc<Config>,
     store: Mutex<SqliteStore>,
     metrics: Arc<Metrics>,
     notifier: Arc<Notifier>,
+    host: Arc<crate::plugin_host::PluginHost>,
+    locks: Arc<crate::serve::TenantLocks>,
     failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
@@ -55,8 +70,15 @@ fn scim_error(status: StatusCode, scim_type: Option<&str>, detail: &str) -> Resp
 }
 
 impl Api {
-    /// The tenant, if the request's token may read it; else the response to send.
-    fn authorize(&self, headers: &HeaderMap, peer: IpAddr, tenant: &str, scim: bool) -> Result<(), Response> {
+    /// The caller's token, if it may do `need` on the tenant; else the response to send.
+    fn authorize(
+        &self,
+        headers: &HeaderMap,
+        peer: IpAddr,
+        tenant: &str,
+        scim: bool,
+        need: tokens::Need,
+    ) -> Result<crate::store::TokenRecord, Response> {
         let deny = |status: StatusCode, detail: &str| {
             if scim { scim_error(status, None, detail) } else { error(status, detail) }
         };
@@ -106,10 +128,18 @@ impl Api {
             self.audit_security(tenant, &format!("token:{}", token.id), "token used for a tenant outside its scope");
             return Err(deny(StatusCode::NOT_FOUND, "no such tenant"));
         }
-        if !role.can_read() {
-            return Err(deny(StatusCode::FORBIDDEN, "this token's role may not read the directory"));
+        if !role.may(need) {
+            self.audit_security(
+                tenant,
+                &format!("token:{}", token.id),
+                &format!("role {} may not do what needs {}", token.role, need.roles()),
+            );
+            return Err(deny(
+                StatusCode::FORBIDDEN,
+                &format!("this token's role ({}) may not do this; it needs one of: {}", token.role, need.roles()),
+            ));
         }
-        Ok(())
+        Ok(token)
     }
 
     /// Security events go to the audit trail of the tenant they aimed at; a
@@ -146,7 +176,7 @@ async fn events(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false) {
+    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false, tokens::Need::Read) {
         return r;
     }
     let after: i64 = param(&q, "after").unwrap_or(0);
@@ -177,7 +207,7 @@ async fn rest_list(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false) {
+    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false, tokens::Need::Read) {
         return r;
     }
     let (users, groups, memberships) = match api.directory(&tenant) {
@@ -209,7 +239,7 @@ async fn rest_user(
     Path((tenant, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false) {
+    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false, tokens::Need::Read) {
         return r;
     }
     let (users, groups, memberships) = match api.directory(&tenant) {
@@ -262,7 +292,7 @@ async fn scim_list(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, true) {
+    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, true, tokens::Need::Read) {
         return r;
     }
     match resource.as_str() {
@@ -333,7 +363,7 @@ async fn scim_get(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, true) {
+    if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, true, tokens::Need::Read) {
         return r;
     }
     let custom = api.config.tenant(&tenant).map(|t| t.custom_attributes.clone()).unwrap_or_default();
@@ -461,11 +491,19 @@ fn schemas(custom: &crate::custom_attrs::Schema) -> Value {
 }
 
 /// The router, without listening.
-pub fn router(config: Arc<Config>, metrics: Arc<Metrics>, notifier: Arc<Notifier>) -> Result<Router, String> {
+pub fn router(services: Services) -> Result<Router, String> {
+    let Services { config, metrics, notifier, host, locks } = services;
     let store = SqliteStore::open(&config.store_dir()).map_err(|e| e.to_string())?;
-    let api =
-        Arc::new(Api { config, store: Mutex::new(store), metrics, notifier, failures: Mutex::new(HashMap::new()) });
-    Ok(Router::new()
+    let api = Arc::new(Api {
+        config,
+        store: Mutex::new(store),
+        metrics,
+        notifier,
+        host,
+        locks,
+        failures: Mutex::new(HashMap::new()),
+    });
+    let router = Router::new()
         .route(
             "/metrics",
             get(|State(a): State<Shared>| async move {
@@ -492,34 +530,47 @@ pub fn router(config: Arc<Config>, metrics: Arc<Metrics>, notifier: Arc<Notifier
                 .put(|p: Path<(String, String, String)>| async move { scim_write(Path((p.0.0, p.0.1))).await })
                 .patch(|p: Path<(String, String, String)>| async move { scim_write(Path((p.0.0, p.0.1))).await })
                 .delete(|p: Path<(String, String, String)>| async move { scim_write(Path((p.0.0, p.0.1))).await }),
-        )
-        .with_state(api))
+        );
+    Ok(admin::routes(router).with_state(api))
 }
 
-/// Serves the API until `stop`. Plain HTTP is refused on anything but a
-/// loopback address (TLS termination is not built in yet: put a TLS proxy in
-/// front, listening publicly, and keep Roster on loopback).
+/// Serves the API until `stop`: over TLS when `[serve] tls_cert` and
+/// `tls_key` are set, else plain HTTP, which is refused on anything but a
+/// loopback address.
 pub fn serve(
     listen: &str,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
-    notifier: Arc<Notifier>,
+    services: Services,
     stop: Arc<AtomicBool>,
 ) -> Result<(SocketAddr, std::thread::JoinHandle<()>), String> {
+    let tls = match (&services.config.serve.tls_cert, &services.config.serve.tls_key) {
+        (Some(cert), Some(key)) => {
+            let (cert, key) = (services.config.resolve_path(cert), services.config.resolve_path(key));
+            Some(tls::server_config(&cert, &key)?)
+        }
+        (None, None) => None,
+        _ => return Err("[serve] tls_cert and tls_key go together: set both or neither".into()),
+    };
     let listener = std::net::TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    if !addr.ip().is_loopback() {
+    if tls.is_none() && !addr.ip().is_loopback() {
         return Err(format!(
-            "refusing to serve the API over plain HTTP on {addr}: bind it to a loopback address and put a TLS-terminating proxy in front"
+            "refusing to serve the API over plain HTTP on {addr}: set [serve] tls_cert and tls_key, or bind it to a loopback address"
         ));
     }
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let app = router(config, metrics, notifier)?;
-    tracing::warn!(%addr, "API over plain HTTP on loopback only");
+    let app = router(services)?;
+    match &tls {
+        Some(_) => tracing::info!(%addr, "API over HTTPS"),
+        None => {
+            tracing::warn!(%addr, "API over plain HTTP, on loopback only (set [serve] tls_cert and tls_key for TLS)")
+        }
+    }
     let handle = std::thread::Builder::new()
         .name("roster-api".into())
         .spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
             rt.block_on(async move {
                 let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
                 let shutdown = async move {
@@ -527,9 +578,15 @@ pub fn serve(
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 };
-                let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(shutdown)
-                    .await;
+                let make = app.into_make_service_with_connect_info::<SocketAddr>();
+                let _ = match tls {
+                    Some(config) => {
+                        use axum::serve::ListenerExt;
+                        let listener = tls::TlsListener::new(listener, config).tap_io(|_| {});
+                        axum::serve(listener, make).with_graceful_shutdown(shutdown).await
+                    }
+                    None => axum::serve(listener, make).with_graceful_shutdown(shutdown).await,
+                };
             });
         })
         .map_err(|e| e.to_string())?;

@@ -31,6 +31,39 @@ impl Role {
     pub fn can_read(self) -> bool {
         matches!(self, Role::Reader | Role::Operator | Role::Admin)
     }
+
+    pub fn may(self, need: Need) -> bool {
+        match need {
+            Need::Read => self.can_read(),
+            Need::Operate => matches!(self, Role::Operator | Role::Admin),
+            Need::Publish => matches!(self, Role::PluginPublisher | Role::Admin),
+            Need::Admin => self == Role::Admin,
+        }
+    }
+}
+
+/// What a route asks of the caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// reader, operator, admin: the directory, events, runs, plans, quarantine, plugins.
+    Read,
+    /// operator, admin: start syncs, approve blocked plans, resolve quarantine.
+    Operate,
+    /// plugin-publisher, admin: upload, activate and roll back plugins.
+    Publish,
+    /// admin: tokens and the audit trail.
+    Admin,
+}
+
+impl Need {
+    pub fn roles(self) -> &'static str {
+        match self {
+            Need::Read => "reader, operator, admin",
+            Need::Operate => "operator, admin",
+            Need::Publish => "plugin-publisher, admin",
+            Need::Admin => "admin",
+        }
+    }
 }
 
 pub const PREFIX: &str = "rst_";

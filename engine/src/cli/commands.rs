@@ -61,8 +61,11 @@ pub fn run(cli: &Cli) -> Result<u8> {
             }
         },
         Command::Audit { action: AuditAction::Export { tenant: id, since } } => {
-            if let Err(code) = tenant(&config, id) {
-                return Ok(code);
+            // "*" holds security events aimed at names that are no tenant.
+            if id != "*" {
+                if let Err(code) = tenant(&config, id) {
+                    return Ok(code);
+                }
             }
             if let Some(s) = since {
                 if time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_err() {
@@ -212,7 +215,7 @@ fn sync_cmd(
     }
     let mut store = open_store(config)?;
     let host = plugin_host(config)?;
-    let opts = SyncOptions { dry_run, allow_deletes, full, only_sources: None, trigger: "cli".into() };
+    let opts = SyncOptions { dry_run, allow_deletes, full, ..SyncOptions::new("cli") };
     let mut worst = exit::OK;
     let mut reports = Vec::new();
     for t in tenants {
@@ -287,16 +290,7 @@ fn sync_cmd(
             report.run_id.map(|id| format!(", run {id}")).unwrap_or_default(),
         );
         if json {
-            reports.push(serde_json::json!({
-                "tenant": report.tenant,
-                "run_id": report.run_id,
-                "status": report.status.as_str(),
-                "counts": report.counts,
-                "sources": report.sources,
-                "conflicts": report.conflicts,
-                "plugins": report.plugins.iter().map(|(k, p)| serde_json::json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
-                "plan": report.plan,
-            }));
+            reports.push(report.to_json());
         }
         worst = worst.max(code);
     }
@@ -448,6 +442,12 @@ fn users_edit_cmd(config: &Config, id: &str, anchor: &str, set: &[String], by: &
         let attribute = attribute.trim();
         if attribute.is_empty() || attribute == "externalId" {
             eprintln!("error: --set '{pair}': '{attribute}' cannot be edited");
+            return Ok(exit::CONFIG);
+        }
+        if config.tenant(id).is_some_and(|t| t.privacy.is_sensitive(attribute)) {
+            eprintln!(
+                "error: --set '{attribute}=…': '{attribute}' is a sensitive attribute of tenant '{id}' ([tenant.privacy]); Roster keeps only a digest of it and cannot take it from the application"
+            );
             return Ok(exit::CONFIG);
         }
         let value: Vec<String> = if value.is_empty() { Vec::new() } else { vec![value.to_string()] };
@@ -627,48 +627,22 @@ fn resolve_cmd(config: &Config, id: &str, anchor: &str, keep: bool) -> Result<u8
         Err(code) => return Ok(code),
     };
     let mut store = open_store(config)?;
-    let records = store.quarantine(id)?;
-    let Some(record) = records.iter().find(|q| q.item.anchor.as_deref() == Some(anchor)) else {
-        eprintln!("error: tenant '{id}': nothing with anchor '{anchor}' is quarantined (see `roster quarantine list`)");
-        return Ok(exit::FAILURE);
-    };
-    if keep && record.item.stage == "conflict" {
-        if let Some(attribute) = crate::conflict::parse_app_edit_reason(&record.item.reason) {
-            // Keeping the entry as the directory has it drops the application's edit.
-            let kind = record.item.kind.unwrap_or(crate::source::EntryKind::User);
-            let object_id = crate::model::object_id(id, &record.item.source, kind, anchor);
-            let clear = crate::conflict::EditAction::Clear { object_id, attribute: attribute.to_string() };
-            store.settle_app_edits(id, std::slice::from_ref(&clear))?;
-            store.dismiss_quarantine(id, anchor)?;
-            let detail = serde_json::json!({ "action": "quarantine.resolve", "externalId": anchor, "resolution": "keep-directory", "attribute": attribute });
-            store.audit(id, "admin", &cli_actor(), &detail)?;
-            println!(
-                "tenant '{id}': the application's edit of {attribute} on {anchor} is dropped; the directory's value applies from the next run on"
-            );
-            return Ok(exit::OK);
+    let resolution = if keep { crate::admin::Resolution::Keep } else { crate::admin::Resolution::Dismiss };
+    match crate::admin::resolve_quarantine(t, &mut store, anchor, resolution, &cli_actor()) {
+        Ok(message) => {
+            println!("{message}");
+            Ok(exit::OK)
         }
+        Err(e @ crate::admin::AdminError::NotQuarantined { .. }) => {
+            eprintln!("error: {e} (see `roster quarantine list`)");
+            Ok(exit::FAILURE)
+        }
+        Err(e @ crate::admin::AdminError::NotAConflict { .. }) => {
+            eprintln!("error: {e}");
+            Ok(exit::CONFIG)
+        }
+        Err(crate::admin::AdminError::Store(e)) => Err(e.into()),
     }
-    if keep {
-        let Some((key, value)) = crate::conflict::parse_reason(&t.conflicts, &record.item.reason)
-            .filter(|_| record.item.stage == "conflict")
-        else {
-            eprintln!(
-                "error: tenant '{id}': '{anchor}' is quarantined for \"{}\", not a conflict; --keep settles conflicts only (use --dismiss)",
-                record.item.reason
-            );
-            return Ok(exit::CONFIG);
-        };
-        store.decide_conflict(id, &key, &value, anchor)?;
-        let detail = serde_json::json!({ "action": "quarantine.resolve", "externalId": anchor, "resolution": "keep", "key": key, "value": value });
-        store.audit(id, "admin", &cli_actor(), &detail)?;
-        println!("tenant '{id}': {key} '{value}' goes to {anchor} from the next run on");
-    } else {
-        let n = store.dismiss_quarantine(id, anchor)?;
-        let detail = serde_json::json!({ "action": "quarantine.resolve", "externalId": anchor, "resolution": "dismiss", "records": n });
-        store.audit(id, "admin", &cli_actor(), &detail)?;
-        println!("tenant '{id}': dismissed {n} quarantine record(s) of {anchor}");
-    }
-    Ok(exit::OK)
 }
 
 fn runs_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {

@@ -222,6 +222,7 @@ pub enum AuditAction {
     Verify,
     /// A tenant's audit records as JSON lines (one record per line).
     Export {
+        /// The tenant; "*" for security events aimed at names that are no tenant.
         #[arg(long)]
         tenant: String,
         /// Records at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).

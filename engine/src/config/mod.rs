@@ -70,6 +70,13 @@ pub struct ServeConfig {
     /// Failed API authentications per client address per minute before it gets 429.
     #[serde(default = "default_auth_failures")]
     pub auth_failures_per_minute: u32,
+    /// PEM certificate chain for the API (with `tls_key`). Without them the
+    /// API speaks plain HTTP, and only on a loopback address.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (keep it 0600).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -79,6 +86,8 @@ impl Default for ServeConfig {
             max_concurrent_runs: default_concurrent(),
             retry_max_secs: default_retry_max(),
             auth_failures_per_minute: default_auth_failures(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

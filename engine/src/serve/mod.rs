@@ -97,6 +97,19 @@ impl Permits {
     }
 }
 
+/// One lock per tenant: a run holds it from read to apply.
+pub struct TenantLocks(HashMap<String, Mutex<()>>);
+
+impl TenantLocks {
+    pub fn new(config: &Config) -> Self {
+        TenantLocks(config.tenants.iter().map(|t| (t.id.clone(), Mutex::new(()))).collect())
+    }
+
+    pub fn get(&self, tenant: &str) -> Option<&Mutex<()>> {
+        self.0.get(tenant)
+    }
+}
+
 /// The realtime buffers of one tenant, by source.
 type Buffers = HashMap<String, Arc<Mutex<Buffer>>>;
 
@@ -140,9 +153,18 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     let notifier = Notifier::new(&config)?;
     let permits = Arc::new(Permits { free: Mutex::new(config.serve.max_concurrent_runs.max(1)), cv: Condvar::new() });
     let listen = listen.unwrap_or_else(|| config.serve.listen.clone());
-    let (addr, http) = crate::api::serve(&listen, config.clone(), metrics.clone(), notifier.clone(), stop.clone())?;
+    let locks = Arc::new(TenantLocks::new(&config));
+    let api = crate::api::Services {
+        config: config.clone(),
+        metrics: metrics.clone(),
+        notifier: notifier.clone(),
+        host: host.clone(),
+        locks: locks.clone(),
+    };
+    let (addr, http) = crate::api::serve(&listen, api, stop.clone())?;
     tracing::info!(%addr, "metrics on http://{addr}/metrics");
-    println!("roster serve: {} tenant(s); metrics on http://{addr}/metrics", config.tenants.len());
+    let scheme = if config.serve.tls_cert.is_some() { "https" } else { "http" };
+    println!("roster serve: {} tenant(s); metrics on {scheme}://{addr}/metrics", config.tenants.len());
 
     let mut threads = vec![http];
     let mut senders: Vec<Sender<Trigger>> = Vec::new();
@@ -178,6 +200,7 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
             permits: permits.clone(),
             buffers,
             stop: stop.clone(),
+            locks: locks.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -315,6 +338,7 @@ struct Worker {
     permits: Arc<Permits>,
     buffers: Buffers,
     stop: Arc<AtomicBool>,
+    locks: Arc<TenantLocks>,
 }
 
 #[derive(Default)]
@@ -431,7 +455,11 @@ impl Worker {
             full: reconcile,
             only_sources: if reconcile { None } else { Some(runnable.clone()) },
             trigger: reason.as_str().into(),
+            approved_deletes: None,
         };
+        // One run per tenant at a time, whether the schedule or the API starts it.
+        let lock = self.locks.get(&tenant.id);
+        let _held = lock.as_ref().map(|l| l.lock());
         let started = Instant::now();
         let mut provider = Provider { batches: &batches };
         let result =

@@ -203,6 +203,18 @@ impl Store for SqliteStore {
         audit_append(&self.conn, &tenant, "run", &trigger, &detail)
     }
 
+    fn mark_run_approved(&mut self, blocked_run: i64, by_run: i64) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE runs SET status = 'approved', summary = json_set(summary, '$.approved_by_run', ?2)
+                 WHERE id = ?1 AND status = 'blocked'",
+                params![blocked_run, by_run],
+            )
+            .map_err(q("marking a run approved"))?;
+        Ok(n == 1)
+    }
+
     fn runs(&mut self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
         let mut stmt = self
             .conn
