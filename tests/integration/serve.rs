@@ -292,3 +292,56 @@ sync = {{ mode = "schedule", cron = "* * * * * *" }}
     });
     assert_eq!(serve.stop(), 0);
 }
+
+#[test]
+fn without_syncprov_a_realtime_source_polls_and_an_outage_is_retried_notified_and_caught_up() {
+    let ldif = gen_ldif(50, 5, 2);
+    let mut s = Slapd::start_with(&[&ldif], &[("SYNCPROV", "0")]);
+    let (hook, got) = receiver();
+    let env = realtime_env(&s);
+    std::fs::write(env.path().join("hook-secret"), "hook-signing-key").expect("write");
+    let cfg = std::fs::read_to_string(env.config_path()).expect("config");
+    env.write_config(&format!(
+        "[serve]\nretry_max_secs = 1\n[[notify]]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = {{ file = \"hook-secret\" }}\n{}",
+        cfg.replace(
+            r#"sync = { mode = "realtime", reconcile_cron = "*/2 * * * * *" }"#,
+            r#"sync = { mode = "realtime", poll_secs = 1 }"#
+        )
+    ));
+    let serve = Serve::start(&env);
+    wait_until("the first read is applied", Duration::from_secs(30), || env.users("t").len() == 50);
+    let status = env.run(&["status", "--json"]).ok().json();
+    assert!(status.to_string().contains("no syncprov"), "status says it polls: {status}");
+    // A plain user (the generator also makes cn= RDNs and mixed-case uids).
+    let text = std::fs::read_to_string(&ldif).expect("ldif");
+    let uid = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("dn: uid=").and_then(|r| r.split_once(",ou=people")).map(|(u, _)| u))
+        .find(|u| u.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.'))
+        .expect("a plain uid")
+        .to_string();
+    let dn = format!("uid={uid},ou=people,{}", s.base);
+    s.ldapmodify(&format!("dn: {dn}\nchangetype: modify\nreplace: displayName\ndisplayName: Polled\n"));
+    wait_until("a change is polled", Duration::from_secs(15), || display_of(&env, &uid).as_deref() == Some("Polled"));
+
+    // The server goes away: failed reads plan no deletes, one notification.
+    s.stop();
+    wait_until("a failure notification", Duration::from_secs(20), || {
+        got.lock().expect("lock").iter().any(|(_, b)| b.contains("\"failure\""))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(env.users("t").len(), 50, "an unreachable server is not an empty directory");
+    let failures = got.lock().expect("lock").iter().filter(|(_, b)| b.contains("\"failure\"")).count();
+    assert_eq!(failures, 1, "retried every second, notified once");
+
+    // It comes back with a change made meanwhile (offline, as an admin would
+    // restore it): the retry catches up and reports the recovery.
+    s.restart();
+    s.ldapmodify(&format!("dn: {dn}\nchangetype: modify\nreplace: displayName\ndisplayName: After Outage\n"));
+    wait_until("the recovery notification", Duration::from_secs(20), || {
+        got.lock().expect("lock").iter().any(|(_, b)| b.contains("\"recovery\""))
+    });
+    wait_until("caught up", Duration::from_secs(15), || display_of(&env, &uid).as_deref() == Some("After Outage"));
+    assert_eq!(env.users("t").len(), 50);
+    assert_eq!(serve.stop(), 0);
+}

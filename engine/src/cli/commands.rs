@@ -576,6 +576,9 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
                 "source": s.name(),
                 "kind": s.kind(),
                 "mode": sync.mode.as_str(),
+                // What `roster serve` made of the mode (a realtime LDAP source
+                // on a server without syncprov polls instead).
+                "running_as": state.get("serve.mode"),
                 "health": state.get("serve.health").cloned().unwrap_or_else(|| "-".into()),
                 "last_error": state.get("serve.last_error").filter(|_| state.get("serve.health").is_some_and(|h| h != "ok")),
                 "next_run": next_run,
@@ -611,6 +614,9 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
             last,
             r["quarantined"]
         );
+        if let Some(running) = r["running_as"].as_str().filter(|m| Some(*m) != r["mode"].as_str()) {
+            println!("    running as: {running}");
+        }
         if let Some(next) = r["next_run"].as_str() {
             println!("    next run: {next}");
         }

@@ -26,7 +26,7 @@ pub mod notify;
 pub mod realtime;
 pub mod schedule;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::sync::{Arc, Condvar, Mutex};
@@ -131,11 +131,13 @@ impl SourceProvider for Provider<'_> {
     }
 }
 
-fn poll_interval(source: &SourceConfig, mode: &crate::config::SyncModeConfig) -> Option<Duration> {
+fn poll_interval(source: &SourceConfig, mode: &crate::config::SyncModeConfig, no_stream: bool) -> Option<Duration> {
     if mode.mode != SyncMode::Realtime {
         return None;
     }
     let default = match source {
+        // A server without syncprov cannot stream: poll it instead.
+        SourceConfig::Ldap(_) if no_stream => 10,
         SourceConfig::Ldap(_) => return None, // a change stream, not polling
         SourceConfig::ActiveDirectory(_) => 5,
         SourceConfig::AzureAd(_) => 30,
@@ -168,6 +170,8 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
 
     let mut threads = vec![http];
     let mut senders: Vec<Sender<Trigger>> = Vec::new();
+    // Realtime LDAP sources whose server cannot stream.
+    let mut no_stream: HashSet<(String, String)> = HashSet::new();
     for (t_index, tenant) in config.tenants.iter().enumerate() {
         let (tx, rx) = channel::<Trigger>();
         senders.push(tx.clone());
@@ -179,6 +183,19 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
                 let _ = store.set_source_state(&tenant.id, source.name(), k, v);
             }
             if let (SyncMode::Realtime, SourceConfig::Ldap(ldap)) = (mode.mode, source) {
+                if !offers_syncrepl(&config, ldap) {
+                    let every = poll_interval(source, &mode, true).unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(tenant = %tenant.id, source = %source.name(), every_secs = every.as_secs(),
+                        "the server does not offer RFC 4533 content synchronization (no syncprov): polling instead of streaming");
+                    let _ = store.set_source_state(
+                        &tenant.id,
+                        source.name(),
+                        "serve.mode",
+                        "realtime (polling: no syncprov)",
+                    );
+                    no_stream.insert((tenant.id.clone(), source.name().to_string()));
+                    continue;
+                }
                 let buffer = Arc::new(Mutex::new(Buffer::default()));
                 let cookies = stored_cookies(&config, tenant, &host, &mut store, source.name());
                 let tx = tx.clone();
@@ -209,7 +226,7 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
                 .map_err(|e| e.to_string())?,
         );
     }
-    threads.push(scheduler(config.clone(), senders, stop.clone())?);
+    threads.push(scheduler(config.clone(), senders, no_stream, stop.clone())?);
     for tenant in &config.tenants {
         for target in &tenant.scim_push {
             let (config, tenant, target, stop) = (config.clone(), tenant.id.clone(), target.clone(), stop.clone());
@@ -243,6 +260,21 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     Ok(())
 }
 
+/// Whether a realtime LDAP source can stream (RFC 4533). When the server
+/// cannot be asked now (down, or the root DSE hides its controls), assume it
+/// can: the stream retries until it is reachable.
+fn offers_syncrepl(config: &Config, ldap: &crate::config::LdapSourceConfig) -> bool {
+    let password = match &ldap.bind_password {
+        Some(r) => match r.resolve(&config.base_dir) {
+            Ok(p) => Some(p),
+            Err(_) => return true,
+        },
+        None => None,
+    };
+    let Ok(mut source) = crate::source::ldap::LdapSource::new(ldap, &config.base_dir, password) else { return true };
+    !matches!(source.supports_syncrepl(), Ok(Some(false)))
+}
+
 /// The cookies a realtime source continues from, if they were made with the
 /// current pipeline (otherwise the stream starts over: a full refresh).
 fn stored_cookies(
@@ -265,6 +297,7 @@ fn stored_cookies(
 fn scheduler(
     config: Arc<Config>,
     senders: Vec<Sender<Trigger>>,
+    no_stream: HashSet<(String, String)>,
     stop: Arc<AtomicBool>,
 ) -> Result<std::thread::JoinHandle<()>, String> {
     enum When {
@@ -286,7 +319,8 @@ fn scheduler(
             if mode.mode == SyncMode::Realtime {
                 add_cron(&mode.reconcile_cron, Reason::Reconcile);
             }
-            if let Some(every) = poll_interval(s, &mode) {
+            let streamless = no_stream.contains(&(t.id.clone(), s.name().to_string()));
+            if let Some(every) = poll_interval(s, &mode, streamless) {
                 jobs.push((i, s.name().to_string(), When::Every(every), Instant::now()));
             }
         }

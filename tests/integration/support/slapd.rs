@@ -304,6 +304,50 @@ impl Slapd {
             .unwrap_or_else(|| panic!("no entryUUID for {dn}"))
     }
 
+    /// Starts the stopped slapd again on the same ports with the same data
+    /// (an outage that ends). Panics unless it answers within 20 s.
+    pub fn restart(&mut self) {
+        assert!(self.stopped, "restart: slapd is running");
+        let bin = ["/usr/sbin/slapd", "/usr/local/sbin/slapd"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .unwrap_or("slapd");
+        let dir = self.dir.path();
+        let urls = format!("ldap://127.0.0.1:{}/ ldaps://127.0.0.1:{}/", self.port, self.port + 1);
+        let log = std::fs::OpenOptions::new().append(true).create(true).open(dir.join("slapd.log")).expect("slapd.log");
+        let _ = std::fs::remove_file(dir.join("run").join("slapd.pid"));
+        let child = Command::new("setsid")
+            .arg(bin)
+            .args(["-d", "0", "-s", "0", "-F"])
+            .arg(dir.join("slapd.d"))
+            .args(["-h", &urls])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start slapd again");
+        self.pid = child.id();
+        self.stopped = false;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let ok = self
+                .client("ldapsearch")
+                .args(["-x", "-H", &self.ldap_url, "-ZZ", "-b", "", "-s", "base", "1.1"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "slapd did not come back:\n{}", self.log_tail(20));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if let Some(pid) =
+            std::fs::read_to_string(dir.join("run").join("slapd.pid")).ok().and_then(|p| p.trim().parse().ok())
+        {
+            self.pid = pid;
+        }
+    }
+
     /// Stops slapd now (idempotent; drop calls it). The directory stays until drop.
     pub fn stop(&mut self) {
         if self.stopped {

@@ -28,6 +28,7 @@
 # Environment knobs (all optional):
 #   SUFFIX=dc=example,dc=com  ADMIN_PW=admin-secret  SVC_PW=svc-secret
 #   ACCESSLOG=1  NOSYNC=1 (olcDbNoSync)
+#   SYNCPROV=0: no syncprov overlay (a server that cannot stream RFC 4533 changes)
 #   SLAPD_LOGLEVEL=none (errors only; "stats" logs every operation, "-1" everything)
 #   TLS_KEY_TYPE=ec|rsa  WAIT_SECS=30  SIZE_LIMIT=500 (default limit for everyone else)
 #   OWNER_PID=<pid>: stop slapd when that process is gone (a crashed or killed test run must
@@ -47,7 +48,17 @@ SPORT=$((PORT + 1))
 SUFFIX=${SUFFIX:-dc=example,dc=com}
 ADMIN_PW=${ADMIN_PW:-admin-secret}
 SVC_PW=${SVC_PW:-svc-secret}
+SYNCPROV=${SYNCPROV:-1}
 ACCESSLOG=${ACCESSLOG:-1}
+# accesslog feeds syncprov's session log: without syncprov there is nothing to feed.
+# Without syncprov the module is not even loaded: loading it alone advertises the
+# RFC 4533 control in the root DSE.
+if [[ "$SYNCPROV" = 1 ]]; then
+  MORE_MODULES=$'\nolcModuleLoad: {1}syncprov\nolcModuleLoad: {2}accesslog'
+else
+  ACCESSLOG=0
+  MORE_MODULES=""
+fi
 NOSYNC=${NOSYNC:-1}
 SLAPD_LOGLEVEL=${SLAPD_LOGLEVEL:-none}
 WAIT_SECS=${WAIT_SECS:-30}
@@ -169,9 +180,7 @@ dn: cn=module{0},cn=config
 objectClass: olcModuleList
 cn: module{0}
 olcModulePath: $MODULE_DIR
-olcModuleLoad: {0}back_mdb
-olcModuleLoad: {1}syncprov
-olcModuleLoad: {2}accesslog
+olcModuleLoad: {0}back_mdb$MORE_MODULES
 
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
@@ -240,6 +249,8 @@ olcDbMultival: member,uniqueMember 100,10
 olcLimits: {0}dn.exact="$SVCDN" size=unlimited time=unlimited
 olcAccess: {0}to attrs=userPassword by dn.exact="$ROOTDN" manage by self write by anonymous auth by * none
 olcAccess: {1}to * by dn.exact="$ROOTDN" manage by dn.exact="$SVCDN" read by self read by * none
+EOF
+if [[ "$SYNCPROV" = 1 ]]; then cat <<EOF
 
 dn: olcOverlay={0}syncprov,olcDatabase={$MAINDB}mdb,cn=config
 objectClass: olcOverlayConfig
@@ -247,6 +258,7 @@ objectClass: olcSyncProvConfig
 olcOverlay: {0}syncprov
 olcSpCheckpoint: 100 10
 EOF
+fi
 if [[ "$ACCESSLOG" = 1 ]]; then cat <<EOF
 olcSpSessionlogSource: cn=accesslog
 
@@ -259,7 +271,7 @@ olcAccessLogOps: writes
 olcAccessLogSuccess: TRUE
 olcAccessLogPurge: 07+00:00 01+00:00
 EOF
-else cat <<EOF
+elif [[ "$SYNCPROV" = 1 ]]; then cat <<EOF
 olcSpSessionlog: 10000
 EOF
 fi

@@ -33,6 +33,8 @@ use tls::TrustRoots;
 
 /// The RFC 2696 paged results control, as listed in the root DSE.
 const PAGED_RESULTS_OID: &str = "1.2.840.113556.1.4.319";
+/// RFC 4533 Sync Request control: the server runs syncprov.
+const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
 
 /// Reads users and groups from an LDAP server.
 #[derive(Debug)]
@@ -146,6 +148,26 @@ impl LdapSource {
         Ok(Self { config: config.clone(), endpoint, trust, rules, runtime: None })
     }
 
+    /// Whether the server offers RFC 4533 content synchronization (OpenLDAP's
+    /// syncprov): `None` when the root DSE lists no controls to this account.
+    pub fn supports_syncrepl(&mut self) -> Result<Option<bool>, SourceError> {
+        let endpoint = self.endpoint.clone();
+        self.run(async move {
+            let mut session = client::connect(&endpoint).await?;
+            let dse = client::read_root_dse(&mut session.ldap, &endpoint).await;
+            match &dse {
+                Ok(_) => session.close().await,
+                Err(_) => session.abort(),
+            }
+            let controls: Vec<String> = dse?
+                .into_iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("supportedControl"))
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            Ok(if controls.is_empty() { None } else { Some(controls.iter().any(|c| c == SYNC_REQUEST_OID)) })
+        })
+    }
+
     /// Connects, binds and reads the root DSE; returns a short report for
     /// `roster source test`. Also checks that the configured bases exist.
     pub fn check(&mut self) -> Result<String, SourceError> {
@@ -199,6 +221,13 @@ impl LdapSource {
                 "paged results (RFC 2696): unknown (the root DSE lists no controls to this account)".into()
             } else {
                 "paged results (RFC 2696): NOT supported; a large directory may hit the server's size limit".into()
+            });
+            lines.push(if controls.iter().any(|c| c == SYNC_REQUEST_OID) {
+                "content synchronization (RFC 4533, syncprov): supported; realtime mode streams changes".into()
+            } else if controls.is_empty() {
+                "content synchronization (RFC 4533): unknown".into()
+            } else {
+                "content synchronization (RFC 4533): NOT supported; realtime mode falls back to polling".into()
             });
             lines.push(format!(
                 "user_base '{user_base}': {}",
