@@ -157,10 +157,49 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
-/// `roster ARGS` with `pre` (verbosity, log format) first and the Graph secret's variable set.
+/// How long one `roster` command may take before the test gives up on it.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(180);
+
+/// `roster PRE ARGS` (PRE: verbosity, log format) with `vars` set; killed and
+/// reported if it outlives [`COMMAND_DEADLINE`]. Output goes to files, so a
+/// chatty `-vvv` cannot block on a full pipe.
 fn roster(env: &Env, pre: &[&str], args: &[&str], vars: &[(&str, &str)]) -> Run {
-    let all: Vec<&str> = pre.iter().chain(args).copied().collect();
-    env.run_env(&all, vars)
+    let logs = tempfile::tempdir().expect("a dir for the command's output");
+    let (out, err) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut cmd = env.cmd();
+    cmd.args(pre).args(args).envs(vars.iter().copied()).stdin(Stdio::null());
+    cmd.stdout(std::fs::File::create(&out).expect("stdout file"));
+    cmd.stderr(std::fs::File::create(&err).expect("stderr file"));
+    let mut child = cmd.spawn().expect("running roster");
+    let started = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("waiting for roster") {
+            break status.code().unwrap_or(-1);
+        }
+        if started.elapsed() > COMMAND_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`roster {} {}` did not finish within {COMMAND_DEADLINE:?}\nstdout:\n{}\nstderr (tail):\n{}",
+                pre.join(" "),
+                args.join(" "),
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                tail(&std::fs::read_to_string(&err).unwrap_or_default(), 4000),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+    Run { code, stdout: read(&out), stderr: read(&err) }
+}
+
+/// The last `n` bytes of `s` (at a character boundary).
+fn tail(s: &str, n: usize) -> &str {
+    let mut from = s.len().saturating_sub(n);
+    while !s.is_char_boundary(from) {
+        from += 1;
+    }
+    &s[from..]
 }
 
 fn ldap_source(s: &Slapd, name: &str, password_file: &str) -> String {
@@ -304,6 +343,40 @@ max_delete_percent = 100
     let check = record("-vvv config check".into(), roster(&env, LOUD_JSON, &["config", "check"], &vars)).ok();
     assert!(check.stdout.contains("OK (1 tenants)"), "{}", check.stdout);
 
+    // Debug and Display: the loaded configuration holds references only, and a
+    // resolved secret prints redacted, though it holds the right value.
+    let config = roster::config::Config::load(&env.config_path()).expect("the configuration loads");
+    let mut shown = format!("{config:?}\n{config:#?}\n");
+    let tenant = &config.tenants[0];
+    let mut refs: Vec<(&str, &roster::config::SecretRef)> = vec![("hook", &tenant.webhooks[0].secret)];
+    refs.extend(tenant.scim_push[0].token.as_ref().map(|t| ("scim", t)));
+    for n in &config.notify {
+        match n {
+            roster::config::NotifyConfig::Webhook { secret, .. } => refs.push(("notify", secret)),
+            roster::config::NotifyConfig::Smtp { password, .. } => refs.extend(password.as_ref().map(|p| ("smtp", p))),
+        }
+    }
+    for source in &tenant.sources {
+        if let roster::config::SourceConfig::Ldap(l) = source {
+            refs.extend(l.bind_password.as_ref().map(|p| ("ldap", p)));
+        }
+    }
+    let mut exposed: Vec<String> = Vec::new();
+    for (what, r) in &refs {
+        let secret = r.resolve(&config.base_dir).unwrap_or_else(|e| panic!("{what}: {e}"));
+        shown.push_str(&format!("{r:?} {secret:?} {secret} {secret:#?} {:?}\n", Some(&secret)));
+        exposed.push(secret.expose().to_string());
+    }
+    exposed.sort();
+    let mut expected = vec![LDAP_PW, HOOK_SECRET, NOTIFY_SECRET, SMTP_PW, SCIM_TOKEN];
+    expected.sort();
+    assert_eq!(exposed, expected, "every secret reference resolves to its value");
+    assert_no_leaks(&leaks_in(
+        "Debug/Display of the configuration and its resolved secrets",
+        shown.as_bytes(),
+        &needles,
+    ));
+
     // Both sources connect and authenticate with their secrets.
     for (source, kind) in [("corp", "ldap"), ("entra", "azure-ad")] {
         let r = record(
@@ -348,9 +421,12 @@ max_delete_percent = 100
     assert!(
         sync.stderr.lines().any(|l| l.contains("\"level\":\"DEBUG\"") || l.contains("\"level\":\"TRACE\"")),
         "-vvv --log-format json logs at debug/trace level: {}",
-        &sync.stderr[..sync.stderr.len().min(2000)]
+        tail(&sync.stderr, 2000)
     );
-    let users = env.users("t");
+    let users = roster(&env, &[], &["users", "list", "--tenant", "t", "--json"], &vars).ok().json()["Resources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(users.len(), LDAP_USERS + GRAPH_USERS, "every user was created");
 
     // Again: incremental for Graph (delta links kept in the store), nothing to do.
@@ -390,11 +466,8 @@ max_delete_percent = 100
             "events list --json" => {
                 assert!(r.json().as_array().is_some_and(|a| a.len() >= LDAP_USERS + GRAPH_USERS), "{}", r.stdout)
             }
-            l if l.starts_with("explain") => assert!(
-                r.stdout.contains(&ldap_anchor) || r.stdout.contains(&graph_anchor),
-                "explain shows the entry:\n{}",
-                r.stdout
-            ),
+            "explain (ldap)" => assert!(r.stdout.contains(&ldap_anchor), "explain shows the entry:\n{}", r.stdout),
+            "explain (graph)" => assert!(r.stdout.contains(&graph_anchor), "explain shows the entry:\n{}", r.stdout),
             _ => {}
         }
     }
@@ -453,7 +526,7 @@ max_delete_percent = 100
         "roster serve tried the webhook and the SCIM push (exit {})\nstdout:\n{}\nstderr (tail):\n{}",
         serve.code,
         serve.stdout,
-        &serve.stderr[serve.stderr.len().saturating_sub(4000)..]
+        tail(&serve.stderr, 4000)
     );
     let status = record(
         "webhooks status (after serve)".into(),
@@ -592,11 +665,11 @@ fn plaintext_secret_in_toml_is_refused() {
     let mut problems = Vec::new();
     for (what, key, value, body) in &cases {
         let config = format!("[store]\npath = \"data\"\n{body}");
-        let line = config
-            .lines()
-            .position(|l| l.starts_with(&format!("{key} = \"{value}\"")))
-            .map(|i| i + 1)
-            .expect("the plaintext line");
+        let lines: Vec<&str> = config.lines().collect();
+        let at = lines.iter().position(|l| l.starts_with(&format!("{key} = \"{value}\""))).expect("the plaintext line");
+        let line = at + 1;
+        // The header of the table the key is in (`[[notify]]`, `[[tenant.source]]`, …).
+        let table_line = lines[..at].iter().rposition(|l| l.starts_with('[')).map(|i| i + 1).expect("a table");
         let env = Env::new(&config);
         let needles = vec![needle(&format!("the plaintext {what}"), value)];
         for (label, pre, args) in [
@@ -612,10 +685,11 @@ fn plaintext_secret_in_toml_is_refused() {
             let err = &run.stderr;
             let names_file = err.contains(&env.config_path().display().to_string());
             let names_line = err.contains(&format!("line {line},"));
+            let names_table = err.contains(&format!("line {table_line},"));
             let names_key = err.contains(&format!("'{key}'")) || err.contains(&format!("`{key}`"));
-            if !names_file || !(names_line || names_key) {
+            if !names_file || !(names_line || names_table || names_key) {
                 problems.push(format!(
-                    "`roster {label}` does not say where (file: {names_file}, line {line}: {names_line}, key '{key}': {names_key}):\n{err}"
+                    "`roster {label}` does not say where (file: {names_file}, line {line}: {names_line}, its table's line {table_line}: {names_table}, key '{key}': {names_key}):\n{err}"
                 ));
             }
             if *key == "bind_password" && !names_line {

@@ -406,11 +406,14 @@ fn restore_sigpipe() {
 
 fn init_tracing(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
+    // Detail is for Roster's own events: debug/trace of every dependency
+    // (wasmtime's compiler above all) would bury them under gigabytes.
+    // RUST_LOG still selects anything.
     let default = match cli.verbose {
         0 => "warn",
         1 => "info",
-        2 => "debug",
-        _ => "trace",
+        2 => "roster=debug,info",
+        _ => "roster=trace,info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
