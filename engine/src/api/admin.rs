@@ -218,6 +218,21 @@ fn ok_json(status: StatusCode, body: &Value) -> Response {
     (status, [("content-type", "application/json")], body.to_string()).into_response()
 }
 
+/// `{"data": …}` from one store read, or the error response.
+fn read_data<T: serde::Serialize>(
+    api: &Api,
+    read: impl FnOnce(&mut SqliteStore) -> Result<T, crate::store::StoreError>,
+) -> Response {
+    let result = match api.store.lock() {
+        Ok(mut s) => read(&mut s),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable"),
+    };
+    match result {
+        Ok(v) => ok_json(StatusCode::OK, &json!({ "data": v })),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     q.get(name).is_some_and(|v| matches!(v.as_str(), "true" | "1" | "yes"))
 }
@@ -306,14 +321,7 @@ async fn list_runs(
         return r;
     }
     let limit: u32 = q.get("limit").and_then(|v| v.parse().ok()).unwrap_or(20).clamp(1, 1000);
-    let runs = match api.store.lock() {
-        Ok(mut s) => s.runs(&tenant, limit),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable"),
-    };
-    match runs {
-        Ok(runs) => ok_json(StatusCode::OK, &json!({ "data": runs })),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    read_data(&api, |s| s.runs(&tenant, limit))
 }
 
 fn find_run(api: &Api, tenant: &str, run: &str) -> Result<crate::store::RunRecord, Response> {
@@ -405,14 +413,7 @@ async fn list_quarantine(
     if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false, Need::Read) {
         return r;
     }
-    let q = match api.store.lock() {
-        Ok(mut s) => s.quarantine(&tenant),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable"),
-    };
-    match q {
-        Ok(q) => ok_json(StatusCode::OK, &json!({ "data": q })),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    read_data(&api, |s| s.quarantine(&tenant))
 }
 
 async fn resolve_quarantine(
@@ -453,14 +454,7 @@ async fn list_plugins(
     if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false, Need::Read) {
         return r;
     }
-    let plugins = match api.store.lock() {
-        Ok(mut s) => s.plugins(&tenant),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable"),
-    };
-    match plugins {
-        Ok(p) => ok_json(StatusCode::OK, &json!({ "data": p })),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    read_data(&api, |s| s.plugins(&tenant))
 }
 
 async fn upload_plugin(
@@ -564,17 +558,9 @@ async fn list_tokens(
     if let Err(r) = api.authorize(&headers, peer.ip(), &tenant, false, Need::Admin) {
         return r;
     }
-    let all = match api.store.lock() {
-        Ok(mut s) => s.tokens(),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable"),
-    };
-    match all {
-        Ok(all) => {
-            let mine: Vec<_> = all.into_iter().filter(|t| t.tenants.contains(&tenant)).collect();
-            ok_json(StatusCode::OK, &json!({ "data": mine }))
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    read_data(&api, |s| {
+        s.tokens().map(|all| all.into_iter().filter(|t| t.tenants.contains(&tenant)).collect::<Vec<_>>())
+    })
 }
 
 async fn create_token(
@@ -677,14 +663,7 @@ async fn read_audit(
             return error(StatusCode::BAD_REQUEST, "since: expected an RFC 3339 time");
         }
     }
-    let records = match api.store.lock() {
-        Ok(mut s) => s.audit_records(Some(&tenant), since.as_deref()),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable"),
-    };
-    match records {
-        Ok(r) => ok_json(StatusCode::OK, &json!({ "data": r })),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
+    read_data(&api, |s| s.audit_records(Some(&tenant), since.as_deref()))
 }
 
 #[cfg(test)]
