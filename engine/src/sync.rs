@@ -678,6 +678,17 @@ pub fn sync_tenant_with(
             "sources": reports,
             "plugins": plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
             "allow_deletes": opts.allow_deletes,
+            // Where each source's read ended (cookie, USN, delta link): the
+            // audit's run record ties the run's changes to it.
+            "positions": quarantines
+                .iter()
+                .filter(|(_, complete, _, state)| *complete && !state.is_empty())
+                .map(|(source, _, _, state)| {
+                    let position: serde_json::Map<String, serde_json::Value> =
+                        state.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                    (source.clone(), serde_json::Value::Object(position))
+                })
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
             "conflicts": conflicts,
             "approved_deletes": opts.approved_deletes.as_ref().map(|a| a.len()),
             // What an operator approves: exactly these deletions.

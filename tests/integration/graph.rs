@@ -137,6 +137,17 @@ fn a_tenant_is_read_whole_through_many_pages_then_incrementally() {
     assert!(!member_ids.contains(&id_of(&leaving).expect("leaving user")), "the removed member is out");
     let expected = server.state()["groups"][gid.as_str()]["members"].as_array().map(Vec::len).unwrap_or(0);
     assert_eq!(member_ids.len(), expected - usize::from(members.contains(soft)), "no member lost or duplicated");
+
+    // The audit ties the incremental run's changes to the delta link it ended at.
+    let audit = env.run(&["audit", "export", "--tenant", "contoso"]).ok().stdout;
+    let last_run: Value = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["kind"] == "run")
+        .last()
+        .expect("a run record");
+    let position = last_run["detail"]["positions"]["entra"]["graph.users_delta"].as_str().unwrap_or("");
+    assert!(position.contains("deltatoken") || position.contains("delta"), "{last_run}");
 }
 
 #[test]

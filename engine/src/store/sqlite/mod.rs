@@ -196,7 +196,7 @@ impl Store for SqliteStore {
         let s = &outcome.summary;
         let detail = serde_json::json!({
             "run_id": run_id, "status": outcome.status, "trigger": trigger,
-            "counts": s.get("counts"), "plugins": s.get("plugins"),
+            "counts": s.get("counts"), "plugins": s.get("plugins"), "positions": s.get("positions"),
             "sources": s.get("sources").and_then(|v| v.as_array()).map(|a| a.iter().map(|x| x.get("source").cloned().unwrap_or_default()).collect::<Vec<_>>()),
             "detail": s.get("detail").or_else(|| s.get("error")),
         });
