@@ -701,6 +701,18 @@ fn plaintext_secret_in_toml_is_refused() {
             problems.extend(leaks_in_run(&label, &run, &needles));
         }
         assert!(!env.path().join("data").join("roster.db").exists(), "{what}: a refused config opens no store");
+
+        // Allowed explicitly, the same file loads, with a warning that never shows the value.
+        let allowed = Env::new(&format!("allow_plaintext_secrets = true\n{config}"));
+        // X: the `{ env = "X" }` the webhook and SCIM cases' LDAP source uses.
+        let run = roster(&allowed, &[], &["config", "check"], &[("X", "x")]);
+        if run.code != 0 || !run.stderr.contains("plaintext secrets") {
+            problems.push(format!(
+                "{what}: with allow_plaintext_secrets = true, `config check` exited {} without the warning:\n{}",
+                run.code, run.stderr
+            ));
+        }
+        problems.extend(leaks_in_run(&format!("config check, allowed ({what})"), &run, &needles));
     }
     assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n\n"));
 }

@@ -28,6 +28,13 @@ pub struct Config {
     /// Where failures, recoveries, guard-rail blocks and security events go.
     #[serde(default, rename = "notify")]
     pub notify: Vec<NotifyConfig>,
+    /// Accept secrets written in the file (with a warning). Off: only
+    /// `{ env = … }` and `{ file = … }` references.
+    #[serde(default)]
+    pub allow_plaintext_secrets: bool,
+    /// How many plaintext secrets the file holds (warned about at load).
+    #[serde(skip)]
+    pub plaintext_secrets: usize,
     /// Directory of the config file; relative paths in it are relative to this.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -1103,8 +1110,22 @@ impl Config {
     /// Parses configuration text that claims to come from `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: shown.clone(), message: describe_toml_error(text, &e) })?;
+        // The switch is read first: it decides how secrets deserialize.
+        let allow = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| t.get("allow_plaintext_secrets").and_then(toml::Value::as_bool))
+            .unwrap_or(false);
+        let (parsed, plaintext) = secret::parsing_with(allow, || toml::from_str::<Config>(text));
+        let mut config: Config =
+            parsed.map_err(|e| ConfigError::Syntax { path: shown.clone(), message: describe_toml_error(text, &e) })?;
+        config.plaintext_secrets = plaintext;
+        if plaintext > 0 {
+            tracing::warn!(
+                path = %shown,
+                count = plaintext,
+                "the configuration holds plaintext secrets (allow_plaintext_secrets = true): move them to {{ env = … }} or {{ file = … }}"
+            );
+        }
         config.path = path.to_path_buf();
         config.base_dir = path
             .parent()
@@ -1387,6 +1408,19 @@ max_delete_percent = 20
         let msg = err.to_string();
         assert!(msg.contains("secret reference"), "{msg}");
         assert!(msg.contains("line 9"), "{msg}");
+    }
+
+    #[test]
+    fn plaintext_secrets_only_when_the_file_allows_them() {
+        let body = "[[tenant]]\nid = \"a\"\n[[tenant.source]]\nname = \"l\"\nkind = \"ldap\"\nurl = \"ldap://127.0.0.1\"\nuser_base = \"dc=x\"\nbind_dn = \"cn=x\"\nbind_password = \"hunter2\"\n";
+        let c = parse(&format!("allow_plaintext_secrets = true\n{body}")).expect("allowed");
+        assert_eq!(c.plaintext_secrets, 1);
+        let Some(SourceConfig::Ldap(l)) = c.tenants[0].sources.first() else { panic!("an ldap source") };
+        let secret = l.bind_password.as_ref().expect("password");
+        assert!(!format!("{secret:?} {c:?}").contains("hunter2"), "Debug redacts it");
+        assert_eq!(secret.resolve(Path::new(".")).expect("resolves").expose(), "hunter2");
+        let err = parse(&format!("allow_plaintext_secrets = false\n{body}")).expect_err("refused");
+        assert!(err.to_string().contains("allow_plaintext_secrets") && !err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

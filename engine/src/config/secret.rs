@@ -6,15 +6,58 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// Where a secret lives. The configuration names it; only [`SecretRef::resolve`]
-/// ever reads it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a secret reference: { env = \"NAME\" } or { file = \"path\" } (plaintext secrets are not accepted)"
-)]
+/// ever reads it. A literal in the file is refused unless the file says
+/// `allow_plaintext_secrets = true` (then it is accepted with a warning).
+#[derive(Clone, PartialEq, Eq)]
 pub enum SecretRef {
-    Env { env: String },
-    File { file: PathBuf },
+    Env {
+        env: String,
+    },
+    File {
+        file: PathBuf,
+    },
+    /// Only with `allow_plaintext_secrets = true`.
+    Plain(String),
+}
+
+thread_local! {
+    /// Set by `Config::parse` for the file being parsed: serde gives a
+    /// `Deserialize` impl no other way to see a setting of the same file.
+    static ALLOW_PLAINTEXT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static PLAINTEXT_SEEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `parse` with plaintext secrets allowed or not; returns its result
+/// and how many plaintext secrets it accepted.
+pub(crate) fn parsing_with<T>(allow_plaintext: bool, parse: impl FnOnce() -> T) -> (T, usize) {
+    ALLOW_PLAINTEXT.with(|a| a.set(allow_plaintext));
+    PLAINTEXT_SEEN.with(|n| n.set(0));
+    let out = parse();
+    ALLOW_PLAINTEXT.with(|a| a.set(false));
+    (out, PLAINTEXT_SEEN.with(|n| n.replace(0)))
+}
+
+impl<'de> serde::Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Env { env: String },
+            File { file: PathBuf },
+            Plain(String),
+        }
+        let expecting = "a secret reference: { env = \"NAME\" } or { file = \"path\" } (plaintext secrets are not accepted; allow_plaintext_secrets = true at the top of the file accepts them, with a warning)";
+        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(expecting))? {
+            Raw::Env { env } => Ok(SecretRef::Env { env }),
+            Raw::File { file } => Ok(SecretRef::File { file }),
+            Raw::Plain(value) if ALLOW_PLAINTEXT.with(|a| a.get()) => {
+                PLAINTEXT_SEEN.with(|n| n.set(n.get() + 1));
+                Ok(SecretRef::Plain(value))
+            }
+            // The message never repeats the value.
+            Raw::Plain(_) => Err(serde::de::Error::custom(expecting)),
+        }
+    }
 }
 
 impl fmt::Debug for SecretRef {
@@ -22,6 +65,7 @@ impl fmt::Debug for SecretRef {
         match self {
             SecretRef::Env { env } => write!(f, "{{ env = {env:?} }}"),
             SecretRef::File { file } => write!(f, "{{ file = {:?} }}", file.display()),
+            SecretRef::Plain(_) => f.write_str("<plaintext secret, redacted>"),
         }
     }
 }
@@ -63,6 +107,7 @@ impl SecretRef {
     pub fn resolve(&self, base_dir: &Path) -> Result<Secret, SecretError> {
         match self {
             SecretRef::Env { env } => std::env::var(env).map(Secret).map_err(|_| SecretError::EnvMissing(env.clone())),
+            SecretRef::Plain(value) => Ok(Secret(value.clone())),
             SecretRef::File { file } => {
                 let path = base_dir.join(file);
                 let text = std::fs::read_to_string(&path)
