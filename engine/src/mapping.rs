@@ -35,6 +35,11 @@ impl MappingStage {
         self.instance.identity()
     }
 
+    /// Wall time spent inside the mapper so far.
+    pub fn busy(&self) -> std::time::Duration {
+        self.instance.busy()
+    }
+
     /// Queues an entry; when the batch is full, maps it and returns the results.
     pub fn push(&mut self, entry: SourceEntry) -> Result<Vec<(SourceEntry, Mapped)>, PluginError> {
         self.batch.push(entry);

@@ -16,7 +16,7 @@
 //! quarantined and protected from deletion; if too many fail, the run aborts
 //! before apply.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -156,6 +156,8 @@ pub struct RunReport {
     pub plugins: Vec<(PluginKind, PluginIdentity)>,
     pub conflicts: crate::conflict::ConflictCounts,
     pub elapsed_ms: u128,
+    /// Seconds spent inside each kind of plugin during the run.
+    pub plugin_seconds: BTreeMap<String, f64>,
 }
 
 impl RunReport {
@@ -580,6 +582,17 @@ pub fn sync_tenant_with(
     if let Some(r) = &resolver {
         plugins.push((PluginKind::ConflictResolver, r.identity().clone()));
     }
+    let mut plugin_seconds: BTreeMap<String, f64> = BTreeMap::new();
+    plugin_seconds.insert(PluginKind::Mapper.as_str().into(), mapping.busy().as_secs_f64());
+    for (kind, instance) in [
+        (PluginKind::CustomAttributes, custom.as_ref()),
+        (PluginKind::RoleAssigner, roles.as_ref()),
+        (PluginKind::ConflictResolver, resolver.as_ref()),
+    ] {
+        if let Some(i) = instance {
+            plugin_seconds.insert(kind.as_str().into(), i.busy().as_secs_f64());
+        }
+    }
     for (name, mut outcome, snapshot) in read {
         plan.sources.push(diff(name, &snapshot, &outcome.desired));
         outcome.report.quarantined = outcome.quarantine.len() as u64;
@@ -678,6 +691,7 @@ pub fn sync_tenant_with(
             "sources": reports,
             "plugins": plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
             "allow_deletes": opts.allow_deletes,
+            "plugin_seconds": plugin_seconds,
             // Where each source's read ended (cookie, USN, delta link): the
             // audit's run record ties the run's changes to it.
             "positions": quarantines
@@ -713,6 +727,7 @@ pub fn sync_tenant_with(
         plugins,
         conflicts,
         elapsed_ms: started.elapsed().as_millis(),
+        plugin_seconds,
     })
 }
 

@@ -183,6 +183,11 @@ fn realtime_changes_land_promptly_and_a_crash_misses_nothing() {
     let metrics = http_get(&format!("{}", serve.metrics));
     assert!(metrics.contains("roster_runs_total{tenant=\"t\",source=\"corp\""), "{metrics}");
     assert!(metrics.contains("roster_source_healthy{tenant=\"t\",source=\"corp\"} 1"), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("roster_plugin_seconds_total{tenant=\"t\",kind=\"mapper\"}")
+            && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0)),
+        "time inside the mapper is counted: {metrics}"
+    );
     let finished = |r: &Value| r["trigger"] == "reconcile" && r["status"] != "running";
     wait_until("a reconcile run", Duration::from_secs(10), || env.runs("t").iter().any(finished));
     let reconcile = env.runs("t").into_iter().find(finished).expect("reconcile run");

@@ -143,6 +143,8 @@ pub struct PluginInstance {
     fuel_budget: Option<u64>,
     /// Usage of stores already dropped.
     retired: Usage,
+    /// Wall time spent inside the plugin's calls (for metrics and run records).
+    busy: std::time::Duration,
 }
 
 impl PluginInstance {
@@ -184,6 +186,7 @@ impl PluginInstance {
             packer: Packer::with_capacity(4096),
             fuel_budget: host.fuel_budget(),
             retired: Usage { fuel: host.fuel_budget().map(|_| 0), peak_memory_bytes: 0 },
+            busy: std::time::Duration::ZERO,
         };
         me.revive()?;
         Ok(me)
@@ -203,6 +206,11 @@ impl PluginInstance {
     }
 
     /// Fuel and peak memory used so far, including instances discarded after a trap.
+    /// Wall time spent inside this instance's calls so far.
+    pub fn busy(&self) -> std::time::Duration {
+        self.busy
+    }
+
     pub fn usage(&self) -> Usage {
         let mut usage = self.retired;
         if let Some((store, _)) = &self.live {
@@ -301,7 +309,9 @@ impl PluginInstance {
         };
         arm_deadline(store, self.limits);
         store.data_mut().logs_this_call = 0;
+        let started = std::time::Instant::now();
         let result = f(bindings, store);
+        self.busy += started.elapsed();
         let dropped = std::mem::take(&mut store.data_mut().logs_dropped);
         if dropped > 0 {
             tracing::warn!(tenant = %self.identity.tenant, plugin = %self.identity.name, dropped, "plugin log lines over the per-call cap were dropped");

@@ -21,15 +21,32 @@ pub struct SourceMetrics {
     pub lag_seconds: f64,
 }
 
+/// Per tenant (a run covers all the sources it reads).
+#[derive(Debug, Default, Clone)]
+pub struct TenantMetrics {
+    /// Seconds spent inside each kind of plugin, summed over runs.
+    pub plugin_seconds: BTreeMap<String, f64>,
+    /// Entries in quarantine now, by source and the stage that failed them
+    /// (read, map, custom-attributes, conflict, …).
+    pub quarantine_by_stage: BTreeMap<(String, String), u64>,
+}
+
 #[derive(Default)]
 pub struct Metrics {
     sources: Mutex<BTreeMap<(String, String), SourceMetrics>>,
+    tenants: Mutex<BTreeMap<String, TenantMetrics>>,
 }
 
 impl Metrics {
     pub fn update(&self, tenant: &str, source: &str, f: impl FnOnce(&mut SourceMetrics)) {
         if let Ok(mut m) = self.sources.lock() {
             f(m.entry((tenant.to_string(), source.to_string())).or_default());
+        }
+    }
+
+    pub fn update_tenant(&self, tenant: &str, f: impl FnOnce(&mut TenantMetrics)) {
+        if let Ok(mut m) = self.tenants.lock() {
+            f(m.entry(tenant.to_string()).or_default());
         }
     }
 
@@ -87,10 +104,57 @@ impl Metrics {
                 }
             }
         }
+        drop(m);
+        let Ok(t) = self.tenants.lock() else { return out };
+        let _ = writeln!(
+            out,
+            "# HELP roster_plugin_seconds_total Time spent inside plugins, by kind.\n# TYPE roster_plugin_seconds_total counter"
+        );
+        for (tenant, v) in t.iter() {
+            for (kind, secs) in &v.plugin_seconds {
+                let _ = writeln!(
+                    out,
+                    "roster_plugin_seconds_total{{tenant=\"{}\",kind=\"{kind}\"}} {secs}",
+                    escape(tenant)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP roster_quarantine_entries Entries in quarantine, by the stage that failed them.\n# TYPE roster_quarantine_entries gauge"
+        );
+        for (tenant, v) in t.iter() {
+            for ((source, stage), n) in &v.quarantine_by_stage {
+                let _ = writeln!(
+                    out,
+                    "roster_quarantine_entries{{{},stage=\"{}\"}} {n}",
+                    label(tenant, source),
+                    escape(stage)
+                );
+            }
+        }
         out
     }
 }
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugin_time_and_quarantine_by_stage_are_exposed() {
+        let m = Metrics::default();
+        m.update("t", "corp", |s| s.healthy = true);
+        m.update_tenant("t", |t| {
+            t.plugin_seconds.insert("mapper".into(), 0.25);
+            t.quarantine_by_stage.insert(("corp".into(), "map".into()), 3);
+        });
+        let text = m.render();
+        assert!(text.contains("roster_plugin_seconds_total{tenant=\"t\",kind=\"mapper\"} 0.25"), "{text}");
+        assert!(text.contains("roster_quarantine_entries{tenant=\"t\",source=\"corp\",stage=\"map\"} 3"), "{text}");
+    }
 }

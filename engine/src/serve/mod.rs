@@ -528,6 +528,17 @@ impl Worker {
                         }
                     });
                 }
+                let by_stage: BTreeMap<(String, String), u64> =
+                    store.quarantine(&tenant.id).unwrap_or_default().into_iter().fold(BTreeMap::new(), |mut acc, q| {
+                        *acc.entry((q.item.source.clone(), q.item.stage.clone())).or_default() += 1;
+                        acc
+                    });
+                self.metrics.update_tenant(&tenant.id, |m| {
+                    for (kind, secs) in &report.plugin_seconds {
+                        *m.plugin_seconds.entry(kind.clone()).or_default() += secs;
+                    }
+                    m.quarantine_by_stage = by_stage;
+                });
                 let c = report.counts;
                 for name in &runnable {
                     self.metrics.update(&tenant.id, name, |m| {
