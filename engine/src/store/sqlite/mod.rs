@@ -318,6 +318,8 @@ impl Store for SqliteStore {
             }
         }
         outbox.finish(&tx)?;
+        let mut chain = AuditChain::open(&tx, tenant)?;
+        let actor = format!("run:{run_id}");
         for sp in &plan.sources {
             for change in &sp.changes {
                 let detail = match change {
@@ -331,7 +333,7 @@ impl Store for SqliteStore {
                         serde_json::json!({ "op": "delete", "run_id": run_id, "source": sp.source, "id": id, "kind": kind.as_str(), "externalId": anchor })
                     }
                 };
-                audit_append(&tx, tenant, "change", &format!("run:{run_id}"), &detail)?;
+                chain.append(&tx, "change", &actor, &detail)?;
             }
             if !sp.memberships.is_empty() {
                 let detail = serde_json::json!({
@@ -339,7 +341,7 @@ impl Store for SqliteStore {
                     "added": sp.memberships.iter().filter(|m| m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
                     "removed": sp.memberships.iter().filter(|m| !m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
                 });
-                audit_append(&tx, tenant, "change", &format!("run:{run_id}"), &detail)?;
+                chain.append(&tx, "change", &actor, &detail)?;
             }
         }
         tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
@@ -1025,6 +1027,60 @@ fn audit_hash(seq: i64, tenant: &str, at: &str, kind: &str, actor: &str, detail:
     crate::util::sha256_hex(format!("{seq}\n{tenant}\n{at}\n{kind}\n{actor}\n{detail}\n{prev}").as_bytes())
 }
 
+/// A tenant's chain head within one transaction: read once, then extended
+/// record by record (an apply writes one record per change).
+struct AuditChain<'t> {
+    tenant: &'t str,
+    next_seq: i64,
+    prev: String,
+}
+
+impl<'t> AuditChain<'t> {
+    fn open(conn: &rusqlite::Connection, tenant: &'t str) -> Result<Self, StoreError> {
+        let last: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT seq, hash FROM audit WHERE tenant = ?1 ORDER BY seq DESC LIMIT 1",
+                params![tenant],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(q("reading the audit chain"))?;
+        let (next_seq, prev) = match last {
+            Some((s, h)) => (s + 1, h),
+            None => conn
+                .query_row("SELECT seq + 1, hash FROM audit_checkpoints WHERE tenant = ?1", params![tenant], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .map_err(q("reading the audit checkpoint"))?
+                .unwrap_or((1, GENESIS.to_string())),
+        };
+        Ok(AuditChain { tenant, next_seq, prev })
+    }
+
+    fn append(
+        &mut self,
+        conn: &rusqlite::Connection,
+        kind: &str,
+        actor: &str,
+        detail: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let (seq, tenant) = (self.next_seq, self.tenant);
+        let at = now_rfc3339();
+        let detail = detail.to_string();
+        let hash = audit_hash(seq, tenant, &at, kind, actor, &detail, &self.prev);
+        conn.prepare_cached(
+            "INSERT INTO audit (seq, tenant, at, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(q("preparing audit insert"))?
+        .execute(params![seq, tenant, at, kind, actor, detail, self.prev, hash])
+        .map_err(q("appending to the audit trail"))?;
+        self.next_seq += 1;
+        self.prev = hash;
+        Ok(())
+    }
+}
+
 /// Appends one record to the chain, inside the caller's transaction.
 fn audit_append(
     conn: &rusqlite::Connection,
@@ -1033,32 +1089,7 @@ fn audit_append(
     actor: &str,
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    let last: Option<(i64, String)> = conn
-        .query_row("SELECT seq, hash FROM audit WHERE tenant = ?1 ORDER BY seq DESC LIMIT 1", params![tenant], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()
-        .map_err(q("reading the audit chain"))?;
-    let (seq, prev) = match last {
-        Some((s, h)) => (s + 1, h),
-        None => conn
-            .query_row("SELECT seq + 1, hash FROM audit_checkpoints WHERE tenant = ?1", params![tenant], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()
-            .map_err(q("reading the audit checkpoint"))?
-            .unwrap_or((1, GENESIS.to_string())),
-    };
-    let at = now_rfc3339();
-    let detail = detail.to_string();
-    let hash = audit_hash(seq, tenant, &at, kind, actor, &detail, &prev);
-    conn.prepare_cached(
-        "INSERT INTO audit (seq, tenant, at, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
-    .map_err(q("preparing audit insert"))?
-    .execute(params![seq, tenant, at, kind, actor, detail, prev, hash])
-    .map_err(q("appending to the audit trail"))?;
-    Ok(())
+    AuditChain::open(conn, tenant)?.append(conn, kind, actor, detail)
 }
 
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
