@@ -326,13 +326,11 @@ async fn list_runs(
 
 fn find_run(api: &Api, tenant: &str, run: &str) -> Result<crate::store::RunRecord, Response> {
     let id: i64 = run.parse().map_err(|_| error(StatusCode::NOT_FOUND, "no such run"))?;
-    let runs = match api.store.lock() {
-        Ok(mut s) => s.runs(tenant, 100_000),
+    let run = match api.store.lock() {
+        Ok(mut s) => s.run(tenant, id),
         Err(_) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable")),
     };
-    runs.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
-        .into_iter()
-        .find(|r| r.id == id)
+    run.map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
         .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such run"))
 }
 

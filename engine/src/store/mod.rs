@@ -178,6 +178,8 @@ pub trait Store {
     fn begin_run(&mut self, tenant: &str, trigger: &str, dry_run: bool) -> Result<i64, StoreError>;
     fn finish_run(&mut self, run_id: i64, outcome: &RunOutcome) -> Result<(), StoreError>;
     fn runs(&mut self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
+    /// One run of the tenant.
+    fn run(&mut self, tenant: &str, id: i64) -> Result<Option<RunRecord>, StoreError>;
     /// Marks a blocked run as approved by `run_id` (the run that applied it),
     /// so it cannot be approved twice. `false`: it was not blocked.
     fn mark_run_approved(&mut self, blocked_run: i64, by_run: i64) -> Result<bool, StoreError>;

@@ -222,21 +222,19 @@ impl Store for SqliteStore {
                 "SELECT id, tenant, trigger, dry_run, status, started_at, finished_at, summary FROM runs WHERE tenant = ?1 ORDER BY id DESC LIMIT ?2",
             )
             .map_err(q("preparing runs query"))?;
-        let rows = stmt
-            .query_map(params![tenant, limit], |r| {
-                Ok(RunRecord {
-                    id: r.get(0)?,
-                    tenant: r.get(1)?,
-                    trigger: r.get(2)?,
-                    dry_run: r.get(3)?,
-                    status: r.get(4)?,
-                    started_at: r.get(5)?,
-                    finished_at: r.get(6)?,
-                    summary: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .map_err(q("reading runs"))?;
+        let rows = stmt.query_map(params![tenant, limit], run_row).map_err(q("reading runs"))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(q("reading run row"))
+    }
+
+    fn run(&mut self, tenant: &str, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, tenant, trigger, dry_run, status, started_at, finished_at, summary FROM runs WHERE tenant = ?1 AND id = ?2",
+                params![tenant, id],
+                run_row,
+            )
+            .optional()
+            .map_err(q("reading run"))
     }
 
     fn apply(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError> {
@@ -1090,6 +1088,19 @@ fn audit_append(
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
     AuditChain::open(conn, tenant)?.append(conn, kind, actor, detail)
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        trigger: r.get(2)?,
+        dry_run: r.get(3)?,
+        status: r.get(4)?,
+        started_at: r.get(5)?,
+        finished_at: r.get(6)?,
+        summary: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or(serde_json::Value::Null),
+    })
 }
 
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
