@@ -2,7 +2,9 @@
 //! the same thing and leave the same audit record.
 
 use crate::config::TenantConfig;
-use crate::store::{Store, StoreError};
+use std::collections::BTreeSet;
+
+use crate::store::{RunRecord, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -12,8 +14,35 @@ pub enum AdminError {
         "tenant '{tenant}': '{anchor}' is quarantined for \"{reason}\", not a conflict; keep settles conflicts only (dismiss instead)"
     )]
     NotAConflict { tenant: String, anchor: String, reason: String },
+    #[error(
+        "tenant '{tenant}': run {run} is {status}, not blocked by the delete guard-rail; there is nothing to approve"
+    )]
+    NotBlocked { tenant: String, run: i64, status: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The deletions a run blocked by the delete guard-rail planned: approving the
+/// run lets a new run apply exactly these and nothing more.
+pub fn approvable_deletes(record: &RunRecord) -> Result<BTreeSet<String>, AdminError> {
+    record
+        .summary
+        .get("blocked_deletes")
+        .and_then(|v| v.as_array())
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .filter(|_| record.status == "blocked")
+        .ok_or_else(|| AdminError::NotBlocked {
+            tenant: record.tenant.clone(),
+            run: record.id,
+            status: record.status.clone(),
+        })
+}
+
+/// What to tell an admin whose approval found a plan that now deletes more.
+pub fn plan_changed_message(approved_run: i64, new_run: &serde_json::Value) -> String {
+    format!(
+        "the plan changed since run {approved_run} was blocked: it now deletes objects that run did not plan; review run {new_run} and approve that one"
+    )
 }
 
 /// How an admin settles a quarantined entry.

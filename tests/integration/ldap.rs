@@ -169,10 +169,29 @@ fn the_guard_rail_blocks_a_mass_delete_until_allowed() {
     let dry = env.run(&["sync", "--dry-run"]).ok();
     assert_eq!(dry.stdout.lines().filter(|l| l.starts_with("- user")).count(), 8, "{}", dry.stdout);
 
+    // An admin approves the blocked run from the CLI: exactly its 8 deletions apply.
+    let blocked = runs[0]["id"].as_i64().expect("run id").to_string();
+    let approved = env.run(&["runs", "approve", "--tenant", "t", &blocked]).ok();
+    assert!(approved.stdout.contains("8 deleted"), "{}", approved.stdout);
+    assert_eq!(env.users("t").len(), USERS - 8);
+    let again = env.run(&["runs", "approve", "--tenant", "t", &blocked]).code(2);
+    assert!(again.stderr.contains("nothing to approve"), "a run approves once: {}", again.stderr);
+    let audit = env.run(&["audit", "export", "--tenant", "t"]).ok().stdout;
+    let approval = audit.lines().find(|l| l.contains("plan.approve")).expect("approval audited");
+    assert!(approval.contains("\"actor\":\"cli:") && approval.contains("\"approved_deletes\":8"), "{approval}");
+
+    // --allow-deletes lets an admin at the console apply a large delete at once.
+    let more: Vec<String> =
+        env.users("t")[..6].iter().map(|u| u["userName"].as_str().unwrap_or_default().to_string()).collect();
+    for v in &more {
+        let out = s.search(&format!("ou=people,{}", s.base), &format!("(uid={v})"), &["dn"]);
+        s.ldapdelete(out.lines().find_map(|l| l.strip_prefix("dn: ")).expect("dn"));
+    }
+    env.run(&["sync"]).code(3);
     let (run, report) = env.sync(&["--allow-deletes"]);
     run.ok();
-    assert_eq!(counts(&report).2, 8);
-    assert_eq!(env.users("t").len(), USERS - 8);
+    assert_eq!(counts(&report).2, 6);
+    assert_eq!(env.users("t").len(), USERS - 14);
 }
 
 #[test]

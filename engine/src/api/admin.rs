@@ -8,7 +8,7 @@
 //! from it, and the integration tests walk it to prove that each documented
 //! route exists, needs a token and refuses other tenants' tokens.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -363,19 +363,9 @@ async fn approve_run(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let approved: Option<BTreeSet<String>> = record
-        .summary
-        .get("blocked_deletes")
-        .and_then(|v| v.as_array())
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect());
-    let Some(approved) = approved.filter(|_| record.status == "blocked") else {
-        return error(
-            StatusCode::CONFLICT,
-            &format!(
-                "run {} is {}, not blocked by the delete guard-rail; there is nothing to approve",
-                record.id, record.status
-            ),
-        );
+    let approved = match crate::admin::approvable_deletes(&record) {
+        Ok(a) => a,
+        Err(e) => return error(StatusCode::CONFLICT, &e.to_string()),
     };
     let mut opts = SyncOptions::new(&format!("api:{}", token.id));
     opts.approved_deletes = Some(approved.clone());
@@ -388,10 +378,7 @@ async fn approve_run(
         }
     }
     if status == StatusCode::CONFLICT {
-        body["error"] = json!(format!(
-            "the plan changed since run {} was blocked: it now deletes objects that run did not plan; review run {} and approve that one",
-            record.id, body["run_id"]
-        ));
+        body["error"] = json!(crate::admin::plan_changed_message(record.id, &body["run_id"]));
     }
     api.audit_admin(
         &tenant,
@@ -438,7 +425,9 @@ async fn resolve_quarantine(
     match result {
         Ok(message) => ok_json(StatusCode::OK, &json!({ "result": message })),
         Err(e @ crate::admin::AdminError::NotQuarantined { .. }) => error(StatusCode::NOT_FOUND, &e.to_string()),
-        Err(e @ crate::admin::AdminError::NotAConflict { .. }) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ (crate::admin::AdminError::NotAConflict { .. } | crate::admin::AdminError::NotBlocked { .. })) => {
+            error(StatusCode::CONFLICT, &e.to_string())
+        }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{
-    AuditAction, Cli, Command, ConfigAction, EventsAction, ListAction, PluginAction, QuarantineAction, SourceAction,
-    TokenAction, UsersAction, WebhooksAction, exit,
+    AuditAction, Cli, Command, ConfigAction, EventsAction, ListAction, PluginAction, QuarantineAction, RunsAction,
+    SourceAction, TokenAction, UsersAction, WebhooksAction, exit,
 };
 use crate::config::{Config, TenantConfig};
 use crate::model::Stored;
@@ -17,7 +17,7 @@ use crate::registry::{self, RegistryError};
 use crate::scim::Directory;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
-use crate::sync::{self, Progress, RunStatus, SyncError, SyncOptions};
+use crate::sync::{self, NoProgress, Progress, RunStatus, SyncError, SyncOptions};
 
 pub fn run(cli: &Cli) -> Result<u8> {
     // Scaffolding needs no configuration.
@@ -152,7 +152,8 @@ pub fn run(cli: &Cli) -> Result<u8> {
         Command::Quarantine { action: QuarantineAction::Resolve { tenant, anchor, keep, .. } } => {
             resolve_cmd(&config, tenant, anchor, *keep)
         }
-        Command::Runs { action: ListAction::List { tenant, json } } => runs_cmd(&config, tenant, *json),
+        Command::Runs { action: RunsAction::List { tenant, json } } => runs_cmd(&config, tenant, *json),
+        Command::Runs { action: RunsAction::Approve { tenant, run } } => approve_cmd(&config, tenant, *run),
         Command::Config { action: ConfigAction::Check } => check_cmd(&config),
         Command::Status { tenant, json } => status_cmd(&config, tenant.as_deref(), *json),
         Command::Plugin { action } => plugin_cmd(&config, action),
@@ -643,12 +644,65 @@ fn resolve_cmd(config: &Config, id: &str, anchor: &str, keep: bool) -> Result<u8
             eprintln!("error: {e} (see `roster quarantine list`)");
             Ok(exit::FAILURE)
         }
-        Err(e @ crate::admin::AdminError::NotAConflict { .. }) => {
+        Err(e @ (crate::admin::AdminError::NotAConflict { .. } | crate::admin::AdminError::NotBlocked { .. })) => {
             eprintln!("error: {e}");
             Ok(exit::CONFIG)
         }
         Err(crate::admin::AdminError::Store(e)) => Err(e.into()),
     }
+}
+
+/// `roster runs approve`: the CLI side of `POST /v1/tenants/{t}/runs/{run}/approve`,
+/// with the same rule (only the blocked run's deletions) and the same audit record.
+fn approve_cmd(config: &Config, id: &str, run: i64) -> Result<u8> {
+    let t = match tenant(config, id) {
+        Ok(t) => t,
+        Err(code) => return Ok(code),
+    };
+    let mut store = open_store(config)?;
+    let Some(record) = store.run(id, run)? else {
+        eprintln!("error: tenant '{id}': no run {run} (roster runs list --tenant {id})");
+        return Ok(exit::CONFIG);
+    };
+    let approved = match crate::admin::approvable_deletes(&record) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::CONFIG);
+        }
+    };
+    let host = plugin_host(config)?;
+    let actor = cli_actor();
+    let mut opts = SyncOptions::new(&actor);
+    opts.approved_deletes = Some(approved.clone());
+    let result = sync::sync_tenant(config, t, &mut store, &host, &opts, &NoProgress);
+    let (code, new_run, status, message) = match &result {
+        Ok(report) => match &report.status {
+            RunStatus::Applied | RunStatus::NoChanges => {
+                if let Some(by) = report.run_id {
+                    store.mark_run_approved(record.id, by)?;
+                }
+                let c = report.counts;
+                let new_run = report.run_id.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+                (exit::OK, serde_json::json!(report.run_id), "applied", format!(
+                    "tenant '{id}': run {run} approved; run {new_run} applied {} created, {} updated, {} deleted",
+                    c.creates, c.updates, c.deletes
+                ))
+            }
+            RunStatus::Blocked(_) => (
+                exit::GUARDRAIL,
+                serde_json::json!(report.run_id),
+                "blocked",
+                format!("error: tenant '{id}': {}", crate::admin::plan_changed_message(record.id, &serde_json::json!(report.run_id))),
+            ),
+            other => (exit::FAILURE, serde_json::json!(report.run_id), other.as_str(), format!("error: tenant '{id}': run {} {}", report.run_id.unwrap_or_default(), other.as_str())),
+        },
+        Err(e) => (exit::FAILURE, serde_json::Value::Null, "failed", format!("error: {e}")),
+    };
+    let detail = serde_json::json!({ "action": "plan.approve", "approved_run": record.id, "approved_deletes": approved.len(), "run_id": new_run, "status": status });
+    store.audit(id, "admin", &actor, &detail)?;
+    if code == exit::OK { println!("{message}") } else { eprintln!("{message}") }
+    Ok(code)
 }
 
 fn runs_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {

@@ -124,7 +124,7 @@ pub enum Command {
     /// Recent sync runs.
     Runs {
         #[command(subcommand)]
-        action: ListAction,
+        action: RunsAction,
     },
     /// One entry's way through the pipeline: source attributes, scope, mapper output, stored state, quarantine.
     Explain {
@@ -256,6 +256,24 @@ pub enum UsersAction {
         /// Who made the change, for the record.
         #[arg(long, default_value = "app")]
         by: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsAction {
+    List {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a run the delete guard-rail blocked: runs the tenant again and
+    /// applies the new plan only if it deletes nothing that run did not plan.
+    Approve {
+        #[arg(long)]
+        tenant: String,
+        /// The blocked run's id (`roster runs list`).
+        run: i64,
     },
 }
 
