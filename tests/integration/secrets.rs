@@ -692,7 +692,7 @@ fn plaintext_secret_in_toml_is_refused() {
                     "`roster {label}` does not say where (file: {names_file}, line {line}: {names_line}, its table's line {table_line}: {names_table}, key '{key}': {names_key}):\n{err}"
                 ));
             }
-            if *key == "bind_password" && !names_line {
+            if !names_line {
                 problems.push(format!("`roster {label}` does not name line {line}:\n{err}"));
             }
             if !err.contains("secret reference") {

@@ -114,14 +114,17 @@ fn default_retry_max() -> u64 {
 }
 
 /// `[[notify]]`: a channel for notifications.
+///
+/// Read through [`RawNotify`] rather than as an internally tagged enum: serde
+/// buffers a tagged table before choosing the variant, which loses where each
+/// key is, and an error in a value (a plaintext secret) must name its line.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+#[serde(try_from = "RawNotify")]
 pub enum NotifyConfig {
     /// JSON POST, signed with HMAC-SHA256 of the body (`X-Roster-Signature: sha256=…`).
     Webhook {
         url: String,
         secret: SecretRef,
-        #[serde(default = "default_dedup")]
         dedup_minutes: u64,
     },
     /// Email over SMTP with STARTTLS (plain only to a loopback server, for tests).
@@ -129,24 +132,92 @@ pub enum NotifyConfig {
         server: String,
         from: String,
         to: Vec<String>,
-        #[serde(default = "default_true")]
         starttls: bool,
-        #[serde(default)]
         ca_file: Option<PathBuf>,
-        #[serde(default)]
         username: Option<String>,
-        #[serde(default)]
         password: Option<SecretRef>,
-        #[serde(default = "default_dedup")]
         dedup_minutes: u64,
     },
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum NotifyKind {
+    Webhook,
+    Smtp,
+}
+
+/// Every key any `[[notify]]` kind takes, read in place (so errors keep their
+/// position); [`NotifyConfig::try_from`] then checks which belong to the kind.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNotify {
+    kind: NotifyKind,
+    url: Option<String>,
+    secret: Option<SecretRef>,
+    server: Option<String>,
+    from: Option<String>,
+    to: Option<Vec<String>>,
+    starttls: Option<bool>,
+    ca_file: Option<PathBuf>,
+    username: Option<String>,
+    password: Option<SecretRef>,
+    #[serde(default = "default_dedup")]
+    dedup_minutes: u64,
+}
+
+impl TryFrom<RawNotify> for NotifyConfig {
+    type Error = String;
+
+    fn try_from(raw: RawNotify) -> Result<Self, String> {
+        fn required<T>(value: Option<T>, kind: &str, key: &str) -> Result<T, String> {
+            value.ok_or_else(|| format!("a [[notify]] of kind \"{kind}\" needs `{key}`"))
+        }
+        fn refuse(present: &[(&str, bool)], kind: &str) -> Result<(), String> {
+            match present.iter().find(|(_, there)| *there) {
+                Some((key, _)) => Err(format!("`{key}` does not apply to a [[notify]] of kind \"{kind}\"")),
+                None => Ok(()),
+            }
+        }
+        match raw.kind {
+            NotifyKind::Webhook => {
+                refuse(
+                    &[
+                        ("server", raw.server.is_some()),
+                        ("from", raw.from.is_some()),
+                        ("to", raw.to.is_some()),
+                        ("starttls", raw.starttls.is_some()),
+                        ("ca_file", raw.ca_file.is_some()),
+                        ("username", raw.username.is_some()),
+                        ("password", raw.password.is_some()),
+                    ],
+                    "webhook",
+                )?;
+                Ok(NotifyConfig::Webhook {
+                    url: required(raw.url, "webhook", "url")?,
+                    secret: required(raw.secret, "webhook", "secret")?,
+                    dedup_minutes: raw.dedup_minutes,
+                })
+            }
+            NotifyKind::Smtp => {
+                refuse(&[("url", raw.url.is_some()), ("secret", raw.secret.is_some())], "smtp")?;
+                Ok(NotifyConfig::Smtp {
+                    server: required(raw.server, "smtp", "server")?,
+                    from: required(raw.from, "smtp", "from")?,
+                    to: required(raw.to, "smtp", "to")?,
+                    starttls: raw.starttls.unwrap_or(true),
+                    ca_file: raw.ca_file,
+                    username: raw.username,
+                    password: raw.password,
+                    dedup_minutes: raw.dedup_minutes,
+                })
+            }
+        }
+    }
+}
+
 fn default_dedup() -> u64 {
     30
-}
-fn default_true() -> bool {
-    true
 }
 
 /// How a source syncs under `roster serve` (`sync = { mode = … }`).
@@ -1344,6 +1415,23 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/roster/roster.toml"))
+    }
+
+    #[test]
+    fn notify_channels_take_only_their_own_keys() {
+        let base = "[store]\npath = \"d\"\n[[tenant]]\nid = \"t\"\n";
+        let ok = parse(&format!(
+            "[[notify]]\nkind = \"smtp\"\nserver = \"127.0.0.1:25\"\nfrom = \"r@example.com\"\nto = [\"o@example.com\"]\n{base}"
+        ))
+        .expect("smtp");
+        assert!(matches!(&ok.notify[0], NotifyConfig::Smtp { starttls: true, dedup_minutes: 30, .. }));
+        let mixed = parse(&format!(
+            "[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/n\"\nsecret = {{ env = \"X\" }}\nto = [\"x\"]\n{base}"
+        ));
+        let err = mixed.expect_err("to is an smtp key").to_string();
+        assert!(err.contains("`to` does not apply") && err.contains("line 1,"), "{err}");
+        let missing = parse(&format!("[[notify]]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/n\"\n{base}"));
+        assert!(missing.expect_err("secret").to_string().contains("needs `secret`"));
     }
 
     #[test]
