@@ -355,3 +355,88 @@ fn without_syncprov_a_realtime_source_polls_and_an_outage_is_retried_notified_an
     assert_eq!(env.users("t").len(), 50);
     assert_eq!(serve.stop(), 0);
 }
+
+#[test]
+fn sighup_reloads_a_valid_configuration_refuses_a_broken_one_and_audits_both() {
+    let env = Env::new("");
+    std::fs::copy(crate::support::repo_root().join("examples/directory.ldif"), env.path().join("dir.ldif"))
+        .expect("copy");
+    let config = |display: &str| {
+        format!(
+            r#"[store]
+path = "data"
+[[tenant]]
+id = "t"
+[[tenant.source]]
+name = "files"
+kind = "ldif"
+path = "dir.ldif"
+sync = {{ mode = "schedule", cron = "* * * * * *" }}
+[tenant.mapping]
+userName = "lower(uid)"
+displayName = "{display}"
+"#
+        )
+    };
+    env.write_config(&config("coalesce(displayName, cn)"));
+    let serve = Serve::start(&env);
+    wait_until("the first sync", Duration::from_secs(30), || env.users("t").len() > 100);
+    let uid = env.users("t")[0]["userName"].as_str().expect("userName").to_string();
+    let before = display_of(&env, &uid).expect("displayName");
+    assert_ne!(before, before.to_uppercase(), "a name with lower-case letters: {before}");
+    let hup = || {
+        // SAFETY: signalling our own child by pid.
+        unsafe {
+            libc::kill(serve.child.id() as libc::pid_t, libc::SIGHUP);
+        }
+    };
+    let audit = || env.run(&["audit", "export", "--tenant", "t"]).ok().stdout;
+
+    // A valid change: the service picks it up and the audit says what changed.
+    env.write_config(&config("upper(coalesce(displayName, cn))"));
+    hup();
+    wait_until("the new mapping applied", Duration::from_secs(30), || {
+        display_of(&env, &uid).is_some_and(|d| d == before.to_uppercase())
+    });
+    let text = audit();
+    let applied: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["detail"]["action"] == "config.reload")
+        .unwrap_or_else(|| panic!("no config.reload record:\n{text}"));
+    assert_eq!(applied["detail"]["result"], "applied", "{applied}");
+    assert_eq!(applied["detail"]["changed"]["tenant"], serde_json::json!(["tenant.mapping"]), "{applied}");
+    assert!(text.contains("\"config.load\""), "the start-up configuration is on the record");
+
+    // A broken file is refused; the service keeps running the last good one.
+    // (The CLI reads through a copy of the good file meanwhile.)
+    let good = env.path().join("good.toml");
+    std::fs::write(&good, config("upper(coalesce(displayName, cn))")).expect("write");
+    let read = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
+            .arg("--config")
+            .arg(&good)
+            .args(args)
+            .output()
+            .expect("roster");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    std::fs::write(env.config_path(), config("upper(displayName)").replace("[tenant.mapping]", "[tenant.mapingg]"))
+        .expect("write");
+    hup();
+    wait_until("the refusal audited", Duration::from_secs(15), || {
+        read(&["audit", "export", "--tenant", "t"]).contains("\"refused\"")
+    });
+    let exported = read(&["audit", "export", "--tenant", "t"]);
+    let refused = exported.lines().find(|l| l.contains("\"refused\"")).expect("refused").to_string();
+    assert!(refused.contains("mapingg") && refused.contains("line "), "names the place: {refused}");
+    assert!(http_get(&serve.metrics).contains("roster_runs_total"), "still serving");
+    std::thread::sleep(Duration::from_millis(1500));
+    let users: Value = serde_json::from_str(&read(&["users", "list", "--tenant", "t", "--json"])).expect("json");
+    let shown = users["Resources"].as_array().and_then(|u| user(u, &uid)).and_then(|u| u["displayName"].as_str());
+    assert_eq!(shown, Some(before.to_uppercase().as_str()), "the running mapping is unchanged");
+    std::fs::copy(&good, env.config_path()).expect("restore");
+    assert_eq!(serve.stop(), 0);
+    env.run(&["audit", "verify"]).ok();
+}

@@ -331,27 +331,79 @@ fn users_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
 }
 
 static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static RELOAD_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
     // Only an atomic store: async-signal-safe.
     STOP_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    RELOAD_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `roster serve`. SIGTERM/SIGINT stop it gracefully. SIGHUP reloads the
+/// configuration file: it is validated while the service carries on; a file
+/// that loads replaces the running one (runs in progress finish first, streams
+/// resume from their stored cookies, the API keeps its address), a file that
+/// does not is refused and the service keeps its configuration. Both are audited.
 fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    use crate::serve::reload::{self, Snapshot};
+    use std::sync::atomic::Ordering::SeqCst;
+    // SAFETY: the handlers only store to atomics, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_stop_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGHUP, on_reload_signal as *const () as libc::sighandler_t);
     }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let relay = stop.clone();
-    std::thread::spawn(move || {
-        while !STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+    // The snapshot keeps the file's TOML so a reload can say what changed;
+    // `config` was loaded a moment earlier from the same file.
+    let mut current = Snapshot::load(&config.path).context("reading the configuration again")?;
+    reload::audit_load(&mut open_store(&current.config)?, &current, "serve");
+    let mut listen = listen;
+    loop {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let relay_stop = stop.clone();
+        let running = current.clone();
+        let (tx, rx) = std::sync::mpsc::channel::<Snapshot>();
+        let relay = std::thread::spawn(move || {
+            while !STOP_REQUESTED.load(SeqCst) {
+                if RELOAD_REQUESTED.swap(false, SeqCst) {
+                    match Snapshot::load(&running.config.path) {
+                        Ok(next) => {
+                            tracing::info!(path = %running.config.path.display(), "configuration reloaded: restarting the service with it");
+                            let _ = tx.send(next);
+                            relay_stop.store(true, SeqCst);
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "configuration reload refused; the service keeps its configuration");
+                            match SqliteStore::open(&running.config.store_dir()) {
+                                Ok(mut store) => reload::audit_refused(&mut store, &running, &e, "serve:SIGHUP"),
+                                Err(se) => tracing::error!(error = %se, "cannot open the store to audit the refused reload"),
+                            }
+                        }
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            relay_stop.store(true, SeqCst);
+        });
+        let config = current.config.clone();
+        let bound = crate::serve::run(config, listen.clone(), stop).map_err(anyhow::Error::msg);
+        let _ = relay.join();
+        let bound = bound?;
+        let Ok(next) = rx.try_recv() else { break };
+        reload::audit_applied(&mut open_store(&next.config)?, &current, &next, "serve:SIGHUP");
+        // Keep the bound port (`--listen 127.0.0.1:0` included) unless the file moved the API.
+        if listen.is_some() || next.config.serve.listen == current.config.serve.listen {
+            listen = Some(bound.to_string());
+        } else {
+            listen = None;
         }
-        relay.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
-    crate::serve::run(config, listen, stop).map_err(anyhow::Error::msg)?;
+        current = next;
+    }
+    println!("roster serve: stopped");
     Ok(exit::OK)
 }
 

@@ -24,6 +24,7 @@
 pub mod metrics;
 pub mod notify;
 pub mod realtime;
+pub mod reload;
 pub mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -147,8 +148,9 @@ fn poll_interval(source: &SourceConfig, mode: &crate::config::SyncModeConfig, no
 }
 
 /// Runs the service until `stop` is set. Returns once every run in progress
-/// has finished.
-pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Result<(), String> {
+/// has finished, with the address the API was bound to (a reload binds the
+/// same one again).
+pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Result<std::net::SocketAddr, String> {
     let config = Arc::new(config);
     let host = Arc::new(PluginHost::new(Some(config.store_dir().join("plugin-cache")))?);
     let metrics = Arc::new(Metrics::default());
@@ -256,8 +258,7 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
         let _ = t.join();
     }
     notifier.close();
-    println!("roster serve: stopped");
-    Ok(())
+    Ok(addr)
 }
 
 /// Whether a realtime LDAP source can stream (RFC 4533). When the server
