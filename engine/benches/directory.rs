@@ -2143,13 +2143,14 @@ fn svg(r: &Value) -> String {
     for (i, (name, v)) in sizes.iter().enumerate() {
         let x0 = left + i as f64 * (pw + 40.0);
         let vals: Vec<Option<f64>> = bars.iter().map(|(_, p, _)| get_f(v, p)).collect();
-        let max = vals.iter().flatten().cloned().fold(0.0_f64, f64::max).max(0.001);
+        // 15 % headroom above the tallest bar for its label.
+        let max = vals.iter().flatten().cloned().fold(0.0_f64, f64::max).max(0.001) * 1.15;
         let n: usize = name.parse().unwrap_or(0);
         let _ = writeln!(
             s,
             r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{} users, {} groups</text>"#,
             x0 + pw / 2.0,
-            top - 10.0,
+            top - 16.0,
             n,
             n / 10
         );

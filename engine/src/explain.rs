@@ -251,6 +251,25 @@ pub fn explain(
                 let _ = writeln!(out, "Stored: not in the store (id would be {id})");
             }
         }
+        if tenant.privacy.keep_raw_attributes {
+            match store.raw_attributes(&tenant.id, &id)? {
+                Some((attrs, read_at)) => {
+                    let _ = writeln!(out, "Raw source attributes kept ([tenant.privacy] keep_raw_attributes), read {read_at}:");
+                    let parsed: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(&attrs).unwrap_or_default();
+                    for (k, v) in parsed {
+                        let values: Vec<String> = v
+                            .as_array()
+                            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                            .unwrap_or_default();
+                        let _ = writeln!(out, "    {k}: {}", show(&values));
+                    }
+                }
+                None => {
+                    let _ = writeln!(out, "Raw source attributes: none kept yet (the next applied run keeps them)");
+                }
+            }
+        }
         quarantine_section(&mut out, store, tenant, source_cfg.name(), Some(&entry.anchor))?;
         return Ok(Some(out));
     }

@@ -399,6 +399,9 @@ struct SourceOutcome {
     aborted: Option<(PluginKind, String)>,
     /// The source's state for its next read, kept once this run is applied.
     state: Vec<(String, String)>,
+    /// `[tenant.privacy] keep_raw_attributes`: (object id, the entry's
+    /// attributes as JSON) of every entry admitted.
+    raw: Vec<(String, String)>,
 }
 
 /// Runs one tenant's sync.
@@ -593,11 +596,13 @@ pub fn sync_tenant_with(
             plugin_seconds.insert(kind.as_str().into(), i.busy().as_secs_f64());
         }
     }
+    let mut raws = Vec::new();
     for (name, mut outcome, snapshot) in read {
         plan.sources.push(diff(name, &snapshot, &outcome.desired));
         outcome.report.quarantined = outcome.quarantine.len() as u64;
         outcome.report.mapped = outcome.desired.objects.len() as u64;
         quarantines.push((name.to_string(), outcome.desired.read_complete, outcome.quarantine, outcome.state));
+        raws.push((name, std::mem::take(&mut outcome.raw)));
         reports.push(outcome.report);
     }
 
@@ -666,6 +671,15 @@ pub fn sync_tenant_with(
                 if error.is_some() && h.disabled_at.is_some() {
                     tracing::error!(tenant = %tenant.id, %kind, plugin = %p, failures = h.consecutive_failures, "plugin disabled for this tenant after consecutive failed runs");
                 }
+            }
+        }
+        if applied {
+            if tenant.privacy.keep_raw_attributes {
+                for (source, rows) in &raws {
+                    store.put_raw_attributes(&tenant.id, source, rows)?;
+                }
+            } else {
+                store.clear_raw_attributes(&tenant.id)?;
             }
         }
         if applied && !conflict_outcome.edit_actions.is_empty() {
@@ -788,6 +802,7 @@ fn carried_over(source_cfg: &SourceConfig, snapshot: &crate::diff::Snapshot) -> 
         },
         aborted: None,
         state: Vec::new(),
+        raw: Vec::new(),
     }
 }
 
@@ -854,6 +869,7 @@ fn read_and_map(
         protected_dns: HashSet::new(),
         quarantine: Vec::new(),
         report: SourceReport { source: source_name.clone(), kind: source_cfg.kind().into(), ..Default::default() },
+        raw: tenant.privacy.keep_raw_attributes.then(Vec::new),
         seen: 0,
         failed: 0,
         failed_custom: 0,
@@ -950,6 +966,7 @@ fn read_and_map(
         aborted,
         failed,
         failed_custom,
+        raw,
         ..
     } = acc;
     let mut aborted: Option<(PluginKind, String)> = aborted.map(|reason| {
@@ -1122,7 +1139,34 @@ fn read_and_map(
         report,
         aborted,
         state: source_state,
+        raw: raw.unwrap_or_default(),
     })
+}
+
+/// An entry's attributes as JSON (name → values): text as is, other bytes as
+/// `base64:…`, sensitive values digested like mapped ones.
+fn raw_json(privacy: &crate::config::PrivacyConfig, id: &str, entry: &SourceEntry) -> String {
+    use base64::Engine as _;
+    let attrs: serde_json::Map<String, serde_json::Value> = entry
+        .attrs
+        .iter()
+        .map(|(name, values)| {
+            let sensitive = privacy.is_sensitive(name);
+            let values: Vec<serde_json::Value> = values
+                .iter()
+                .map(|v| {
+                    let text = match std::str::from_utf8(v) {
+                        Ok(t) => t.to_string(),
+                        Err(_) => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(v)),
+                    };
+                    let text = if sensitive { crate::config::PrivacyConfig::digest(id, name, &text) } else { text };
+                    serde_json::Value::String(text)
+                })
+                .collect();
+            (name.clone(), serde_json::Value::Array(values))
+        })
+        .collect();
+    serde_json::Value::Object(attrs).to_string()
 }
 
 struct Accumulator<'a> {
@@ -1146,6 +1190,8 @@ struct Accumulator<'a> {
     protected_dns: HashSet<String>,
     quarantine: Vec<QuarantineItem>,
     report: SourceReport,
+    /// Raw attributes of admitted entries, when the tenant keeps them.
+    raw: Option<Vec<(String, String)>>,
     seen: u64,
     failed: u64,
     /// Of `failed`, those the custom-attributes stage rejected.
@@ -1222,6 +1268,9 @@ impl Accumulator<'_> {
             let reason = format!("another entry in this source has the same anchor '{}'", entry.anchor);
             self.reject(entry.dn, Some(entry.anchor), Some(entry.kind), "read", reason, None);
             return;
+        }
+        if let Some(raw) = self.raw.as_mut() {
+            raw.push((id.clone(), raw_json(self.privacy, &id, &entry)));
         }
         if entry.kind == EntryKind::Group && !entry.members.is_empty() {
             self.members.insert(id.clone(), entry.members);

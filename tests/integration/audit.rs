@@ -137,6 +137,57 @@ fn sensitive_attributes_are_stored_audited_and_explained_only_as_digests() {
 }
 
 #[test]
+fn raw_source_attributes_are_kept_only_when_the_tenant_opts_in() {
+    let env = env();
+    // A source attribute nobody maps: by default it is never stored.
+    let ldif = std::fs::read_to_string(env.path().join("dir.ldif")).expect("read").replace(
+        "cn: Bob\n",
+        "cn: Bob\nroomNumber: Unmapped-Room-4711\n",
+    );
+    std::fs::write(env.path().join("dir.ldif"), ldif).expect("write");
+    let bob = "00000000-0000-4000-8000-00000000000b";
+    env.sync(&[]).0.ok();
+    let store_holds = |needle: &str| {
+        let bytes = std::fs::read(env.path().join("data").join("roster.db")).expect("read store");
+        bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+    };
+    let raw_rows = || -> i64 { db(&env).query_row("SELECT count(*) FROM raw_attributes", [], |r| r.get(0)).expect("count") };
+    assert!(!store_holds("Unmapped-Room-4711"), "only mapped attributes are stored by default");
+    assert_eq!(raw_rows(), 0);
+
+    // Opted in: every attribute the source returned, sensitive ones digested.
+    let cfg = std::fs::read_to_string(env.config_path()).expect("read config");
+    env.write_config(&format!("{cfg}[tenant.privacy]\nkeep_raw_attributes = true\n"));
+    env.sync(&[]).0.ok();
+    assert_eq!(raw_rows(), 2, "both users");
+    let (attrs, _): (String, String) = db(&env)
+        .query_row(
+            "SELECT r.attrs, r.read_at FROM raw_attributes r JOIN users u ON u.id = r.object_id WHERE u.anchor = ?1",
+            [bob],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("bob's raw attributes");
+    let attrs: Value = serde_json::from_str(&attrs).expect("json");
+    assert_eq!(attrs["roomNumber"], serde_json::json!(["Unmapped-Room-4711"]), "{attrs}");
+    let explain = env.run(&["explain", "--tenant", "t", bob]).ok();
+    assert!(explain.stdout.contains("Raw source attributes kept") && explain.stdout.contains("Unmapped-Room-4711"), "{}", explain.stdout);
+    let ann = env.run(&["explain", "--tenant", "t", "00000000-0000-4000-8000-00000000000a"]).ok();
+    assert!(!ann.stdout.contains(PASSWORD) && ann.stdout.contains("userPassword"), "{}", ann.stdout);
+    let store = std::fs::read(env.path().join("data").join("roster.db")).expect("read store");
+    assert!(!store.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "sensitive values stay digested");
+
+    // A deleted object's raw attributes go with it; turning the option off deletes the rest.
+    let ldif = std::fs::read_to_string(env.path().join("dir.ldif")).expect("read");
+    let without_bob: Vec<&str> = ldif.split("\n\n").filter(|e| !e.contains("uid: bob")).collect();
+    std::fs::write(env.path().join("dir.ldif"), without_bob.join("\n\n")).expect("write");
+    env.sync(&[]).0.ok();
+    assert_eq!(raw_rows(), 1, "bob's row is gone with bob");
+    env.write_config(&cfg);
+    env.sync(&[]).0.ok();
+    assert_eq!(raw_rows(), 0, "the option off keeps nothing");
+}
+
+#[test]
 fn retention_prunes_old_records_and_the_rest_still_verifies() {
     let env = env();
     let cfg = std::fs::read_to_string(env.config_path()).expect("read config");

@@ -315,11 +315,17 @@ pub struct PrivacyConfig {
     /// them: the store and the audit can tell that one changed, never what it is.
     #[serde(default = "default_sensitive_attributes")]
     pub sensitive_attributes: Vec<String>,
+    /// Keep every attribute the source returned for each synced object (for
+    /// `roster explain` and audits of what the directory said), sensitive
+    /// ones digested. Off by default: only mapped attributes are stored, and
+    /// turning it off deletes what was kept.
+    #[serde(default)]
+    pub keep_raw_attributes: bool,
 }
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        Self { sensitive_attributes: default_sensitive_attributes() }
+        Self { sensitive_attributes: default_sensitive_attributes(), keep_raw_attributes: false }
     }
 }
 

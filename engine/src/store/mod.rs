@@ -231,6 +231,15 @@ pub trait Store {
     fn decide_conflict(&mut self, tenant: &str, key: &str, value: &str, winner: &str) -> Result<(), StoreError>;
     /// Appends to the audit trail (`kind`: run, change, admin, security, plugin…).
     fn audit(&mut self, tenant: &str, kind: &str, actor: &str, detail: &serde_json::Value) -> Result<(), StoreError>;
+
+    /// Keeps the raw source attributes of objects a run read (`(object id,
+    /// JSON)`; unchanged rows are not rewritten), then drops the rows of
+    /// objects the tenant no longer has.
+    fn put_raw_attributes(&mut self, tenant: &str, source: &str, rows: &[(String, String)]) -> Result<(), StoreError>;
+    /// Deletes all of a tenant's raw attributes (the option is off).
+    fn clear_raw_attributes(&mut self, tenant: &str) -> Result<usize, StoreError>;
+    /// The raw source attributes kept for an object, and when they were read.
+    fn raw_attributes(&mut self, tenant: &str, object_id: &str) -> Result<Option<(String, String)>, StoreError>;
     /// Audit records of a tenant (all tenants: `None`) at or after `since`, in order.
     fn audit_records(&mut self, tenant: Option<&str>, since: Option<&str>) -> Result<Vec<AuditRecord>, StoreError>;
     /// Recomputes every tenant's chain; `Err` names the first bad record.

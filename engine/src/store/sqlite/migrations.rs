@@ -264,4 +264,22 @@ CREATE TABLE audit_checkpoints (
 );
 "#,
     ),
+    (
+        9,
+        "raw source attributes, kept only for tenants that opt in",
+        r#"
+-- [tenant.privacy] keep_raw_attributes: what the source returned for each
+-- synced object, as JSON (attribute -> values), sensitive values digested.
+-- Rows of objects that no longer exist, and all of a tenant's rows once it
+-- turns the option off, are deleted by the next applied run.
+CREATE TABLE raw_attributes (
+    tenant     TEXT NOT NULL,
+    object_id  TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    attrs      TEXT NOT NULL,
+    read_at    TEXT NOT NULL,
+    PRIMARY KEY (tenant, object_id)
+);
+"#,
+    ),
 ];

@@ -827,6 +827,48 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn put_raw_attributes(&mut self, tenant: &str, source: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
+        let now = crate::util::now_rfc3339();
+        let tx = self.conn.transaction().map_err(q("keeping raw attributes"))?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO raw_attributes (tenant, object_id, source, attrs, read_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant, object_id) DO UPDATE SET source = excluded.source, attrs = excluded.attrs, read_at = excluded.read_at
+                     WHERE raw_attributes.attrs <> excluded.attrs",
+                )
+                .map_err(q("keeping raw attributes"))?;
+            for (id, attrs) in rows {
+                put.execute(params![tenant, id, source, attrs, now]).map_err(q("keeping raw attributes"))?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM raw_attributes WHERE tenant = ?1
+               AND object_id NOT IN (SELECT id FROM users WHERE tenant = ?1)
+               AND object_id NOT IN (SELECT id FROM groups WHERE tenant = ?1)",
+            params![tenant],
+        )
+        .map_err(q("dropping raw attributes of deleted objects"))?;
+        tx.commit().map_err(q("keeping raw attributes"))
+    }
+
+    fn clear_raw_attributes(&mut self, tenant: &str) -> Result<usize, StoreError> {
+        self.conn
+            .execute("DELETE FROM raw_attributes WHERE tenant = ?1", params![tenant])
+            .map_err(q("deleting raw attributes"))
+    }
+
+    fn raw_attributes(&mut self, tenant: &str, object_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT attrs, read_at FROM raw_attributes WHERE tenant = ?1 AND object_id = ?2",
+                params![tenant, object_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(q("reading raw attributes"))
+    }
+
     fn prune_events(&mut self, tenant: &str, before: &str) -> Result<usize, StoreError> {
         self.conn
             .execute("DELETE FROM events WHERE tenant = ?1 AND created_at < ?2", params![tenant, before])
