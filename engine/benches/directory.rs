@@ -409,8 +409,16 @@ impl Env {
             std::env::temp_dir().join(format!("roster-bench-directory-{}", std::process::id()))
         };
         std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-        let results = json!({ "meta": meta(&root, &roster, &args), "sizes": {}, "tenants": null });
-        Ok(Env { args, root, roster, work, out, results })
+        // Measure a private copy: a `cargo build` elsewhere must not swap the binary mid-run.
+        let copy = work.join("roster");
+        std::fs::copy(&roster, &copy).with_context(|| format!("copying {} to {}", roster.display(), copy.display()))?;
+        let mut results = json!({ "meta": meta(&root, &roster, &args), "sizes": {}, "tenants": null });
+        let digest = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(std::fs::read(&copy).context("reading the roster copy")?))
+        };
+        results["meta"]["roster_binary_sha256"] = json!(digest);
+        Ok(Env { args, root, roster: copy, work, out, results })
     }
 
     fn script(&self, rel: &str) -> PathBuf {

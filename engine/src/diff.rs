@@ -33,17 +33,23 @@ pub struct DesiredState {
 }
 
 pub fn diff(source: &str, stored: &Snapshot, desired: &DesiredState) -> SourcePlan {
-    let mut changes = Vec::new();
-
-    // Deterministic order: plans are read by people and compared by tests.
-    let mut ids: Vec<&String> = desired.objects.keys().collect();
-    ids.sort_by_key(|id| {
-        let d = &desired.objects[*id];
-        (d.kind == EntryKind::User, d.label().to_string(), (*id).clone())
+    // Only what changes is sorted (a re-sync usually changes nothing), in a
+    // deterministic order: plans are read by people and compared by tests.
+    let mut changed: Vec<(&Desired, Option<&Stored>)> = desired
+        .objects
+        .values()
+        .filter_map(|want| match stored.objects.get(&want.id) {
+            None => Some((want, None)),
+            Some(have) if have.dn != want.dn || have.attrs != want.attrs => Some((want, Some(have))),
+            Some(_) => None,
+        })
+        .collect();
+    changed.sort_unstable_by(|(a, _), (b, _)| {
+        (a.kind == EntryKind::User, a.label(), &a.id).cmp(&(b.kind == EntryKind::User, b.label(), &b.id))
     });
-    for id in ids {
-        let want = &desired.objects[id];
-        match stored.objects.get(id) {
+    let mut changes = Vec::with_capacity(changed.len());
+    for (want, have) in changed {
+        match have {
             None => changes.push(Change::Create { object: PlannedObject::from(want) }),
             Some(have) => {
                 let attr_changes = attribute_changes(have, want);

@@ -12,6 +12,7 @@
 //! values, `\` before any character) and strict where a mistake would change the
 //! meaning (a dangling `\`, a half hex escape, invalid UTF-8, an empty attribute type).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -194,6 +195,54 @@ impl std::str::FromStr for Dn {
 
 /// The normalized key of a DN string; for input that is not a DN, the trimmed,
 /// lowercased input, so callers can still compare it consistently.
+/// DN → id, looked up the way directories compare DNs. Member values almost
+/// always spell a DN exactly as the entry's own DN, so the exact spelling is
+/// tried first and DNs are parsed and normalized only on the first miss
+/// (parsing every DN of a large directory on every run is a large share of
+/// the pipeline's time).
+#[derive(Debug, Default)]
+pub struct DnIndex {
+    exact: HashMap<String, String>,
+    /// In insertion order, with whether the insert replaced an earlier id.
+    inserted: Vec<(String, String, bool)>,
+    normalized: Option<HashMap<String, String>>,
+}
+
+impl DnIndex {
+    /// Maps `dn` to `id`, replacing an earlier id of the same DN.
+    pub fn insert(&mut self, dn: &str, id: &str) {
+        self.exact.insert(dn.to_string(), id.to_string());
+        self.inserted.push((dn.to_string(), id.to_string(), true));
+        self.normalized = None;
+    }
+
+    /// Maps `dn` to `id` unless the DN already has one.
+    pub fn insert_if_absent(&mut self, dn: &str, id: &str) {
+        self.exact.entry(dn.to_string()).or_insert_with(|| id.to_string());
+        self.inserted.push((dn.to_string(), id.to_string(), false));
+        self.normalized = None;
+    }
+
+    pub fn get(&mut self, dn: &str) -> Option<&String> {
+        if self.exact.contains_key(dn) {
+            return self.exact.get(dn);
+        }
+        let normalized = self.normalized.get_or_insert_with(|| {
+            let mut map: HashMap<String, String> = HashMap::with_capacity(self.inserted.len());
+            for (dn, id, replace) in &self.inserted {
+                let key = normalize_dn(dn);
+                if *replace {
+                    map.insert(key, id.clone());
+                } else {
+                    map.entry(key).or_insert_with(|| id.clone());
+                }
+            }
+            map
+        });
+        normalized.get(&normalize_dn(dn))
+    }
+}
+
 pub fn normalize_dn(input: &str) -> String {
     match Dn::parse(input) {
         Ok(dn) => dn.normalized(),
@@ -392,6 +441,19 @@ fn utf8_len(first: u8) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn dn_index_finds_exact_and_equivalent_spellings_and_keeps_the_first_when_asked() {
+        let mut index = super::DnIndex::default();
+        index.insert("uid=ann,ou=People,dc=example,dc=com", "ann");
+        index.insert_if_absent("UID=Ann, ou=people,dc=example,dc=com", "stale");
+        assert_eq!(index.get("uid=ann,ou=People,dc=example,dc=com").map(String::as_str), Some("ann"));
+        assert_eq!(index.get("uid=ANN,OU=people,DC=example,DC=com").map(String::as_str), Some("ann"));
+        assert_eq!(index.get("uid=ann,ou=people,dc=example,dc=com").map(String::as_str), Some("ann"));
+        index.insert("uid=bob,ou=people,dc=example,dc=com", "bob");
+        assert_eq!(index.get("UID=bob,ou=people,dc=example,dc=com").map(String::as_str), Some("bob"), "rebuilt after an insert");
+        assert_eq!(index.get("uid=carol,ou=people,dc=example,dc=com"), None);
+    }
+
     use super::*;
 
     fn n(s: &str) -> String {

@@ -17,7 +17,7 @@
 //! before apply.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::json;
@@ -158,6 +158,8 @@ pub struct RunReport {
     pub elapsed_ms: u128,
     /// Seconds spent inside each kind of plugin during the run.
     pub plugin_seconds: BTreeMap<String, f64>,
+    /// Wall time of each stage of the pipeline, in milliseconds.
+    pub phase_ms: BTreeMap<&'static str, u64>,
 }
 
 impl RunReport {
@@ -175,6 +177,7 @@ impl RunReport {
             },
             "counts": self.counts,
             "sources": self.sources,
+            "phase_ms": self.phase_ms,
             "conflicts": self.conflicts,
             "plugins": self.plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
             "plan": self.plan,
@@ -402,6 +405,10 @@ struct SourceOutcome {
     /// `[tenant.privacy] keep_raw_attributes`: (object id, the entry's
     /// attributes as JSON) of every entry admitted.
     raw: Vec<(String, String)>,
+    /// Reading (with mapping and custom attributes, which run as entries
+    /// stream in), then resolving memberships and roles.
+    read_time: Duration,
+    resolve_time: Duration,
 }
 
 /// Runs one tenant's sync.
@@ -482,6 +489,8 @@ pub fn sync_tenant_with(
     }
     let run_id = if opts.dry_run { None } else { Some(store.begin_run(&tenant.id, &opts.trigger, false)?) };
 
+    let mut phase_ms: BTreeMap<&'static str, u64> = BTreeMap::new();
+    add_phase(&mut phase_ms, "setup", started.elapsed());
     let mut plan = Plan { tenant: tenant.id.clone(), sources: Vec::new() };
     let mut reports = Vec::new();
     let mut partial = Vec::new();
@@ -494,7 +503,9 @@ pub fn sync_tenant_with(
     let fingerprint = pipeline_fingerprint(tenant, &plugins);
     let mut read = Vec::new();
     for source_cfg in &tenant.sources {
+        let snapshot_started = Instant::now();
         let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
+        add_phase(&mut phase_ms, "snapshot", snapshot_started.elapsed());
         if opts.only_sources.as_ref().is_some_and(|only| !only.iter().any(|n| n == source_cfg.name())) {
             // Not read this run: as stored, so conflicts still see it and nothing of it changes.
             read.push((source_cfg.name(), carried_over(source_cfg, &snapshot), snapshot));
@@ -529,6 +540,8 @@ pub fn sync_tenant_with(
                 return Err(e);
             }
         };
+        add_phase(&mut phase_ms, "read", outcome.read_time);
+        add_phase(&mut phase_ms, "resolve", outcome.resolve_time);
         if let Some(err) = &outcome.report.error {
             partial.push(err.clone());
         }
@@ -543,6 +556,7 @@ pub fn sync_tenant_with(
     }
 
     // Conflicts are decided over all sources at once, then each source is diffed.
+    let conflicts_started = Instant::now();
     let decisions: HashMap<(String, String), String> =
         store.conflict_decisions(&tenant.id)?.into_iter().map(|(k, v, w)| ((k, v), w)).collect();
     let app_edits = store.app_edits(&tenant.id)?;
@@ -582,6 +596,8 @@ pub fn sync_tenant_with(
         crate::conflict::resolve(&tenant.conflicts, &decisions, &app_edits, &resolver_label, &mut decide, &mut states)
     };
     let conflicts = conflict_outcome.counts;
+    add_phase(&mut phase_ms, "conflicts", conflicts_started.elapsed());
+    let diff_started = Instant::now();
     if let Some(r) = &resolver {
         plugins.push((PluginKind::ConflictResolver, r.identity().clone()));
     }
@@ -597,6 +613,7 @@ pub fn sync_tenant_with(
         }
     }
     let mut raws = Vec::new();
+    let mut garbage = Vec::with_capacity(read.len());
     for (name, mut outcome, snapshot) in read {
         plan.sources.push(diff(name, &snapshot, &outcome.desired));
         outcome.report.quarantined = outcome.quarantine.len() as u64;
@@ -604,8 +621,13 @@ pub fn sync_tenant_with(
         quarantines.push((name.to_string(), outcome.desired.read_complete, outcome.quarantine, outcome.state));
         raws.push((name, std::mem::take(&mut outcome.raw)));
         reports.push(outcome.report);
+        garbage.push((outcome.desired, snapshot));
     }
+    // Freeing a directory's worth of small allocations takes a noticeable
+    // share of a run; nobody needs to wait for it.
+    crate::util::drop_in_background(garbage);
 
+    add_phase(&mut phase_ms, "diff", diff_started.elapsed());
     let counts = plan.counts();
     let abort_kind: Option<PluginKind> = aborted.as_ref().map(|(k, _)| *k);
     let status = if let Some((_, reason)) = aborted {
@@ -620,7 +642,9 @@ pub fn sync_tenant_with(
     } else {
         if !counts.is_empty() {
             if let Some(id) = run_id {
+                let apply_started = Instant::now();
                 store.apply(&plan, id)?;
+                add_phase(&mut phase_ms, "apply", apply_started.elapsed());
                 let cutoff =
                     time::OffsetDateTime::now_utc() - time::Duration::days(tenant.events.retention_days as i64);
                 if let Ok(cutoff) = cutoff.format(&time::format_description::well_known::Rfc3339) {
@@ -643,6 +667,7 @@ pub fn sync_tenant_with(
         }
     };
 
+    let record_started = Instant::now();
     if let Some(id) = run_id {
         let applied = matches!(status, RunStatus::Applied | RunStatus::NoChanges);
         // A plugin that keeps aborting runs is switched off for this tenant.
@@ -706,6 +731,7 @@ pub fn sync_tenant_with(
             "plugins": plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
             "allow_deletes": opts.allow_deletes,
             "plugin_seconds": plugin_seconds,
+            "phase_ms": phase_ms,
             // Where each source's read ended (cookie, USN, delta link): the
             // audit's run record ties the run's changes to it.
             "positions": quarantines
@@ -730,6 +756,8 @@ pub fn sync_tenant_with(
         });
         store.finish_run(id, &RunOutcome { status: status.as_str().into(), summary })?;
     }
+    add_phase(&mut phase_ms, "record", record_started.elapsed());
+    tracing::debug!(tenant = %tenant.id, phases = ?phase_ms, "run phases (ms)");
 
     Ok(RunReport {
         tenant: tenant.id.clone(),
@@ -742,7 +770,12 @@ pub fn sync_tenant_with(
         conflicts,
         elapsed_ms: started.elapsed().as_millis(),
         plugin_seconds,
+        phase_ms,
     })
+}
+
+fn add_phase(phases: &mut BTreeMap<&'static str, u64>, phase: &'static str, took: Duration) {
+    *phases.entry(phase).or_default() += took.as_millis() as u64;
 }
 
 pub const PIPELINE_STATE_KEY: &str = "pipeline";
@@ -803,6 +836,8 @@ fn carried_over(source_cfg: &SourceConfig, snapshot: &crate::diff::Snapshot) -> 
         aborted: None,
         state: Vec::new(),
         raw: Vec::new(),
+        read_time: Duration::ZERO,
+        resolve_time: Duration::ZERO,
     }
 }
 
@@ -862,7 +897,7 @@ fn read_and_map(
         max_failed_percent: tenant.limits.max_failed_percent,
         desired: HashMap::new(),
         members: HashMap::new(),
-        dn_index: HashMap::new(),
+        dn_index: crate::dn::DnIndex::default(),
         out_of_scope_ids: HashSet::new(),
         anchor_index: HashMap::new(),
         protected: HashSet::new(),
@@ -877,6 +912,7 @@ fn read_and_map(
     };
 
     let mut plugin_fatal: Option<PluginError> = None;
+    let read_started = Instant::now();
     let read_result = {
         let mut sink = |item: SourceItem| -> Result<(), String> {
             match item {
@@ -912,6 +948,7 @@ fn read_and_map(
         };
         source.read(&mut sink)
     };
+    let read_time = read_started.elapsed();
     if let Some(e) = plugin_fatal {
         return Err(SyncError::Plugin(e));
     }
@@ -953,6 +990,7 @@ fn read_and_map(
         }
     }
 
+    let resolve_started = Instant::now();
     let Accumulator {
         mut desired,
         members,
@@ -992,7 +1030,7 @@ fn read_and_map(
                 continue;
             }
             if let Some(dn) = &stored.dn {
-                dn_index.entry(normalize_dn(dn)).or_insert_with(|| id.clone());
+                dn_index.insert_if_absent(dn, id);
             }
             anchor_index.entry(stored.anchor.clone()).or_insert_with(|| id.clone());
             let mut attrs = stored.attrs.clone();
@@ -1028,7 +1066,7 @@ fn read_and_map(
     for (group_id, refs) in &members {
         for r in refs {
             let target = match r {
-                MemberRef::Dn(dn) => dn_index.get(&normalize_dn(dn)).cloned(),
+                MemberRef::Dn(dn) => dn_index.get(dn).cloned(),
                 MemberRef::Anchor(a) => anchor_index.get(a).cloned(),
             };
             match target {
@@ -1052,7 +1090,7 @@ fn read_and_map(
             .groups
             .iter()
             .filter_map(|g| {
-                let by_dn = dn_index.get(&normalize_dn(g)).cloned();
+                let by_dn = dn_index.get(g).cloned();
                 let by_name = || {
                     desired
                         .values()
@@ -1140,6 +1178,8 @@ fn read_and_map(
         aborted,
         state: source_state,
         raw: raw.unwrap_or_default(),
+        read_time,
+        resolve_time: resolve_started.elapsed(),
     })
 }
 
@@ -1182,7 +1222,7 @@ struct Accumulator<'a> {
     /// Group id → its member references, resolved after the read.
     members: HashMap<String, Vec<MemberRef>>,
     /// Normalized DN → id of every entry seen (mapped or not).
-    dn_index: HashMap<String, String>,
+    dn_index: crate::dn::DnIndex,
     /// Entries the read saw outside the OU scope.
     out_of_scope_ids: HashSet<String>,
     anchor_index: HashMap<String, String>,
@@ -1337,7 +1377,7 @@ impl Accumulator<'_> {
         for (entry, result) in done {
             let id = object_id(self.tenant, self.source, entry.kind, &entry.anchor);
             if let Some(dn) = &entry.dn {
-                self.dn_index.insert(normalize_dn(dn), id.clone());
+                self.dn_index.insert(dn, &id);
             }
             self.anchor_index.insert(entry.anchor.clone(), id.clone());
             match result {

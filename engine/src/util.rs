@@ -20,3 +20,9 @@ pub fn jitter_ms(max: u32) -> u32 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     if max == 0 { 0 } else { nanos % max }
 }
+
+/// Drops `value` on another thread (if no thread can be started, the
+/// closure holding it is dropped here, and the value with it).
+pub fn drop_in_background<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new().name("roster-drop".into()).spawn(move || drop(value));
+}

@@ -242,8 +242,10 @@ impl Store for SqliteStore {
         self.ensure_tenant(tenant)?;
         let crash_at = crash_after_writes();
         let now = now_rfc3339();
+        let started = std::time::Instant::now();
         let tx = self.conn.transaction().map_err(q("starting apply"))?;
         let mut outbox = Outbox::start(&tx, tenant, run_id, &now)?;
+        let (mut objects_time, mut memberships_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
         let mut written = 0u64;
         let wrote = |written: &mut u64| {
             *written += 1;
@@ -254,6 +256,7 @@ impl Store for SqliteStore {
         };
         for sp in &plan.sources {
             let source = sp.source.as_str();
+            let source_started = std::time::Instant::now();
             for change in &sp.changes {
                 match change {
                     Change::Create { object } => {
@@ -294,6 +297,8 @@ impl Store for SqliteStore {
                 }
                 wrote(&mut written);
             }
+            objects_time += source_started.elapsed();
+            let memberships_started = std::time::Instant::now();
             {
                 let mut add = tx
                     .prepare_cached(
@@ -314,8 +319,10 @@ impl Store for SqliteStore {
                     wrote(&mut written);
                 }
             }
+            memberships_time += memberships_started.elapsed();
         }
         outbox.finish(&tx)?;
+        let rows_done = started.elapsed();
         let mut chain = AuditChain::open(&tx, tenant)?;
         let actor = format!("run:{run_id}");
         for sp in &plan.sources {
@@ -343,7 +350,18 @@ impl Store for SqliteStore {
             }
         }
         tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
+        let audit_done = started.elapsed();
         tx.commit().map_err(q("committing apply"))?;
+        tracing::debug!(
+            tenant,
+            run_id,
+            rows = written,
+            objects_ms = objects_time.as_millis() as u64,
+            memberships_ms = memberships_time.as_millis() as u64,
+            audit_ms = (audit_done - rows_done).as_millis() as u64,
+            commit_ms = (started.elapsed() - audit_done).as_millis() as u64,
+            "apply transaction"
+        );
         Ok(ApplyStats { rows_written: written })
     }
 
