@@ -536,7 +536,7 @@ fn test_other_kind(
                     },
                 );
             }
-            let mut memberships = std::collections::HashSet::new();
+            let mut memberships = crate::diff::Memberships::default();
             for (e, _) in mapped.iter().filter(|(e, _)| e.kind == EntryKind::Group) {
                 let gid = object_id(tenant, "input", e.kind, &e.anchor);
                 for m in &e.members {

@@ -11,19 +11,24 @@ use crate::model::{Attributes, Desired, Stored};
 use crate::plan::{AttrChange, Change, MembershipChange, PlannedObject, SourcePlan};
 use crate::source::EntryKind;
 
+/// (group id, member id) pairs. Hashed with FxHash: the ids are Roster's own
+/// UUIDs, not attacker-chosen keys, and SipHash over hundreds of thousands of
+/// pairs was a visible share of a run.
+pub type Memberships = HashSet<(String, String), rustc_hash::FxBuildHasher>;
+
 /// What the store holds for one source of one tenant.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub objects: HashMap<String, Stored>,
     /// (group id, member id), direct memberships only.
-    pub memberships: HashSet<(String, String)>,
+    pub memberships: Memberships,
 }
 
 /// What the pipeline produced for one source.
 #[derive(Debug, Default)]
 pub struct DesiredState {
     pub objects: HashMap<String, Desired>,
-    pub memberships: HashSet<(String, String)>,
+    pub memberships: Memberships,
     /// Ids of objects seen in the source but not mapped (quarantined).
     pub protected: HashSet<String>,
     /// Normalized DNs of entries rejected without an anchor: whatever is stored

@@ -170,7 +170,7 @@ pub fn explain(
                         attrs: attrs.clone(),
                     },
                 );
-                let memberships: std::collections::HashSet<(String, String)> = store
+                let memberships: crate::diff::Memberships = store
                     .memberships(&tenant.id)?
                     .into_iter()
                     .filter(|(g, m)| graph.contains_key(g) && (graph.contains_key(m)))

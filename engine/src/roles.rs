@@ -8,7 +8,7 @@
 //! user's `roles` attribute, diffed like any other (a role change is an
 //! update with old → new) and published as SCIM `roles`.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::Deserialize;
 
@@ -86,7 +86,7 @@ impl RolesConfig {
 /// of the shortest path (1 = direct). Cycle-safe.
 pub fn transitive_groups(
     desired: &HashMap<String, Desired>,
-    memberships: &HashSet<(String, String)>,
+    memberships: &crate::diff::Memberships,
 ) -> BTreeMap<String, Vec<(String, u32)>> {
     let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
     for (g, m) in memberships {
@@ -120,7 +120,7 @@ pub fn assign(
     plugin: &mut PluginInstance,
     batch_size: usize,
     desired: &mut HashMap<String, Desired>,
-    memberships: &HashSet<(String, String)>,
+    memberships: &crate::diff::Memberships,
 ) -> Result<Vec<(String, String)>, PluginError> {
     let groups_of = transitive_groups(desired, memberships);
     let ids: Vec<&String> = groups_of.keys().collect();
@@ -239,7 +239,7 @@ mod tests {
             d.insert(id.into(), obj(id, kind, name));
         }
         // ann ∈ admins ∈ eng-core ∈ all-staff ∈ admins (a cycle); bob ∈ all-staff.
-        let m: HashSet<(String, String)> =
+        let m: crate::diff::Memberships =
             [("g-admins", "u1"), ("g-eng", "g-admins"), ("g-all", "g-eng"), ("g-admins", "g-all"), ("g-all", "u2")]
                 .into_iter()
                 .map(|(g, m)| (g.to_string(), m.to_string()))

@@ -1012,7 +1012,7 @@ fn read_and_map(
         (kind, reason)
     });
 
-    let mut memberships = HashSet::new();
+    let mut memberships = crate::diff::Memberships::default();
     if let Some(delta) = &delta {
         // Everything the read saw (mapped or not) is current; the rest is as stored.
         let read_ids: HashSet<String> = anchor_index.values().cloned().collect();
