@@ -172,7 +172,11 @@ fn parse_args() -> Result<Args> {
             "--phases" => {
                 a.phases = value()?.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
                 for p in &a.phases {
-                    ensure!(PHASES.contains(&p.as_str()), "--phases: unknown phase '{p}' (known: {})", PHASES.join(","));
+                    ensure!(
+                        PHASES.contains(&p.as_str()),
+                        "--phases: unknown phase '{p}' (known: {})",
+                        PHASES.join(",")
+                    );
                 }
             }
             "--batch" => a.batch = num(value()?, "--batch")?.max(5),
@@ -235,7 +239,9 @@ fn opt(x: Option<f64>) -> Value {
 }
 
 fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -347,9 +353,9 @@ impl Proc<'_> {
         let mut cmd = self.command(&time_out)?;
         let started_unix = unix_now();
         let t0 = Instant::now();
-        let status = cmd
-            .status()
-            .with_context(|| format!("{label}: cannot run {TIME_BIN} {} (is GNU time installed?)", self.program.display()))?;
+        let status = cmd.status().with_context(|| {
+            format!("{label}: cannot run {TIME_BIN} {} (is GNU time installed?)", self.program.display())
+        })?;
         let wall = t0.elapsed().as_secs_f64();
         let ended_unix = unix_now();
         let (time_wall, rss_mb) = parse_time_file(&time_out).with_context(|| format!("{label}: timing"))?;
@@ -468,8 +474,11 @@ fn meta(root: &Path, roster: &Path, args: &Args) -> Value {
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stderr).lines().next().unwrap_or_default().trim().to_string())
         .unwrap_or_default();
-    let version =
-        Command::new(roster).arg("--version").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let version = Command::new(roster)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let mtime = std::fs::metadata(roster)
         .and_then(|m| m.modified())
         .ok()
@@ -869,7 +878,10 @@ max_delete_percent = 100
 }
 
 fn write_config(path: &Path, store: &Path, serve_listen: Option<&str>, tenants: &str) -> Result<()> {
-    let mut s = format!("# written by engine/benches/directory.rs\n[store]\npath = {}\n\n", toml_str(&store.display().to_string()));
+    let mut s = format!(
+        "# written by engine/benches/directory.rs\n[store]\npath = {}\n\n",
+        toml_str(&store.display().to_string())
+    );
     if let Some(l) = serve_listen {
         let _ = writeln!(s, "[serve]\nlisten = {}\n", toml_str(l));
     }
@@ -962,9 +974,11 @@ fn runs_in_progress(conn: &Connection) -> Result<i64> {
 /// When the apply transaction of a run started (the outbox rows carry it).
 fn apply_started(conn: &Connection, run_id: i64) -> Result<Option<f64>> {
     let s: Option<String> = conn
-        .query_row("SELECT MIN(created_at) FROM events WHERE tenant = ?1 AND run_id = ?2", params![TENANT, run_id], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT MIN(created_at) FROM events WHERE tenant = ?1 AND run_id = ?2",
+            params![TENANT, run_id],
+            |r| r.get(0),
+        )
         .optional()?
         .flatten();
     Ok(s.as_deref().and_then(parse_ts))
@@ -1207,8 +1221,7 @@ fn median_breakdown(samples: &[SyncSample]) -> Value {
 
 /// Medians of the numeric fields of JSON objects.
 fn median_fields(objects: &[&Value]) -> Value {
-    let keys: BTreeSet<String> =
-        objects.iter().filter_map(|o| o.as_object()).flat_map(|o| o.keys().cloned()).collect();
+    let keys: BTreeSet<String> = objects.iter().filter_map(|o| o.as_object()).flat_map(|o| o.keys().cloned()).collect();
     let mut out = serde_json::Map::new();
     for k in keys {
         let v: Vec<f64> = objects.iter().filter_map(|o| o[&k].as_f64()).collect();
@@ -1287,7 +1300,8 @@ impl Serve {
         for e in std::fs::read_dir("/proc").ok()?.flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+            let ppid =
+                stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
             if ppid == Some(parent) {
                 return Some(pid);
             }
@@ -1435,7 +1449,8 @@ impl Size {
         std::fs::create_dir_all(&work)?;
         let cfg = work.join("roster.toml");
         let store = work.join("store");
-        let spec = TenantSpec { id: TENANT.into(), user_filter: None, group_filter: None, variant: None, realtime: false };
+        let spec =
+            TenantSpec { id: TENANT.into(), user_filter: None, group_filter: None, variant: None, realtime: false };
         write_config(&cfg, &store, None, &tenant_toml(&slapd, &spec))?;
         Ok(Size { n, dir, slapd, work, cfg, store })
     }
@@ -1480,8 +1495,14 @@ fn phase_search(env: &Env, s: &Size) -> Result<Value> {
     };
     // Count what the dump returns (unmeasured), to compare with Roster's read.
     let count_out = s.work.join("ldapsearch-count.ldif");
-    let t = mk(&["-LLL", "1.1"], s.work.join("ldapsearch-count.err"), Some(count_out.clone())).run("ldapsearch count")?;
-    ensure!(t.code == 0, "ldapsearch (count) exited with {}: {}", t.code, tail(&s.work.join("ldapsearch-count.err"), 5));
+    let t =
+        mk(&["-LLL", "1.1"], s.work.join("ldapsearch-count.err"), Some(count_out.clone())).run("ldapsearch count")?;
+    ensure!(
+        t.code == 0,
+        "ldapsearch (count) exited with {}: {}",
+        t.code,
+        tail(&s.work.join("ldapsearch-count.err"), 5)
+    );
     let count = std::fs::read_to_string(&count_out)?.lines().filter(|l| l.starts_with("dn")).count();
     let warm = mk(&["*", "entryUUID"], s.work.join("ldapsearch-warm.err"), None).run("ldapsearch warm-up")?;
     ensure!(warm.code == 0, "ldapsearch warm-up exited with {}", warm.code);
@@ -1514,13 +1535,10 @@ fn warm_plugin_cache(env: &Env, s: &Size) -> Result<()> {
         "dn: uid=warm,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: warm\ncn: Warm\nsn: Warm\nemployeeNumber: 1\nentryUUID: 0b1c2d3e-0000-4000-8000-000000000001\n\n",
     )?;
     let cfg = s.work.join("warm.toml");
-    let tenant = tenant_toml(&s.slapd, &TenantSpec {
-        id: TENANT.into(),
-        user_filter: None,
-        group_filter: None,
-        variant: None,
-        realtime: false,
-    });
+    let tenant = tenant_toml(
+        &s.slapd,
+        &TenantSpec { id: TENANT.into(), user_filter: None, group_filter: None, variant: None, realtime: false },
+    );
     // Same tenant, but an LDIF source instead of LDAP.
     let start = tenant.find("[[tenant.source]]").context("tenant toml")?;
     let end = tenant.find("[tenant.mapping]").context("tenant toml")?;
@@ -1624,10 +1642,7 @@ fn phase_cli_incremental(env: &Env, s: &mut Size) -> Result<Value> {
         let in_store = batch_complete(&open_db(&s.store)?, &b)?;
         eprintln!(
             "[directory] {} users: ldapmodify {} changes {:.3} s; roster sync after it {:.3} s (created {c}, updated {u}, deleted {d}, memberships -{mr}; as expected: {exact}, in store: {in_store})",
-            s.n,
-            env.args.batch,
-            lm.wall,
-            sample.timed.wall
+            s.n, env.args.batch, lm.wall, sample.timed.wall
         );
         out.push(json!({
             "batch": { "tag": tag, "modify": b.modify.len(), "add": b.add_uids.len(), "delete": b.delete.len() },
@@ -1792,7 +1807,8 @@ fn realtime_latency(env: &Env, s: &mut Size, serve: &mut Serve, conn: &Connectio
     let started = Instant::now();
     let (mut total, mut ack, mut apply_start) = (Vec::new(), Vec::new(), Vec::new());
     let mut stopped_early = false;
-    let mut poll = conn.prepare("SELECT seq, created_at, payload FROM events WHERE tenant = ?1 AND seq > ?2 ORDER BY seq")?;
+    let mut poll =
+        conn.prepare("SELECT seq, created_at, payload FROM events WHERE tenant = ?1 AND seq > ?2 ORDER BY seq")?;
     for (i, dn) in targets.iter().enumerate() {
         if started.elapsed() > env.args.rt_budget {
             stopped_early = true;
@@ -2147,10 +2163,8 @@ fn markdown(r: &Value) -> String {
     // Roster's own per-phase timings, when its run records carry them.
     let has_phase_ms = cols.iter().any(|(_, p, v)| v[*p]["median_breakdown_s"]["roster_phase_ms"].is_object());
     if has_phase_ms {
-        let _ = writeln!(
-            s,
-            "## Roster's own phase timings (run record `phase_ms`, median ms; apply split from `-vv`)\n"
-        );
+        let _ =
+            writeln!(s, "## Roster's own phase timings (run record `phase_ms`, median ms; apply split from `-vv`)\n");
         let _ = write!(s, "| phase |");
         for (name, _, _) in &cols {
             let _ = write!(s, " {name} |");
@@ -2255,13 +2269,7 @@ fn svg(r: &Value) -> String {
             n,
             n / 10
         );
-        let _ = writeln!(
-            s,
-            r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-            top + ph,
-            x0 + pw,
-            top + ph
-        );
+        let _ = writeln!(s, r#"<line x1="{x0}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, top + ph, x0 + pw, top + ph);
         let _ = writeln!(s, r#"<line x1="{x0}" y1="{top}" x2="{x0}" y2="{}" stroke="black"/>"#, top + ph);
         for k in 0..=4 {
             let y = top + ph - ph * k as f64 / 4.0;

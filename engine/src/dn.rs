@@ -450,7 +450,11 @@ mod tests {
         assert_eq!(index.get("uid=ANN,OU=people,DC=example,DC=com").map(String::as_str), Some("ann"));
         assert_eq!(index.get("uid=ann,ou=people,dc=example,dc=com").map(String::as_str), Some("ann"));
         index.insert("uid=bob,ou=people,dc=example,dc=com", "bob");
-        assert_eq!(index.get("UID=bob,ou=people,dc=example,dc=com").map(String::as_str), Some("bob"), "rebuilt after an insert");
+        assert_eq!(
+            index.get("UID=bob,ou=people,dc=example,dc=com").map(String::as_str),
+            Some("bob"),
+            "rebuilt after an insert"
+        );
         assert_eq!(index.get("uid=carol,ou=people,dc=example,dc=com"), None);
     }
 

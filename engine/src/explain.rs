@@ -254,7 +254,10 @@ pub fn explain(
         if tenant.privacy.keep_raw_attributes {
             match store.raw_attributes(&tenant.id, &id)? {
                 Some((attrs, read_at)) => {
-                    let _ = writeln!(out, "Raw source attributes kept ([tenant.privacy] keep_raw_attributes), read {read_at}:");
+                    let _ = writeln!(
+                        out,
+                        "Raw source attributes kept ([tenant.privacy] keep_raw_attributes), read {read_at}:"
+                    );
                     let parsed: serde_json::Map<String, serde_json::Value> =
                         serde_json::from_str(&attrs).unwrap_or_default();
                     for (k, v) in parsed {

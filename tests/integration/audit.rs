@@ -140,10 +140,9 @@ fn sensitive_attributes_are_stored_audited_and_explained_only_as_digests() {
 fn raw_source_attributes_are_kept_only_when_the_tenant_opts_in() {
     let env = env();
     // A source attribute nobody maps: by default it is never stored.
-    let ldif = std::fs::read_to_string(env.path().join("dir.ldif")).expect("read").replace(
-        "cn: Bob\n",
-        "cn: Bob\nroomNumber: Unmapped-Room-4711\n",
-    );
+    let ldif = std::fs::read_to_string(env.path().join("dir.ldif"))
+        .expect("read")
+        .replace("cn: Bob\n", "cn: Bob\nroomNumber: Unmapped-Room-4711\n");
     std::fs::write(env.path().join("dir.ldif"), ldif).expect("write");
     let bob = "00000000-0000-4000-8000-00000000000b";
     env.sync(&[]).0.ok();
@@ -151,7 +150,8 @@ fn raw_source_attributes_are_kept_only_when_the_tenant_opts_in() {
         let bytes = std::fs::read(env.path().join("data").join("roster.db")).expect("read store");
         bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
     };
-    let raw_rows = || -> i64 { db(&env).query_row("SELECT count(*) FROM raw_attributes", [], |r| r.get(0)).expect("count") };
+    let raw_rows =
+        || -> i64 { db(&env).query_row("SELECT count(*) FROM raw_attributes", [], |r| r.get(0)).expect("count") };
     assert!(!store_holds("Unmapped-Room-4711"), "only mapped attributes are stored by default");
     assert_eq!(raw_rows(), 0);
 
@@ -170,7 +170,11 @@ fn raw_source_attributes_are_kept_only_when_the_tenant_opts_in() {
     let attrs: Value = serde_json::from_str(&attrs).expect("json");
     assert_eq!(attrs["roomNumber"], serde_json::json!(["Unmapped-Room-4711"]), "{attrs}");
     let explain = env.run(&["explain", "--tenant", "t", bob]).ok();
-    assert!(explain.stdout.contains("Raw source attributes kept") && explain.stdout.contains("Unmapped-Room-4711"), "{}", explain.stdout);
+    assert!(
+        explain.stdout.contains("Raw source attributes kept") && explain.stdout.contains("Unmapped-Room-4711"),
+        "{}",
+        explain.stdout
+    );
     let ann = env.run(&["explain", "--tenant", "t", "00000000-0000-4000-8000-00000000000a"]).ok();
     assert!(!ann.stdout.contains(PASSWORD) && ann.stdout.contains("userPassword"), "{}", ann.stdout);
     let store = std::fs::read(env.path().join("data").join("roster.db")).expect("read store");

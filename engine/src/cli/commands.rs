@@ -380,7 +380,9 @@ fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
                             tracing::error!(error = %e, "configuration reload refused; the service keeps its configuration");
                             match SqliteStore::open(&running.config.store_dir()) {
                                 Ok(mut store) => reload::audit_refused(&mut store, &running, &e, "serve:SIGHUP"),
-                                Err(se) => tracing::error!(error = %se, "cannot open the store to audit the refused reload"),
+                                Err(se) => {
+                                    tracing::error!(error = %se, "cannot open the store to audit the refused reload")
+                                }
                             }
                         }
                     }
@@ -736,24 +738,41 @@ fn approve_cmd(config: &Config, id: &str, run: i64) -> Result<u8> {
                 }
                 let c = report.counts;
                 let new_run = report.run_id.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
-                (exit::OK, serde_json::json!(report.run_id), "applied", format!(
-                    "tenant '{id}': run {run} approved; run {new_run} applied {} created, {} updated, {} deleted",
-                    c.creates, c.updates, c.deletes
-                ))
+                (
+                    exit::OK,
+                    serde_json::json!(report.run_id),
+                    "applied",
+                    format!(
+                        "tenant '{id}': run {run} approved; run {new_run} applied {} created, {} updated, {} deleted",
+                        c.creates, c.updates, c.deletes
+                    ),
+                )
             }
             RunStatus::Blocked(_) => (
                 exit::GUARDRAIL,
                 serde_json::json!(report.run_id),
                 "blocked",
-                format!("error: tenant '{id}': {}", crate::admin::plan_changed_message(record.id, &serde_json::json!(report.run_id))),
+                format!(
+                    "error: tenant '{id}': {}",
+                    crate::admin::plan_changed_message(record.id, &serde_json::json!(report.run_id))
+                ),
             ),
-            other => (exit::FAILURE, serde_json::json!(report.run_id), other.as_str(), format!("error: tenant '{id}': run {} {}", report.run_id.unwrap_or_default(), other.as_str())),
+            other => (
+                exit::FAILURE,
+                serde_json::json!(report.run_id),
+                other.as_str(),
+                format!("error: tenant '{id}': run {} {}", report.run_id.unwrap_or_default(), other.as_str()),
+            ),
         },
         Err(e) => (exit::FAILURE, serde_json::Value::Null, "failed", format!("error: {e}")),
     };
     let detail = serde_json::json!({ "action": "plan.approve", "approved_run": record.id, "approved_deletes": approved.len(), "run_id": new_run, "status": status });
     store.audit(id, "admin", &actor, &detail)?;
-    if code == exit::OK { println!("{message}") } else { eprintln!("{message}") }
+    if code == exit::OK {
+        println!("{message}")
+    } else {
+        eprintln!("{message}")
+    }
     Ok(code)
 }
 

@@ -122,11 +122,7 @@ fn default_retry_max() -> u64 {
 #[serde(try_from = "RawNotify")]
 pub enum NotifyConfig {
     /// JSON POST, signed with HMAC-SHA256 of the body (`X-Roster-Signature: sha256=…`).
-    Webhook {
-        url: String,
-        secret: SecretRef,
-        dedup_minutes: u64,
-    },
+    Webhook { url: String, secret: SecretRef, dedup_minutes: u64 },
     /// Email over SMTP with STARTTLS (plain only to a loopback server, for tests).
     Smtp {
         server: String,

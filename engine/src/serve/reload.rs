@@ -72,8 +72,7 @@ pub fn audit_load(store: &mut dyn Store, snapshot: &Snapshot, actor: &str) {
 /// Records a reload that was applied: per tenant, what changed for it.
 pub fn audit_applied(store: &mut dyn Store, old: &Snapshot, new: &Snapshot, actor: &str) {
     let global = changed_keys("", &old.global(), &new.global());
-    let ids: BTreeSet<&str> =
-        old.config.tenants.iter().chain(&new.config.tenants).map(|t| t.id.as_str()).collect();
+    let ids: BTreeSet<&str> = old.config.tenants.iter().chain(&new.config.tenants).map(|t| t.id.as_str()).collect();
     for id in ids {
         let (before, after) = (old.tenant(id), new.tenant(id));
         let tenant: Value = match (before, after) {

@@ -165,7 +165,8 @@ impl Store for SqliteStore {
         let rows = stmt
             .query_map(params![tenant, source], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(q("reading memberships"))?;
-        snap.memberships = rows.collect::<Result<crate::diff::Memberships, _>>().map_err(q("reading membership row"))?;
+        snap.memberships =
+            rows.collect::<Result<crate::diff::Memberships, _>>().map_err(q("reading membership row"))?;
         Ok(snap)
     }
 
