@@ -367,7 +367,9 @@ fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
         let running = current.clone();
         let (tx, rx) = std::sync::mpsc::channel::<Snapshot>();
         let relay = std::thread::spawn(move || {
-            while !STOP_REQUESTED.load(SeqCst) {
+            // Ends with the service too: a service that failed (bad listen
+            // address, TLS files) returns without any signal.
+            while !STOP_REQUESTED.load(SeqCst) && !relay_stop.load(SeqCst) {
                 if RELOAD_REQUESTED.swap(false, SeqCst) {
                     match Snapshot::load(&running.config.path) {
                         Ok(next) => {
@@ -392,7 +394,8 @@ fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
             relay_stop.store(true, SeqCst);
         });
         let config = current.config.clone();
-        let bound = crate::serve::run(config, listen.clone(), stop).map_err(anyhow::Error::msg);
+        let bound = crate::serve::run(config, listen.clone(), stop.clone()).map_err(anyhow::Error::msg);
+        stop.store(true, SeqCst);
         let _ = relay.join();
         let bound = bound?;
         let Ok(next) = rx.try_recv() else { break };
