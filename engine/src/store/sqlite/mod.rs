@@ -289,11 +289,15 @@ impl Store for SqliteStore {
                         outbox.deleted(&tx, id, *kind, anchor, dn.as_deref(), label, version)?;
                         tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1 AND id = ?2"), params![tenant, id])
                             .map_err(q("deleting object"))?;
-                        tx.execute(
-                            "DELETE FROM memberships WHERE tenant = ?1 AND (group_id = ?2 OR member_id = ?2)",
-                            params![tenant, id],
-                        )
-                        .map_err(q("deleting memberships of a deleted object"))?;
+                        // Two statements, one per index: with `group_id = ?2 OR
+                        // member_id = ?2` SQLite scanned every membership of the
+                        // tenant for each deleted object (7.9 s of a 1,000-change
+                        // run at 100,000 users).
+                        for by in ["group_id", "member_id"] {
+                            tx.prepare_cached(&format!("DELETE FROM memberships WHERE tenant = ?1 AND {by} = ?2"))
+                                .and_then(|mut st| st.execute(params![tenant, id]))
+                                .map_err(q("deleting memberships of a deleted object"))?;
+                        }
                     }
                 }
                 wrote(&mut written);
