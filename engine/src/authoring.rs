@@ -437,7 +437,7 @@ fn test_other_kind(
         }
     } else {
         let items = read_input(&opts.input)?;
-        let mapper_loaded = host.load(TEST_TENANT, PluginKind::Mapper, &PluginBinary::builtin(PluginKind::Mapper))?;
+        let mapper_loaded = host.load(TEST_TENANT, PluginKind::Mapper, &PluginBinary::builtin_declarative_mapper())?;
         let mut mapper = PluginInstance::new(&host, mapper_loaded, TEST_TENANT, sandbox, &toml::Table::new())?;
         let mut source_entries = Vec::new();
         for item in items {

@@ -25,7 +25,7 @@ pub fn explain(
 ) -> Result<Option<String>, SyncError> {
     let wanted_dn = normalize_dn(key);
     for source_cfg in &tenant.sources {
-        let mut source = open_source(config, tenant, source_cfg)?;
+        let mut source = open_source(config, tenant, source_cfg, host)?;
         let mut found: Option<SourceItem> = None;
         let mut sink = |item: SourceItem| -> Result<(), String> {
             let hit = match &item {

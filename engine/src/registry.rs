@@ -28,6 +28,10 @@ pub const MAX_PLUGIN_BYTES: usize = 16 * 1024 * 1024;
 pub enum RegistryError {
     #[error("plugin kind '{0}' is not supported; supported kinds: {kinds}", kinds = PluginKind::list())]
     UnknownKind(String),
+    #[error(
+        "a connector is a source, not a registry plugin: name its .wasm in a [[tenant.source]] with kind = \"plugin\" and plugin = \"FILE.wasm\" (see docs/connectors.md)"
+    )]
+    ConnectorIsASource,
     #[error("{path}: {size} bytes is over the {MAX_PLUGIN_BYTES}-byte limit for plugins")]
     TooLarge { path: String, size: usize },
     #[error("cannot read {path}: {message}")]
@@ -181,6 +185,9 @@ pub fn add(
     let Some(plugin_kind) = PluginKind::parse(kind) else {
         return Err(RegistryError::UnknownKind(kind.to_string()));
     };
+    if plugin_kind == PluginKind::Connector {
+        return Err(RegistryError::ConnectorIsASource);
+    }
     let path = file.display().to_string();
     let wasm = std::fs::read(file).map_err(|e| RegistryError::Read { path: path.clone(), message: e.to_string() })?;
     if wasm.len() > MAX_PLUGIN_BYTES {

@@ -13,6 +13,7 @@ const VENDORED: &[(&str, &str)] = &[
     ("wit/custom-attributes.wit", include_str!("../../wit/custom-attributes.wit")),
     ("wit/role-assigner.wit", include_str!("../../wit/role-assigner.wit")),
     ("wit/conflict-resolver.wit", include_str!("../../wit/conflict-resolver.wit")),
+    ("wit/connector.wit", include_str!("../../wit/connector.wit")),
     ("vendor/roster-wire/src/lib.rs", include_str!("../../plugins/wire/src/lib.rs")),
     ("vendor/roster-plugin-sdk/src/lib.rs", include_str!("../../plugins/sdk/src/lib.rs")),
     ("vendor/roster-plugin-sdk/src/config.rs", include_str!("../../plugins/sdk/src/config.rs")),
@@ -23,6 +24,8 @@ const VENDORED: &[(&str, &str)] = &[
     ("vendor/roster-plugin-sdk/src/custom_attributes.rs", include_str!("../../plugins/sdk/src/custom_attributes.rs")),
     ("vendor/roster-plugin-sdk/src/role_assigner.rs", include_str!("../../plugins/sdk/src/role_assigner.rs")),
     ("vendor/roster-plugin-sdk/src/conflict_resolver.rs", include_str!("../../plugins/sdk/src/conflict_resolver.rs")),
+    ("vendor/roster-plugin-sdk/src/connector.rs", include_str!("../../plugins/sdk/src/connector.rs")),
+    ("vendor/roster-plugin-sdk/src/http.rs", include_str!("../../plugins/sdk/src/http.rs")),
 ];
 
 const WIRE_MANIFEST: &str = r#"[package]
@@ -49,6 +52,7 @@ mapper = []
 custom-attributes = []
 role-assigner = []
 conflict-resolver = []
+connector = []
 "#;
 
 /// The starting point for each kind other than the mapper: the example
@@ -56,6 +60,63 @@ conflict-resolver = []
 const CUSTOM_ATTRIBUTES_LIB: &str = include_str!("../../plugins/examples/badge-attributes/src/lib.rs");
 const ROLE_ASSIGNER_LIB: &str = include_str!("../../plugins/examples/department-roles/src/lib.rs");
 const CONFLICT_RESOLVER_LIB: &str = include_str!("../../plugins/examples/newest-wins-resolver/src/lib.rs");
+
+const CONNECTOR_LIB: &str = r#"//! A Roster source connector. Build: `cargo build --release`; the component is
+//! target/wasm32-wasip2/release/{crate}.wasm. Use it as a source:
+//!
+//! ```toml
+//! [[tenant.source]]
+//! name = "vendor"
+//! kind = "plugin"
+//! plugin = "target/wasm32-wasip2/release/{crate}.wasm"
+//! allow_hosts = ["api.example.com"]
+//! auth = { type = "bearer", token = { env = "VENDOR_TOKEN" } }
+//! [tenant.source.config]
+//! url = "https://api.example.com/people.txt"
+//! ```
+//!
+//! The host sends every request (allowlist, credentials, limits); this code
+//! never sees a secret. See docs/connectors.md of Roster.
+
+use roster_plugin_sdk::prelude::*;
+
+/// One user per line of a text document.
+struct Lines {
+    url: String,
+}
+
+impl Connector for Lines {
+    fn init(config: &Config) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = config.unknown_keys(&["url"]);
+        match config.str("url") {
+            Ok(Some(url)) if errors.is_empty() => return Ok(Lines { url: url.to_string() }),
+            Ok(Some(_)) => {}
+            Ok(None) => errors.push(ConfigError::new("url", "required")),
+            Err(e) => errors.push(e),
+        }
+        Err(errors)
+    }
+
+    fn read(&mut self, _cursor: Option<&str>) -> Result<Page, ReadError> {
+        let response = http::Request::get(&self.url).header("Accept", "text/plain").send()?;
+        if !response.is_success() {
+            return Err(ReadError::Http(format!("HTTP {}", response.status)));
+        }
+        // No next cursor: this one page is the whole read.
+        let mut page = Page::new();
+        for name in response.text().lines().map(str::trim).filter(|l| !l.is_empty()) {
+            page.push(SourceObject::user(name).attr("userName", name));
+        }
+        Ok(page)
+    }
+
+    fn check(&mut self) -> Result<String, ReadError> {
+        Ok(format!("{} answers HTTP {}", self.url, http::get(&self.url)?.status))
+    }
+}
+
+roster_plugin_sdk::export_connector!(Lines);
+"#;
 
 const MAPPER_LIB: &str = r#"//! A Roster mapping plugin. Build: `cargo build --release`; the component is
 //! target/wasm32-wasip2/release/{crate}.wasm. Try it: `roster plugin test` / upload: `roster plugin add`.
@@ -118,6 +179,7 @@ pub fn new_plugin(dir: &Path, kind: &str, name: &str) -> Result<PathBuf, Scaffol
         PluginKind::CustomAttributes => CUSTOM_ATTRIBUTES_LIB,
         PluginKind::RoleAssigner => ROLE_ASSIGNER_LIB,
         PluginKind::ConflictResolver => CONFLICT_RESOLVER_LIB,
+        PluginKind::Connector => CONNECTOR_LIB,
     };
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
@@ -154,7 +216,13 @@ strip = "debuginfo"
 "#
     );
     let readme = format!(
-        "# {name}\n\nA Roster {kind} plugin.\n\n```sh\nrustup target add wasm32-wasip2   # once\ncargo build --release             # → target/wasm32-wasip2/release/{crate_file}.wasm\n{test}roster plugin add --tenant TENANT --kind {kind} target/wasm32-wasip2/release/{crate_file}.wasm\n```\n\n`vendor/` holds the Roster plugin SDK and `wit/` the interface (roster:plugin@{wit}) this plugin is built against.\n",
+        "# {name}\n\nA Roster {kind} plugin.\n\n```sh\nrustup target add wasm32-wasip2   # once\ncargo build --release             # → target/wasm32-wasip2/release/{crate_file}.wasm\n{test}{add}```\n\n`vendor/` holds the Roster plugin SDK and `wit/` the interface (roster:plugin@{wit}) this plugin is built against.\n",
+        add = if plugin_kind == PluginKind::Connector {
+            "# a connector is a source: name the .wasm in [[tenant.source]] with kind = \"plugin\" (see src/lib.rs)\n"
+                .to_string()
+        } else {
+            format!("roster plugin add --tenant TENANT --kind {kind} target/wasm32-wasip2/release/{crate_file}.wasm\n")
+        },
         test = if plugin_kind == PluginKind::Mapper {
             format!("roster plugin test target/wasm32-wasip2/release/{crate_file}.wasm --input entries.ldif\n")
         } else {

@@ -265,8 +265,15 @@ pub fn tenant_plugin(
         PluginKind::CustomAttributes => crate::custom_attrs::builtin_config(&tenant.custom_attributes),
         PluginKind::RoleAssigner => tenant.roles.builtin_config(),
         PluginKind::ConflictResolver => resolver_builtin_config(&tenant.conflicts),
+        PluginKind::Connector => toml::Table::new(),
     };
-    Ok((PluginBinary::builtin(kind), table, true))
+    let Some(binary) = PluginBinary::builtin(kind) else {
+        return Err(SyncError::Setup {
+            tenant: tenant.id.clone(),
+            message: format!("there is no built-in {kind} plugin: a connector is named by its source's `plugin` key"),
+        });
+    };
+    Ok((binary, table, true))
 }
 
 /// The built-in resolver's configuration: the policy part of `[tenant.conflicts]`.
@@ -291,6 +298,7 @@ pub fn stage_active(tenant: &TenantConfig, store: &mut dyn Store, kind: PluginKi
         PluginKind::Mapper | PluginKind::ConflictResolver => true,
         PluginKind::CustomAttributes => !tenant.custom_attributes.is_empty(),
         PluginKind::RoleAssigner => !tenant.roles.rules.is_empty(),
+        PluginKind::Connector => return Ok(false),
     };
     Ok(declared || tenant.plugins.get(kind).is_some() || store.active_plugin(&tenant.id, kind.as_str())?.is_some())
 }
@@ -342,9 +350,13 @@ pub fn open_source(
     config: &Config,
     tenant: &TenantConfig,
     source: &SourceConfig,
+    host: &PluginHost,
 ) -> Result<Box<dyn Source>, SyncError> {
     let wrap = |source: SourceError| SyncError::Source { tenant: tenant.id.clone(), source };
     match source {
+        SourceConfig::Plugin(c) => {
+            Ok(Box::new(crate::source::connector::ConnectorSource::open(config, tenant, c, host).map_err(wrap)?))
+        }
         SourceConfig::Ldif(c) => Ok(Box::new(LdifSource::new(c, &config.base_dir).map_err(wrap)?)),
         SourceConfig::AzureAd(g) => {
             let setup = |message: String| SyncError::Setup { tenant: tenant.id.clone(), message };
@@ -420,6 +432,7 @@ pub trait SourceProvider {
         config: &Config,
         tenant: &TenantConfig,
         source: &SourceConfig,
+        host: &PluginHost,
     ) -> Result<Box<dyn Source>, SyncError>;
 }
 
@@ -432,8 +445,9 @@ impl SourceProvider for Configured {
         config: &Config,
         tenant: &TenantConfig,
         source: &SourceConfig,
+        host: &PluginHost,
     ) -> Result<Box<dyn Source>, SyncError> {
-        open_source(config, tenant, source)
+        open_source(config, tenant, source, host)
     }
 }
 
@@ -527,6 +541,7 @@ pub fn sync_tenant_with(
             &resume,
             progress,
             sources,
+            host,
         );
         let outcome = match outcome {
             Ok(o) => o,
@@ -879,11 +894,12 @@ fn read_and_map(
     resume: &std::collections::BTreeMap<String, String>,
     progress: &dyn Progress,
     sources: &mut dyn SourceProvider,
+    host: &PluginHost,
 ) -> Result<SourceOutcome, SyncError> {
     let source_name = source_cfg.name().to_string();
     let scope = source_cfg.scope();
     let ou_scope = OuScope::new(&scope).map_err(|message| SyncError::Setup { tenant: tenant.id.clone(), message })?;
-    let mut source = sources.open(config, tenant, source_cfg)?;
+    let mut source = sources.open(config, tenant, source_cfg, host)?;
     source.resume(resume);
     let plugin_label = mapping.plugin().to_string();
 

@@ -202,6 +202,7 @@ pub fn load(path: &Path, kind: PluginKind) -> Result<KindVectors, String> {
         PluginKind::RoleAssigner => KindVectors::RoleAssigner(serde_json::from_str(&text).map_err(at)?),
         PluginKind::ConflictResolver => KindVectors::ConflictResolver(serde_json::from_str(&text).map_err(at)?),
         PluginKind::Mapper => return Err("mapper vectors are read by registry::load_vectors".into()),
+        PluginKind::Connector => return Err("connectors have no test vectors; test them against a server".into()),
     })
 }
 

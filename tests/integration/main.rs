@@ -11,6 +11,7 @@ mod audit;
 mod authoring;
 mod config_check;
 mod conflicts;
+mod connectors;
 mod delivery;
 mod example;
 mod graph;

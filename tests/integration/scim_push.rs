@@ -3,79 +3,18 @@
 //! server holds the same users, groups and memberships as Roster's store.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
+use crate::support::peers::ScimServer;
 use crate::support::{Env, repo_root};
 
 const TOKEN: &str = "push-token-for-tests";
 
-struct ScimServer {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for ScimServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn scim_server() -> ScimServer {
-    let python = crate::support::peers::python_with(&["scim2_server"]);
-    let bin = python.parent().expect("bin").join("scim2-server");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
-    let child = Command::new(bin)
-        .args(["--hostname", "127.0.0.1", "--port", &port.to_string(), "--bearer-token", TOKEN])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start scim2-server");
-    let addr = format!("127.0.0.1:{port}");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(30), "scim2-server did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    ScimServer { child, addr }
-}
-
-fn get(addr: &str, path: &str) -> Value {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
-        .expect("send");
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read");
-    let raw = String::from_utf8_lossy(&raw);
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    // The server may answer in chunks.
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
-    serde_json::from_str(&body).unwrap_or(Value::Null)
-}
-
-fn dechunk(s: &str) -> String {
-    let mut out = String::new();
-    let mut rest = s;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n.min(after.len())]);
-        rest = after.get(n + 2..).unwrap_or("");
-    }
-    out
-}
-
 /// (userNames, group displayName → member userNames) on the SCIM server.
-fn remote_state(addr: &str) -> (BTreeSet<String>, BTreeMap<String, BTreeSet<String>>) {
-    let users = get(addr, "/Users?count=10000");
+fn remote_state(server: &ScimServer) -> (BTreeSet<String>, BTreeMap<String, BTreeSet<String>>) {
+    let users = server.get("/Users?count=10000");
     let mut by_id = BTreeMap::new();
     let mut names = BTreeSet::new();
     for u in users["Resources"].as_array().into_iter().flatten() {
@@ -83,7 +22,7 @@ fn remote_state(addr: &str) -> (BTreeSet<String>, BTreeMap<String, BTreeSet<Stri
         by_id.insert(u["id"].as_str().unwrap_or("").to_string(), n.clone());
         names.insert(n);
     }
-    let groups = get(addr, "/Groups?count=10000");
+    let groups = server.get("/Groups?count=10000");
     let mut g = BTreeMap::new();
     for grp in groups["Resources"].as_array().into_iter().flatten() {
         let members: BTreeSet<String> = grp["members"]
@@ -118,11 +57,11 @@ fn local_state(env: &Env) -> (BTreeSet<String>, BTreeMap<String, BTreeSet<String
     (names, g)
 }
 
-fn converge(env: &Env, addr: &str, what: &str) {
+fn converge(env: &Env, server: &ScimServer, what: &str) {
     let started = Instant::now();
     let want = local_state(env);
     loop {
-        let have = remote_state(addr);
+        let have = remote_state(server);
         if have == want {
             return;
         }
@@ -140,7 +79,7 @@ fn converge(env: &Env, addr: &str, what: &str) {
 
 #[test]
 fn scim_push_leaves_the_application_with_what_the_store_has() {
-    let server = scim_server();
+    let server = ScimServer::start(TOKEN);
     let env = Env::new("");
     std::fs::copy(repo_root().join("examples/directory.ldif"), env.path().join("dir.ldif")).expect("copy");
     std::fs::write(env.path().join("push-token"), TOKEN).expect("write");
@@ -160,7 +99,7 @@ fn scim_push_leaves_the_application_with_what_the_store_has() {
     let mut out = BufReader::new(serve.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("line");
-    converge(&env, &server.addr, "after the first sync");
+    converge(&env, &server, "after the first sync");
 
     // Rename a user (userName changes), delete another, move a member.
     let ldif = std::fs::read_to_string(env.path().join("dir.ldif")).expect("read");
@@ -173,8 +112,8 @@ fn scim_push_leaves_the_application_with_what_the_store_has() {
     changed = changed.replacen(&format!("{member_line}\n"), "", 1);
     std::fs::write(env.path().join("dir.ldif"), changed).expect("write");
     env.run(&["sync"]).ok();
-    converge(&env, &server.addr, "after renames, deletes and membership changes");
-    assert!(remote_state(&server.addr).0.contains(&format!("{first_uid}-renamed").to_lowercase()));
+    converge(&env, &server, "after renames, deletes and membership changes");
+    assert!(remote_state(&server).0.contains(&format!("{first_uid}-renamed").to_lowercase()));
     let _ = serve.kill();
     let _ = serve.wait();
 }

@@ -817,7 +817,8 @@ fn source_test_cmd(config: &Config, id: &str, name: &str) -> Result<u8> {
         );
         return Ok(exit::CONFIG);
     };
-    let mut source = match sync::open_source(config, t, source_cfg) {
+    let host = plugin_host(config)?;
+    let mut source = match sync::open_source(config, t, source_cfg, &host) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -1111,7 +1112,7 @@ fn check_cmd(config: &Config) -> Result<u8> {
             }
         }
         for s in &t.sources {
-            if let Err(e) = sync::open_source(config, t, s) {
+            if let Err(e) = sync::open_source(config, t, s, &host) {
                 problems += 1;
                 eprintln!("error: {}: {e}", config.path.display());
             }

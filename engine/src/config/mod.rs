@@ -541,6 +541,7 @@ impl PluginsConfig {
             PluginKind::CustomAttributes => self.custom_attributes.as_ref(),
             PluginKind::RoleAssigner => self.role_assigner.as_ref(),
             PluginKind::ConflictResolver => self.conflict_resolver.as_ref(),
+            PluginKind::Connector => None,
         }
     }
 }
@@ -678,6 +679,7 @@ pub enum SourceConfig {
     Ldap(LdapSourceConfig),
     ActiveDirectory(AdSourceConfig),
     AzureAd(GraphSourceConfig),
+    Plugin(ConnectorSourceConfig),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -687,6 +689,7 @@ enum SourceKind {
     Ldap,
     ActiveDirectory,
     AzureAd,
+    Plugin,
 }
 
 /// A source table as written: every key of every kind, so serde keeps the
@@ -736,6 +739,16 @@ struct RawSource {
     extension_attributes: Option<Vec<String>>,
     max_retries: Option<u32>,
     user_attribute_filter: Option<BTreeMap<String, Vec<String>>>,
+    // plugin (a connector component)
+    plugin: Option<PathBuf>,
+    config: Option<toml::Table>,
+    allow_hosts: Option<Vec<String>>,
+    allow_private_addresses: Option<bool>,
+    allow_plain_http: Option<bool>,
+    auth: Option<ConnectorAuth>,
+    call_timeout_secs: Option<u64>,
+    max_response_kb: Option<u64>,
+    max_requests_per_second: Option<f64>,
     // every kind
     sync: Option<SyncModeConfig>,
 }
@@ -779,6 +792,15 @@ impl RawSource {
         note(self.max_retries.is_some(), "max_retries");
         note(self.anchor.is_some(), "anchor");
         note(self.member_attributes.is_some(), "member_attributes");
+        note(self.plugin.is_some(), "plugin");
+        note(self.config.is_some(), "config");
+        note(self.allow_hosts.is_some(), "allow_hosts");
+        note(self.allow_private_addresses.is_some(), "allow_private_addresses");
+        note(self.allow_plain_http.is_some(), "allow_plain_http");
+        note(self.auth.is_some(), "auth");
+        note(self.call_timeout_secs.is_some(), "call_timeout_secs");
+        note(self.max_response_kb.is_some(), "max_response_kb");
+        note(self.max_requests_per_second.is_some(), "max_requests_per_second");
         v
     }
 
@@ -831,12 +853,30 @@ impl RawSource {
             "max_retries",
             "timeout_secs",
         ];
+        const PLUGIN_KEYS: &[&str] = &[
+            "plugin",
+            "config",
+            "allow_hosts",
+            "allow_private_addresses",
+            "allow_plain_http",
+            "auth",
+            "ca_file",
+            "timeout_secs",
+            "call_timeout_secs",
+            "max_response_kb",
+            "max_requests_per_second",
+            "max_retries",
+            "incremental",
+        ];
         let Some(kind) = self.kind else {
-            return Err((None, "missing key 'kind' (\"ldif\", \"ldap\", \"active-directory\" or \"azure-ad\")".into()));
+            return Err((
+                None,
+                "missing key 'kind' (\"ldif\", \"ldap\", \"active-directory\", \"azure-ad\" or \"plugin\")".into(),
+            ));
         };
         let with_common = |keys: &[&'static str]| -> Vec<&'static str> {
             let mut v = keys.to_vec();
-            if kind != SourceKind::AzureAd {
+            if !matches!(kind, SourceKind::AzureAd | SourceKind::Plugin) {
                 v.extend(["anchor", "member_attributes"]);
             }
             v
@@ -846,6 +886,7 @@ impl RawSource {
             SourceKind::Ldap => ("ldap", with_common(LDAP_KEYS)),
             SourceKind::ActiveDirectory => ("active-directory", with_common(AD_KEYS)),
             SourceKind::AzureAd => ("azure-ad", GRAPH_KEYS.to_vec()),
+            SourceKind::Plugin => ("plugin", PLUGIN_KEYS.to_vec()),
         };
         if let Some(k) = self.set_keys().into_iter().find(|k| !allowed.contains(k)) {
             return Err((Some(k), format!("key '{k}' does not apply to kind = \"{kind_name}\"")));
@@ -905,6 +946,34 @@ impl RawSource {
                 incremental: self.incremental.unwrap_or(true),
                 max_retries: self.max_retries.unwrap_or(6),
                 timeout_secs: self.timeout_secs.unwrap_or_else(default_timeout_secs),
+            }));
+        }
+        if kind == SourceKind::Plugin {
+            let allow_hosts = self.allow_hosts.unwrap_or_default();
+            for h in &allow_hosts {
+                crate::config::HostPattern::parse(h).map_err(|why| (Some("allow_hosts"), format!("'{h}': {why}")))?;
+            }
+            let max_requests_per_second = self.max_requests_per_second.unwrap_or(10.0);
+            if !(max_requests_per_second > 0.0 && max_requests_per_second.is_finite()) {
+                return Err((Some("max_requests_per_second"), "must be a positive number".into()));
+            }
+            return Ok(SourceConfig::Plugin(ConnectorSourceConfig {
+                name: self.name,
+                plugin: self.plugin.ok_or_else(|| missing("plugin"))?,
+                config: self.config.unwrap_or_default(),
+                allow_hosts,
+                allow_private_addresses: self.allow_private_addresses.unwrap_or(false),
+                allow_plain_http: self.allow_plain_http.unwrap_or(false),
+                ca_file: self.ca_file,
+                auth: self.auth,
+                timeout_secs: self.timeout_secs.unwrap_or_else(default_timeout_secs),
+                call_timeout_secs: self.call_timeout_secs.unwrap_or(60),
+                max_response_kb: self.max_response_kb.unwrap_or(16 * 1024),
+                max_requests_per_second,
+                max_retries: self.max_retries.unwrap_or(3),
+                incremental: self.incremental.unwrap_or(true),
+                scope_ous: self.scope_ous,
+                scope_groups: self.scope_groups,
             }));
         }
         if kind == SourceKind::ActiveDirectory {
@@ -980,7 +1049,9 @@ impl RawSource {
                 page_size: self.page_size.unwrap_or_else(default_page_size),
                 timeout_secs: self.timeout_secs.unwrap_or_else(default_timeout_secs),
             }),
-            SourceKind::ActiveDirectory | SourceKind::AzureAd => unreachable!("handled above"),
+            SourceKind::ActiveDirectory | SourceKind::AzureAd | SourceKind::Plugin => {
+                return Err((None, format!("internal error: kind = \"{kind_name}\" reached the LDAP branch")));
+            }
         })
     }
 }
@@ -1011,6 +1082,114 @@ pub struct GraphSourceConfig {
     /// Retries of a throttled (429) or unavailable (503/504) request.
     pub max_retries: u32,
     pub timeout_secs: u64,
+}
+
+/// `kind = "plugin"`: a vendor's connector component, reading through the
+/// host's HTTP under this source's policy.
+#[derive(Debug, Clone)]
+pub struct ConnectorSourceConfig {
+    pub name: String,
+    /// The connector's `.wasm` (relative to the configuration file).
+    pub plugin: PathBuf,
+    /// `[tenant.source.config]`: handed to the connector's `init`.
+    pub config: toml::Table,
+    /// `host` or `host:port` (`*.example.com` for subdomains) the connector may call.
+    pub allow_hosts: Vec<String>,
+    /// Let names resolve to loopback, private, link-local or other
+    /// non-public addresses (an on-premises system); off by default.
+    pub allow_private_addresses: bool,
+    /// Accept `http://` URLs; off by default (credentials would travel in clear).
+    pub allow_plain_http: bool,
+    pub ca_file: Option<PathBuf>,
+    /// Credentials the host adds to every request; the connector never sees them.
+    pub auth: Option<ConnectorAuth>,
+    /// One HTTP request, connect to last byte.
+    pub timeout_secs: u64,
+    /// One connector call (a page), its requests included.
+    pub call_timeout_secs: u64,
+    pub max_response_kb: u64,
+    pub max_requests_per_second: f64,
+    /// Retries of a failed, throttled (429) or unavailable (502/503/504) GET.
+    pub max_retries: u32,
+    /// Read only what changed when the connector supports it.
+    pub incremental: bool,
+    pub scope_ous: Vec<String>,
+    pub scope_groups: Vec<String>,
+}
+
+/// How the host authenticates a connector's requests
+/// (`auth = { type = "bearer", token = { env = "…" } }`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ConnectorAuth {
+    /// `Authorization: Bearer <token>`.
+    Bearer { token: SecretRef },
+    /// `Authorization: Basic …`.
+    Basic { username: String, password: SecretRef },
+    /// OAuth 2.0 client credentials (RFC 6749 §4.4): the host fetches and
+    /// renews the access token from `token_url` and sends it as a bearer token.
+    OauthClientCredentials {
+        token_url: String,
+        client_id: String,
+        client_secret: SecretRef,
+        #[serde(default)]
+        scope: Option<String>,
+    },
+}
+
+/// An `allow_hosts` entry: an exact host or `*.` and a domain, and an
+/// optional port (otherwise the URL scheme's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    pub host: String,
+    pub wildcard: bool,
+    pub port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.contains("://") || text.contains('/') {
+            return Err("give a host or host:port, not a URL".into());
+        }
+        let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').ok_or("unclosed '[' in an IPv6 address")?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => Some(p.parse::<u16>().map_err(|_| format!("bad port '{p}'"))?),
+                None if after.is_empty() => None,
+                None => return Err(format!("unexpected '{after}' after the address")),
+            };
+            (h.to_string(), port)
+        } else {
+            match text.rsplit_once(':') {
+                Some((h, p)) if !h.contains(':') => {
+                    (h.to_string(), Some(p.parse::<u16>().map_err(|_| format!("bad port '{p}'"))?))
+                }
+                _ => (text.to_string(), None),
+            }
+        };
+        let (host, wildcard) = match host.strip_prefix("*.") {
+            Some(rest) => (rest.to_ascii_lowercase(), true),
+            None => (host.to_ascii_lowercase(), false),
+        };
+        if host.is_empty() || host.contains('*') {
+            return Err("a host name, an IP address, or *.domain".into());
+        }
+        Ok(Self { host, wildcard, port })
+    }
+
+    /// Whether a request to `host:port` fits this entry.
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host_ok = if self.wildcard {
+            host.len() > self.host.len() + 1
+                && host.ends_with(&self.host)
+                && host[..host.len() - self.host.len()].ends_with('.')
+        } else {
+            host == self.host
+        };
+        host_ok && self.port.is_none_or(|p| p == port)
+    }
 }
 
 /// Active Directory's MaxPageSize default; real AD caps every page at it.
@@ -1054,6 +1233,7 @@ deserialize_kind!(LdifSourceConfig, SourceKind::Ldif, SourceConfig::Ldif);
 deserialize_kind!(LdapSourceConfig, SourceKind::Ldap, SourceConfig::Ldap);
 deserialize_kind!(AdSourceConfig, SourceKind::ActiveDirectory, SourceConfig::ActiveDirectory);
 deserialize_kind!(GraphSourceConfig, SourceKind::AzureAd, SourceConfig::AzureAd);
+deserialize_kind!(ConnectorSourceConfig, SourceKind::Plugin, SourceConfig::Plugin);
 
 impl SourceConfig {
     pub fn name(&self) -> &str {
@@ -1062,6 +1242,7 @@ impl SourceConfig {
             SourceConfig::Ldap(c) => &c.name,
             SourceConfig::ActiveDirectory(c) => &c.ldap.name,
             SourceConfig::AzureAd(c) => &c.name,
+            SourceConfig::Plugin(c) => &c.name,
         }
     }
 
@@ -1071,6 +1252,7 @@ impl SourceConfig {
             SourceConfig::Ldap(_) => "ldap",
             SourceConfig::ActiveDirectory(_) => "active-directory",
             SourceConfig::AzureAd(_) => "azure-ad",
+            SourceConfig::Plugin(_) => "plugin",
         }
     }
 
@@ -1082,6 +1264,7 @@ impl SourceConfig {
                 ScopeConfig { ous: c.ldap.scope_ous.clone(), groups: c.ldap.scope_groups.clone() }
             }
             SourceConfig::AzureAd(c) => ScopeConfig { ous: Vec::new(), groups: c.scope_groups.clone() },
+            SourceConfig::Plugin(c) => ScopeConfig { ous: c.scope_ous.clone(), groups: c.scope_groups.clone() },
         }
     }
 }
@@ -1252,7 +1435,7 @@ impl Config {
                 let ldap = match s {
                     SourceConfig::Ldap(l) => Some(l),
                     SourceConfig::ActiveDirectory(a) => Some(&a.ldap),
-                    SourceConfig::Ldif(_) | SourceConfig::AzureAd(_) => None,
+                    SourceConfig::Ldif(_) | SourceConfig::AzureAd(_) | SourceConfig::Plugin(_) => None,
                 };
                 if let SourceConfig::AzureAd(g) = s {
                     for (key, url) in [("authority_url", &g.authority_url), ("graph_url", &g.graph_url)] {

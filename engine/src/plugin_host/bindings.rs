@@ -48,6 +48,17 @@ pub mod conflict_resolver {
     });
 }
 
+pub mod connector {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "connector",
+        with: {
+            "roster:plugin/types@0.2.0": super::mapper::roster::plugin::types,
+            "roster:plugin/host@0.2.0": super::mapper::roster::plugin::host,
+        },
+    });
+}
+
 /// `roster:plugin@0.1.0`, frozen: plugins built against it keep loading.
 pub mod v0_1_0 {
     wasmtime::component::bindgen!({

@@ -113,6 +113,51 @@ enum Live {
     CustomAttributes(bindings::custom_attributes::CustomAttributes),
     RoleAssigner(bindings::role_assigner::RoleAssigner),
     ConflictResolver(bindings::conflict_resolver::ConflictResolver),
+    Connector(bindings::connector::Connector),
+}
+
+/// What a connector says about itself (`describe`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorInfo {
+    pub name: String,
+    pub version: String,
+    /// `read-delta` works.
+    pub delta: bool,
+    /// JSON Schema of its configuration table ("" if none).
+    pub config_schema: String,
+}
+
+/// An object a connector saw but could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorRejected {
+    pub anchor: Option<String>,
+    pub kind: Option<EntryKind>,
+    pub reason: String,
+}
+
+/// One page of a connector's read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectorPage {
+    pub objects: Vec<SourceEntry>,
+    pub rejected: Vec<ConnectorRejected>,
+    pub deleted: Vec<String>,
+    pub next_cursor: Option<String>,
+    pub delta_token: Option<String>,
+}
+
+/// Why a connector's read failed, in its own words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectorReadError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("authentication: {0}")]
+    Auth(String),
+    #[error("http: {0}")]
+    Http(String),
+    #[error("protocol: {0}")]
+    Protocol(String),
+    #[error("delta token expired: {0}")]
+    TokenExpired(String),
 }
 
 /// What an instance has consumed so far, over every store it lived in (an
@@ -145,6 +190,10 @@ pub struct PluginInstance {
     retired: Usage,
     /// Wall time spent inside the plugin's calls (for metrics and run records).
     busy: std::time::Duration,
+    /// A connector's outbound HTTP policy, handed to every store it lives in.
+    egress: Option<Arc<dyn super::Egress>>,
+    /// A connector's `describe`, read when it is (re)instantiated.
+    connector_info: Option<ConnectorInfo>,
 }
 
 impl PluginInstance {
@@ -187,9 +236,56 @@ impl PluginInstance {
             fuel_budget: host.fuel_budget(),
             retired: Usage { fuel: host.fuel_budget().map(|_| 0), peak_memory_bytes: 0 },
             busy: std::time::Duration::ZERO,
+            egress: None,
+            connector_info: None,
         };
         me.revive()?;
         Ok(me)
+    }
+
+    /// A connector instance: `config` is the source's `[tenant.source.config]`
+    /// table, and every request it makes goes through `egress`.
+    pub fn connector(
+        host: &PluginHost,
+        loaded: Arc<LoadedPlugin>,
+        tenant: &str,
+        limits: SandboxLimits,
+        config: &toml::Table,
+        egress: Arc<dyn super::Egress>,
+    ) -> Result<Self, PluginError> {
+        let identity = PluginIdentity {
+            tenant: tenant.to_string(),
+            name: loaded.binary.name.clone(),
+            version: "unknown".into(),
+            hash: loaded.binary.hash.clone(),
+        };
+        let mut me = Self {
+            loaded,
+            engine: host.engine().clone(),
+            limits,
+            config: super::config::to_wit(config),
+            schema: Vec::new(),
+            identity,
+            live: None,
+            packer: Packer::with_capacity(4096),
+            fuel_budget: host.fuel_budget(),
+            retired: Usage { fuel: host.fuel_budget().map(|_| 0), peak_memory_bytes: 0 },
+            busy: std::time::Duration::ZERO,
+            egress: Some(egress),
+            connector_info: None,
+        };
+        me.revive()?;
+        Ok(me)
+    }
+
+    /// What the connector said about itself (`None` for other kinds).
+    pub fn connector_info(&self) -> Option<&ConnectorInfo> {
+        self.connector_info.as_ref()
+    }
+
+    /// HTTP requests the instance sent through the host so far (live store only).
+    pub fn http_requests(&self) -> u64 {
+        self.live.as_ref().map(|(s, _)| s.data().http_requests).unwrap_or(0)
     }
 
     pub fn identity(&self) -> &PluginIdentity {
@@ -232,7 +328,8 @@ impl PluginInstance {
     }
 
     fn revive(&mut self) -> Result<(), PluginError> {
-        let state = HostState::new(&self.identity.tenant, &self.identity.name, self.limits);
+        let mut state = HostState::new(&self.identity.tenant, &self.identity.name, self.limits);
+        state.egress = self.egress.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         if let Some(budget) = self.fuel_budget {
@@ -249,6 +346,7 @@ impl PluginInstance {
             KindPre::CustomAttributes(pre) => pre.instantiate(&mut store).map(Live::CustomAttributes),
             KindPre::RoleAssigner(pre) => pre.instantiate(&mut store).map(Live::RoleAssigner),
             KindPre::ConflictResolver(pre) => pre.instantiate(&mut store).map(Live::ConflictResolver),
+            KindPre::Connector(pre) => pre.instantiate(&mut store).map(Live::Connector),
         };
         let bindings = match instantiated {
             Ok(b) => b,
@@ -261,6 +359,20 @@ impl PluginInstance {
             Live::CustomAttributes(b) => b.call_init(&mut store, &self.config, &self.schema),
             Live::RoleAssigner(b) => b.call_init(&mut store, &self.config),
             Live::ConflictResolver(b) => b.call_init(&mut store, &self.config),
+            Live::Connector(b) => match b.call_describe(&mut store) {
+                Ok(info) => {
+                    let plugin_info = wit::PluginInfo { name: info.name.clone(), version: info.version.clone() };
+                    self.connector_info = Some(ConnectorInfo {
+                        name: info.name,
+                        version: info.version,
+                        delta: info.capabilities.delta,
+                        config_schema: info.config_schema,
+                    });
+                    arm_deadline(&mut store, self.limits);
+                    b.call_init(&mut store, &self.config).map(|r| r.map(|()| plugin_info))
+                }
+                Err(e) => Err(e),
+            },
         };
         let init = match init {
             Ok(init) => init,
@@ -347,6 +459,100 @@ impl PluginInstance {
             )));
         }
         Ok(())
+    }
+
+    /// One page of a full read (`cursor` `None` first).
+    pub fn read_page(
+        &mut self,
+        cursor: Option<&str>,
+    ) -> Result<Result<ConnectorPage, ConnectorReadError>, PluginError> {
+        let result = self.call(PluginKind::Connector, |live, store| match live {
+            Live::Connector(b) => Some(b.call_read(store, cursor)),
+            _ => None,
+        })?;
+        self.connector_page(result)
+    }
+
+    /// One page of an incremental read from `token`.
+    pub fn read_delta_page(
+        &mut self,
+        token: &str,
+        cursor: Option<&str>,
+    ) -> Result<Result<ConnectorPage, ConnectorReadError>, PluginError> {
+        let result = self.call(PluginKind::Connector, |live, store| match live {
+            Live::Connector(b) => Some(b.call_read_delta(store, token, cursor)),
+            _ => None,
+        })?;
+        self.connector_page(result)
+    }
+
+    /// The connector's own check, for `roster source test`.
+    pub fn check_connector(&mut self) -> Result<Result<String, ConnectorReadError>, PluginError> {
+        let result = self.call(PluginKind::Connector, |live, store| match live {
+            Live::Connector(b) => Some(b.call_check(store)),
+            _ => None,
+        })?;
+        Ok(result.map_err(read_error_from_wit))
+    }
+
+    /// A page as the host's types, after the same output cap as every call.
+    fn connector_page(
+        &mut self,
+        result: Result<
+            bindings::connector::roster::plugin::connector_types::Page,
+            bindings::connector::roster::plugin::connector_types::ReadError,
+        >,
+    ) -> Result<Result<ConnectorPage, ConnectorReadError>, PluginError> {
+        let page = match result {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(read_error_from_wit(e))),
+        };
+        let bytes = page
+            .objects
+            .iter()
+            .map(|o| o.anchor.len() + o.attributes.len() + o.members.iter().map(String::len).sum::<usize>())
+            .chain(page.rejected.iter().map(|r| r.reason.len()))
+            .chain(page.deleted.iter().map(String::len))
+            .fold(0, usize::saturating_add);
+        self.check_output(0, 0, "objects", bytes)?;
+        let mut objects = Vec::with_capacity(page.objects.len());
+        let mut rejected: Vec<ConnectorRejected> = page
+            .rejected
+            .into_iter()
+            .map(|r| ConnectorRejected { anchor: r.anchor, kind: r.kind.map(kind_from_wit), reason: r.reason })
+            .collect();
+        for o in page.objects {
+            let kind = kind_from_wit(o.kind);
+            if o.anchor.is_empty() {
+                rejected.push(ConnectorRejected {
+                    anchor: None,
+                    kind: Some(kind),
+                    reason: "the connector returned an object without an anchor".into(),
+                });
+                continue;
+            }
+            match decode_raw(&o.attributes) {
+                Ok(attrs) => objects.push(SourceEntry {
+                    anchor: o.anchor,
+                    dn: o.dn,
+                    kind,
+                    attrs,
+                    members: o.members.into_iter().map(crate::source::MemberRef::Anchor).collect(),
+                }),
+                Err(why) => rejected.push(ConnectorRejected {
+                    anchor: Some(o.anchor),
+                    kind: Some(kind),
+                    reason: format!("the connector returned malformed attributes: {why}"),
+                }),
+            }
+        }
+        Ok(Ok(ConnectorPage {
+            objects,
+            rejected,
+            deleted: page.deleted,
+            next_cursor: page.next_cursor,
+            delta_token: page.delta_token,
+        }))
     }
 
     /// Maps a batch. `Err` means the whole call failed (trap, deadline, memory,
@@ -575,6 +781,30 @@ fn from_wit(r: wit::MapResult) -> MapOutcome {
                 Err(message) => MapOutcome::Error(format!("plugin returned invalid attributes: {message}")),
             }
         }
+    }
+}
+
+/// Packed attributes as the source's raw form: names with binary values.
+fn decode_raw(buf: &[u8]) -> Result<Vec<(String, Vec<Vec<u8>>)>, String> {
+    let attrs = Attrs::parse(buf).map_err(|e| e.to_string())?;
+    Ok(attrs.iter().map(|a| (a.name.to_string(), a.values().map(<[u8]>::to_vec).collect())).collect())
+}
+
+fn kind_from_wit(kind: wit::EntryKind) -> EntryKind {
+    match kind {
+        wit::EntryKind::User => EntryKind::User,
+        wit::EntryKind::Group => EntryKind::Group,
+    }
+}
+
+fn read_error_from_wit(e: bindings::connector::roster::plugin::connector_types::ReadError) -> ConnectorReadError {
+    use bindings::connector::roster::plugin::connector_types::ReadError as W;
+    match e {
+        W::Config(m) => ConnectorReadError::Config(m),
+        W::Auth(m) => ConnectorReadError::Auth(m),
+        W::Http(m) => ConnectorReadError::Http(m),
+        W::Protocol(m) => ConnectorReadError::Protocol(m),
+        W::TokenExpired(m) => ConnectorReadError::TokenExpired(m),
     }
 }
 

@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// A plugin kind: which world it implements and where it sits in the pipeline
-/// (mapper → custom attributes → role assignment → diff → conflict resolution).
+/// (connector → mapper → custom attributes → role assignment → diff → conflict
+/// resolution). A connector is a source, configured on `[[tenant.source]]`;
+/// the other kinds are the tenant's pipeline stages, each with a built-in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PluginKind {
@@ -11,11 +13,21 @@ pub enum PluginKind {
     CustomAttributes,
     RoleAssigner,
     ConflictResolver,
+    Connector,
 }
 
 impl PluginKind {
+    /// The pipeline stages, in order; each has a built-in plugin.
     pub const ALL: [PluginKind; 4] =
         [PluginKind::Mapper, PluginKind::CustomAttributes, PluginKind::RoleAssigner, PluginKind::ConflictResolver];
+    /// Every kind a plugin can be: the stages and source connectors.
+    pub const EVERY: [PluginKind; 5] = [
+        PluginKind::Mapper,
+        PluginKind::CustomAttributes,
+        PluginKind::RoleAssigner,
+        PluginKind::ConflictResolver,
+        PluginKind::Connector,
+    ];
 
     /// The name used on the command line, in the registry and as the WIT world.
     pub fn as_str(self) -> &'static str {
@@ -24,11 +36,12 @@ impl PluginKind {
             PluginKind::CustomAttributes => "custom-attributes",
             PluginKind::RoleAssigner => "role-assigner",
             PluginKind::ConflictResolver => "conflict-resolver",
+            PluginKind::Connector => "connector",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
+        Self::EVERY.into_iter().find(|k| k.as_str() == s)
     }
 
     /// The key under `[tenant.plugins]` that overrides the built-in.
@@ -38,6 +51,7 @@ impl PluginKind {
             PluginKind::CustomAttributes => "custom_attributes",
             PluginKind::RoleAssigner => "role_assigner",
             PluginKind::ConflictResolver => "conflict_resolver",
+            PluginKind::Connector => "connector",
         }
     }
 
@@ -48,6 +62,7 @@ impl PluginKind {
             PluginKind::CustomAttributes => &["init", "compute"],
             PluginKind::RoleAssigner => &["init", "assign"],
             PluginKind::ConflictResolver => &["init", "resolve"],
+            PluginKind::Connector => &["describe", "init", "read", "read-delta", "check"],
         }
     }
 
@@ -66,12 +81,13 @@ impl PluginKind {
             PluginKind::CustomAttributes => "wit/custom-attributes.wit",
             PluginKind::RoleAssigner => "wit/role-assigner.wit",
             PluginKind::ConflictResolver => "wit/conflict-resolver.wit",
+            PluginKind::Connector => "wit/connector.wit",
         }
     }
 
     /// One-line names of every kind, for "expected one of" messages.
     pub fn list() -> String {
-        Self::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+        Self::EVERY.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 

@@ -9,6 +9,7 @@
 mod bindings;
 mod cache;
 pub mod config;
+mod egress;
 mod instance;
 mod kind;
 mod sandbox;
@@ -25,9 +26,11 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use egress::{Egress, HttpFailure, HttpRequest, HttpResponse};
 pub use instance::{
-    AttributeDecl, AttributeType, Claimant, ConflictInput, ConflictKindInput, DecisionOutput, GroupInput, MapOutcome,
-    MappedUserInput, PluginInstance, RoleOutcome, Usage, UserGroupsInput,
+    AttributeDecl, AttributeType, Claimant, ConflictInput, ConflictKindInput, ConnectorInfo, ConnectorPage,
+    ConnectorReadError, ConnectorRejected, DecisionOutput, GroupInput, MapOutcome, MappedUserInput, PluginInstance,
+    RoleOutcome, Usage, UserGroupsInput,
 };
 pub use kind::PluginKind;
 pub use sandbox::SandboxLimits;
@@ -55,6 +58,8 @@ const TABLES_PER_COMPONENT: u32 = 16;
 /// How often the epoch advances; call deadlines are rounded up to this.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
 
+static BUILTIN_MAPPER: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_DECLARATIVE_MAPPER"));
+
 /// A plugin's bytes and where they came from.
 #[derive(Clone)]
 pub struct PluginBinary {
@@ -76,22 +81,23 @@ impl PluginBinary {
 
     /// The built-in declarative mapper, compiled into this binary.
     pub fn builtin_declarative_mapper() -> Self {
-        Self::builtin(PluginKind::Mapper)
+        Self::new("declarative-mapper", "built-in", BUILTIN_MAPPER)
     }
 
-    /// The built-in plugin of a kind, compiled into this binary from `plugins/`.
-    pub fn builtin(kind: PluginKind) -> Self {
-        static MAPPER: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_DECLARATIVE_MAPPER"));
+    /// The built-in plugin of a pipeline stage, compiled into this binary from
+    /// `plugins/`. Connectors have none (`None`).
+    pub fn builtin(kind: PluginKind) -> Option<Self> {
         static CUSTOM_ATTRIBUTES: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_DECLARATIVE_ATTRIBUTES"));
         static ROLE_ASSIGNER: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_RULE_ROLES"));
         static CONFLICT_RESOLVER: &[u8] = include_bytes!(env!("ROSTER_BUILTIN_POLICY_RESOLVER"));
         let (name, wasm) = match kind {
-            PluginKind::Mapper => ("declarative-mapper", MAPPER),
+            PluginKind::Mapper => ("declarative-mapper", BUILTIN_MAPPER),
             PluginKind::CustomAttributes => ("declarative-attributes", CUSTOM_ATTRIBUTES),
             PluginKind::RoleAssigner => ("rule-roles", ROLE_ASSIGNER),
             PluginKind::ConflictResolver => ("policy-resolver", CONFLICT_RESOLVER),
+            PluginKind::Connector => return None,
         };
-        Self::new(name, "built-in", wasm)
+        Some(Self::new(name, "built-in", wasm))
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self, std::io::Error> {
@@ -182,6 +188,7 @@ pub(crate) enum KindPre {
     CustomAttributes(bindings::custom_attributes::CustomAttributesPre<HostState>),
     RoleAssigner(bindings::role_assigner::RoleAssignerPre<HostState>),
     ConflictResolver(bindings::conflict_resolver::ConflictResolverPre<HostState>),
+    Connector(bindings::connector::ConnectorPre<HostState>),
 }
 
 impl KindPre {
@@ -192,6 +199,7 @@ impl KindPre {
             KindPre::CustomAttributes(p) => p.instance_pre().component(),
             KindPre::RoleAssigner(p) => p.instance_pre().component(),
             KindPre::ConflictResolver(p) => p.instance_pre().component(),
+            KindPre::Connector(p) => p.instance_pre().component(),
         }
     }
 }
@@ -256,6 +264,11 @@ impl PluginHost {
             .map_err(|e| format!("cannot link the host interface: {e:#}"))?;
         bindings::v0_1_0::Mapper::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| format!("cannot link the host interface of roster:plugin@0.1.0: {e:#}"))?;
+        // Connectors' outbound HTTP. Linked for every instance, but only a
+        // connector may import it (`validate`), and only an instance built
+        // with an egress policy gets anything but a refusal.
+        bindings::connector::roster::plugin::http::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| format!("cannot link the http interface: {e:#}"))?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -321,6 +334,9 @@ impl PluginHost {
             (PluginKind::ConflictResolver, _) => KindPre::ConflictResolver(
                 bindings::conflict_resolver::ConflictResolverPre::new(instance_pre).map_err(world_err)?,
             ),
+            (PluginKind::Connector, _) => {
+                KindPre::Connector(bindings::connector::ConnectorPre::new(instance_pre).map_err(world_err)?)
+            }
         };
         let loaded = Arc::new(LoadedPlugin { pre, kind, wit_version, binary: binary.clone(), from_cache });
         self.loaded.lock().map_err(|_| poisoned(tenant, binary))?.insert(key, loaded.clone());

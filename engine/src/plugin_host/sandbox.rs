@@ -23,6 +23,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::LogLevel;
+use super::bindings::connector::roster::plugin::{connector_types, http};
 use super::bindings::mapper::roster::plugin::{host, types};
 use super::bindings::v0_1_0::roster::plugin::host as host_v0_1_0;
 
@@ -154,6 +155,10 @@ pub struct HostState {
     pub(crate) logs_dropped: u32,
     /// When the running call's deadline passes; blocking waits end by then.
     pub(crate) call_deadline: Option<std::time::Instant>,
+    /// A connector's outbound HTTP policy; `None`: every request is refused.
+    pub(crate) egress: Option<std::sync::Arc<dyn super::Egress>>,
+    /// Requests sent through `egress` so far, for the source's read summary.
+    pub(crate) http_requests: u64,
 }
 
 impl HostState {
@@ -190,6 +195,8 @@ impl HostState {
             logs_this_call: 0,
             logs_dropped: 0,
             call_deadline: None,
+            egress: None,
+            http_requests: 0,
         }
     }
 
@@ -291,6 +298,30 @@ impl host::Host for HostState {
         }
     }
 }
+
+impl http::Host for HostState {
+    fn send(&mut self, request: http::Request) -> Result<http::Response, http::HttpError> {
+        let Some(egress) = self.egress.clone() else {
+            return Err(http::HttpError::Refused("this plugin has no network access".into()));
+        };
+        self.http_requests += 1;
+        let request = super::HttpRequest {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        match egress.send(request, self.call_deadline) {
+            Ok(r) => Ok(http::Response { status: r.status, headers: r.headers, body: r.body }),
+            Err(super::HttpFailure::Refused(m)) => Err(http::HttpError::Refused(m)),
+            Err(super::HttpFailure::Timeout(m)) => Err(http::HttpError::Timeout(m)),
+            Err(super::HttpFailure::TooLarge(m)) => Err(http::HttpError::TooLarge(m)),
+            Err(super::HttpFailure::Transport(m)) => Err(http::HttpError::Transport(m)),
+        }
+    }
+}
+
+impl connector_types::Host for HostState {}
 
 /// `roster:plugin/host@0.1.0`: the same service for plugins built against 0.1.0.
 impl host_v0_1_0::Host for HostState {

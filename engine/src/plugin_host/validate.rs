@@ -37,6 +37,11 @@ pub fn problems(engine: &Engine, component: &Component, kind: PluginKind) -> (Ve
                     kind.wit_versions().join(", ")
                 ));
             }
+            if rest.starts_with("http@") && kind != PluginKind::Connector {
+                problems.push(format!(
+                    "imports '{name}': only connector plugins may send HTTP requests, not a {kind} plugin"
+                ));
+            }
             if !versions.contains(&version) {
                 versions.push(version);
             }

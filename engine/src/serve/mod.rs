@@ -124,10 +124,11 @@ impl SourceProvider for Provider<'_> {
         config: &Config,
         tenant: &TenantConfig,
         source: &SourceConfig,
+        host: &crate::plugin_host::PluginHost,
     ) -> Result<Box<dyn Source>, SyncError> {
         match self.batches.get(source.name()) {
             Some(batch) => Ok(Box::new(BufferedSource { name: source.name().to_string(), batch: batch.clone() })),
-            None => crate::sync::open_source(config, tenant, source),
+            None => crate::sync::open_source(config, tenant, source, host),
         }
     }
 }
@@ -143,6 +144,8 @@ fn poll_interval(source: &SourceConfig, mode: &crate::config::SyncModeConfig, no
         SourceConfig::ActiveDirectory(_) => 5,
         SourceConfig::AzureAd(_) => 30,
         SourceConfig::Ldif(_) => 2,
+        // A connector: what changed when it reads deltas, else everything.
+        SourceConfig::Plugin(_) => 60,
     };
     Some(Duration::from_secs(mode.poll_secs.unwrap_or(default)))
 }

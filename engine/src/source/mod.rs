@@ -14,6 +14,7 @@
 //!   pipeline plans deletes only then.
 
 pub mod ad;
+pub mod connector;
 pub mod graph;
 pub mod ldap;
 pub mod ldif;

@@ -7,6 +7,8 @@
 //! `wasm32-wasip2`, and the result is the component.
 //!
 //! ```
+//! # #[cfg(feature = "mapper")]
+//! # mod example {
 //! use roster_plugin_sdk::prelude::*;
 //!
 //! struct Upper;
@@ -28,6 +30,7 @@
 //! }
 //!
 //! roster_plugin_sdk::export_mapper!(Upper);
+//! # }
 //! ```
 //!
 //! `Cargo.toml` of the plugin:
@@ -56,6 +59,61 @@
 //! the instance traps, is killed or hits its limits, and the host reports the
 //! plugin as failed.
 //!
+//! # Connectors
+//!
+//! With the `connector` feature the crate builds the other direction: a
+//! source connector (world `connector`) that reads users and groups from a
+//! remote system page by page, through the host's HTTP ([`http`]); the host
+//! adds the credentials and enforces the allowlist. Implement
+//! [`Connector`](connector::Connector) and call [`export_connector!`]:
+//!
+//! ```
+//! # #[cfg(feature = "connector")]
+//! # mod example {
+//! use roster_plugin_sdk::prelude::*;
+//!
+//! /// One user per line of a text file served over HTTP.
+//! struct Lines {
+//!     url: String,
+//! }
+//!
+//! impl Connector for Lines {
+//!     fn init(config: &Config) -> Result<Self, Vec<ConfigError>> {
+//!         let mut errors = config.unknown_keys(&["url"]);
+//!         match config.str("url") {
+//!             Ok(Some(url)) if errors.is_empty() => return Ok(Lines { url: url.to_string() }),
+//!             Ok(Some(_)) => {}
+//!             Ok(None) => errors.push(ConfigError::new("url", "required")),
+//!             Err(e) => errors.push(e),
+//!         }
+//!         Err(errors)
+//!     }
+//!
+//!     fn read(&mut self, _cursor: Option<&str>) -> Result<Page, ReadError> {
+//!         let response = http::Request::get(&self.url).header("Accept", "text/plain").send()?;
+//!         if !response.is_success() {
+//!             return Err(ReadError::Http(format!("HTTP {}", response.status)));
+//!         }
+//!         let mut page = Page::new(); // no next cursor: one page is the whole read
+//!         for name in response.text().lines().filter(|l| !l.is_empty()) {
+//!             page.push(SourceObject::user(name).attr("userName", name));
+//!         }
+//!         Ok(page)
+//!     }
+//!
+//!     fn check(&mut self) -> Result<String, ReadError> {
+//!         Ok(format!("{} answers HTTP {}", self.url, http::get(&self.url)?.status))
+//!     }
+//! }
+//!
+//! roster_plugin_sdk::export_connector!(Lines);
+//! # }
+//! ```
+//!
+//! Calls before a successful `init` answer `ReadError::Config`. A connector
+//! that reads deltas says so in [`Connector::describe`](connector::Connector::describe)
+//! and implements `read_delta`; the default sends the host back to a full read.
+//!
 //! # Lower level
 //!
 //! [`raw`] exposes the generated WIT types and [`export_guest!`] exports a raw
@@ -79,23 +137,33 @@ pub use roster_wire::{Attr, Attrs};
 #[cfg(any(
     all(
         feature = "mapper",
-        any(feature = "custom-attributes", feature = "role-assigner", feature = "conflict-resolver")
+        any(
+            feature = "custom-attributes",
+            feature = "role-assigner",
+            feature = "conflict-resolver",
+            feature = "connector"
+        )
     ),
-    all(feature = "custom-attributes", any(feature = "role-assigner", feature = "conflict-resolver")),
-    all(feature = "role-assigner", feature = "conflict-resolver"),
+    all(
+        feature = "custom-attributes",
+        any(feature = "role-assigner", feature = "conflict-resolver", feature = "connector")
+    ),
+    all(feature = "role-assigner", any(feature = "conflict-resolver", feature = "connector")),
+    all(feature = "conflict-resolver", feature = "connector"),
 ))]
 compile_error!(
-    "roster-plugin-sdk: enable exactly one plugin kind feature (mapper, custom-attributes, role-assigner, conflict-resolver). \
+    "roster-plugin-sdk: enable exactly one plugin kind feature (mapper, custom-attributes, role-assigner, conflict-resolver, connector). \
      Plugins of different kinds in one cargo workspace are built one package at a time (`cargo build -p NAME`)."
 );
 #[cfg(not(any(
     feature = "mapper",
     feature = "custom-attributes",
     feature = "role-assigner",
-    feature = "conflict-resolver"
+    feature = "conflict-resolver",
+    feature = "connector"
 )))]
 compile_error!(
-    "roster-plugin-sdk: enable the feature of your plugin's kind: mapper, custom-attributes, role-assigner or conflict-resolver"
+    "roster-plugin-sdk: enable the feature of your plugin's kind: mapper, custom-attributes, role-assigner, conflict-resolver or connector"
 );
 
 /// Bindings generated from the WIT (`wit_bindgen::generate!`) for the world
@@ -140,6 +208,15 @@ pub mod bindings {
         default_bindings_module: "roster_plugin_sdk::bindings",
         export_macro_name: "__export_world",
     });
+    #[cfg(feature = "connector")]
+    wit_bindgen::generate!({
+        world: "connector",
+        path: "../../wit",
+        generate_unused_types: true,
+        pub_export_macro: true,
+        default_bindings_module: "roster_plugin_sdk::bindings",
+        export_macro_name: "__export_world",
+    });
 }
 
 /// The WIT-level interface, for plugins that want whole batches (see
@@ -151,6 +228,12 @@ pub mod raw {
     pub use crate::bindings::Guest;
     pub use crate::bindings::roster::plugin::host::{LogLevel, log};
     pub use crate::bindings::roster::plugin::types::*;
+    /// The `connector` world's own types (`connector-types`) and the host's `http` interface.
+    #[cfg(feature = "connector")]
+    pub use crate::bindings::roster::plugin::{
+        connector_types::{Capabilities, ConnectorInfo, Page, ReadError, Rejected, SourceObject},
+        http::{HttpError, Request as HttpRequest, Response as HttpResponse, send as http_send},
+    };
 }
 
 /// Everything a plugin usually needs: `use roster_plugin_sdk::prelude::*;`.
@@ -160,6 +243,8 @@ pub mod prelude {
 
     #[cfg(feature = "conflict-resolver")]
     pub use crate::conflict_resolver::{Claimant, Conflict, ConflictKind, ConflictResolver, Decision};
+    #[cfg(feature = "connector")]
+    pub use crate::connector::{Connector, ConnectorInfo, Page, ReadError, Rejected, SourceObject};
     #[cfg(feature = "custom-attributes")]
     pub use crate::custom_attributes::{AttributeDecl, AttributeType, CustomAttributes, MappedUser};
     #[cfg(feature = "conflict-resolver")]
@@ -174,12 +259,18 @@ pub mod prelude {
     pub use crate::role_assigner::{GroupRef, RoleAssigner, UserGroups};
     #[cfg(feature = "mapper")]
     pub use crate::{MapResult, Mapped, Mapper};
+    #[cfg(feature = "connector")]
+    pub use crate::{connector_info, export_connector, http};
 }
 
 #[cfg(feature = "conflict-resolver")]
 pub mod conflict_resolver;
+#[cfg(feature = "connector")]
+pub mod connector;
 #[cfg(feature = "custom-attributes")]
 pub mod custom_attributes;
+#[cfg(feature = "connector")]
+pub mod http;
 #[cfg(feature = "mapper")]
 mod mapper;
 #[cfg(feature = "mapper")]

@@ -23,6 +23,7 @@ thread_local! {
 ///
 /// ```
 /// use roster_plugin_sdk::prelude::*;
+/// # use roster_plugin_sdk::MapResult; // in the prelude with the `mapper` feature
 /// let result = Output::user()
 ///     .set("userName", "jdoe")
 ///     .set_opt("displayName", Some("Jane Doe"))
