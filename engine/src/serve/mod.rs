@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, SourceConfig, SyncMode, TenantConfig};
 use crate::plugin_host::PluginHost;
-use crate::source::{EntryKind, Source, SourceError};
+use crate::source::{Source, SourceError};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::sync::{NoProgress, RunStatus, SourceProvider, SyncError, SyncOptions};
@@ -114,11 +114,12 @@ impl TenantLocks {
 /// The realtime buffers of one tenant, by source.
 type Buffers = HashMap<String, Arc<Mutex<Buffer>>>;
 
-struct Provider<'a> {
-    batches: &'a HashMap<String, Batch>,
+/// Hands each buffered batch to its run, once, without copying it.
+struct Provider {
+    batches: HashMap<String, Batch>,
 }
 
-impl SourceProvider for Provider<'_> {
+impl SourceProvider for Provider {
     fn open(
         &mut self,
         config: &Config,
@@ -126,8 +127,8 @@ impl SourceProvider for Provider<'_> {
         source: &SourceConfig,
         host: &crate::plugin_host::PluginHost,
     ) -> Result<Box<dyn Source>, SyncError> {
-        match self.batches.get(source.name()) {
-            Some(batch) => Ok(Box::new(BufferedSource { name: source.name().to_string(), batch: batch.clone() })),
+        match self.batches.remove(source.name()) {
+            Some(batch) => Ok(Box::new(BufferedSource { name: source.name().to_string(), batch })),
             None => crate::sync::open_source(config, tenant, source, host),
         }
     }
@@ -466,15 +467,18 @@ impl Worker {
                     continue;
                 }
                 first_event = first_event.or(b.last_event);
-                let stored = match store.snapshot(&tenant.id, name) {
-                    Ok(snap) => {
-                        let mut by_kind: BTreeMap<EntryKind, BTreeSet<String>> = BTreeMap::new();
-                        for o in snap.objects.values() {
-                            by_kind.entry(o.kind).or_default().insert(o.anchor.clone());
+                // Stored anchors matter only once a refresh has listed what
+                // is present (the rest was deleted); a change batch needs none.
+                let stored = if b.needs_stored_anchors() {
+                    match store.source_anchors(&tenant.id, name) {
+                        Ok(anchors) => anchors,
+                        Err(e) => {
+                            tracing::warn!(tenant = %tenant.id, source = %name, error = %e, "cannot read stored anchors; the batch waits");
+                            continue;
                         }
-                        by_kind
                     }
-                    Err(_) => BTreeMap::new(),
+                } else {
+                    BTreeMap::new()
                 };
                 batches.insert(name.clone(), b.take(&stored));
             }
@@ -499,7 +503,8 @@ impl Worker {
         let lock = self.locks.get(&tenant.id);
         let _held = lock.as_ref().map(|l| l.lock());
         let started = Instant::now();
-        let mut provider = Provider { batches: &batches };
+        let acks: Vec<(String, u64)> = batches.iter().map(|(name, b)| (name.clone(), b.upto)).collect();
+        let mut provider = Provider { batches };
         let result =
             crate::sync::sync_tenant_with(&self.config, tenant, store, &self.host, &opts, &NoProgress, &mut provider);
         let elapsed = started.elapsed();
@@ -507,10 +512,10 @@ impl Worker {
             Ok(report) => {
                 let applied = matches!(report.status, RunStatus::Applied | RunStatus::NoChanges);
                 if applied {
-                    for (name, batch) in &batches {
+                    for (name, upto) in &acks {
                         if let Some(b) = self.buffers.get(name) {
                             if let Ok(mut b) = b.lock() {
-                                b.ack(batch.upto);
+                                b.ack(*upto);
                             }
                         }
                     }

@@ -99,6 +99,12 @@ impl Buffer {
         self.users.refreshed && self.groups.refreshed
     }
 
+    /// Whether [`Buffer::take`] needs the stored anchors: a refresh ended
+    /// with a list of what is present.
+    pub fn needs_stored_anchors(&self) -> bool {
+        self.users.present_done.is_some() || self.groups.present_done.is_some()
+    }
+
     pub fn has_work(&self) -> bool {
         let p = |p: &Pending| !p.changed.is_empty() || !p.deleted.is_empty() || p.present_done.is_some();
         self.ready() && (p(&self.users) || p(&self.groups))
@@ -163,7 +169,8 @@ impl Source for BufferedSource {
 
     fn read(&mut self, sink: &mut dyn Sink) -> Result<ReadSummary, SourceError> {
         let mut summary = ReadSummary::default();
-        for item in self.batch.items.clone() {
+        // A run reads its batch once: hand the items over instead of copying them.
+        for item in std::mem::take(&mut self.batch.items) {
             match &item {
                 SourceItem::Entry(e) if e.kind == EntryKind::User => summary.users += 1,
                 SourceItem::Entry(_) => summary.groups += 1,

@@ -175,6 +175,14 @@ pub trait Store {
     /// Everything stored for one source of a tenant.
     fn snapshot(&mut self, tenant: &str, source: &str) -> Result<Snapshot, StoreError>;
 
+    /// The anchors of a source's stored objects, by kind: what a realtime
+    /// refresh compares its present list with, without loading the objects.
+    fn source_anchors(
+        &mut self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<std::collections::BTreeMap<EntryKind, std::collections::BTreeSet<String>>, StoreError>;
+
     fn begin_run(&mut self, tenant: &str, trigger: &str, dry_run: bool) -> Result<i64, StoreError>;
     fn finish_run(&mut self, run_id: i64, outcome: &RunOutcome) -> Result<(), StoreError>;
     fn runs(&mut self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;

@@ -170,6 +170,27 @@ impl Store for SqliteStore {
         Ok(snap)
     }
 
+    fn source_anchors(
+        &mut self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<std::collections::BTreeMap<EntryKind, std::collections::BTreeSet<String>>, StoreError> {
+        let mut by_kind: std::collections::BTreeMap<EntryKind, std::collections::BTreeSet<String>> =
+            std::collections::BTreeMap::new();
+        for (kind, table) in [(EntryKind::User, "users"), (EntryKind::Group, "groups")] {
+            let mut stmt = self
+                .conn
+                .prepare_cached(&format!("SELECT anchor FROM {table} WHERE tenant = ?1 AND source = ?2"))
+                .map_err(q("preparing anchor query"))?;
+            let rows =
+                stmt.query_map(params![tenant, source], |r| r.get::<_, String>(0)).map_err(q("reading anchors"))?;
+            let anchors =
+                rows.collect::<Result<std::collections::BTreeSet<_>, _>>().map_err(q("reading anchor row"))?;
+            by_kind.insert(kind, anchors);
+        }
+        Ok(by_kind)
+    }
+
     fn begin_run(&mut self, tenant: &str, trigger: &str, dry_run: bool) -> Result<i64, StoreError> {
         self.ensure_tenant(tenant)?;
         self.conn
