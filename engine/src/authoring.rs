@@ -34,6 +34,10 @@ pub enum AuthoringError {
     #[error("plugin kind '{0}' is not supported; supported kinds: {kinds}", kinds = crate::plugin_host::PluginKind::list())]
     UnknownKind(String),
     #[error(
+        "`plugin test` runs pipeline plugins on sample entries; a connector reads a server: try it with `roster source test` and `roster sync --dry-run` (see docs/connectors.md)"
+    )]
+    Connector,
+    #[error(
         "a custom-attributes plugin is tested against declarations: give --schema FILE (TOML, `NAME = {{ type = \"integer\", required = true }}` as in [tenant.custom_attributes])"
     )]
     SchemaMissing,
@@ -222,6 +226,9 @@ pub fn test_plugin(opts: &TestOptions) -> Result<TestReport, AuthoringError> {
     let Some(kind) = PluginKind::parse(&opts.kind) else {
         return Err(AuthoringError::UnknownKind(opts.kind.clone()));
     };
+    if kind == PluginKind::Connector {
+        return Err(AuthoringError::Connector);
+    }
     let path = opts.file.display().to_string();
     let binary = PluginBinary::from_file(&opts.file)
         .map_err(|e| AuthoringError::Read { path: path.clone(), message: e.to_string() })?;

@@ -89,9 +89,16 @@ fn the_scim_connector_reads_thousands_of_users_over_many_pages_and_then_only_wha
     assert!(names.contains("renamed5") && names.contains("renamed6") && !names.contains("user5"));
     // SCIM cannot report deletes in a delta: the user stays until a full read.
     assert!(names.contains("user9"));
-    let (run, report) = sync_with_token(&env, TOKEN, &["--full"]);
+    // Another configuration of the connector: its old delta token means nothing.
+    env.write_config(&format!(
+        "[store]\npath = \"data\"\n{}",
+        scim_tenant("hr", &format!("http://{}", server.addr), &server.addr, "")
+            .replace("page_size = 50", "page_size = 200")
+    ));
+    let (run, report) = sync_with_token(&env, TOKEN, &[]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(report["counts"]["deletes"], 1, "{report}");
+    assert_eq!(report["sources"][0]["read"]["mode"], "full", "{report}");
+    assert_eq!(report["counts"]["deletes"], 1, "a full read finds the delete: {report}");
     assert!(!user_names(&env, "hr").contains("user9"));
     let _ = groups;
 
@@ -143,16 +150,18 @@ fn the_scim_connector_reads_roster_own_scim_endpoint() {
     assert_eq!(report["status"], "no-changes", "{report}");
 }
 
-/// An HTTP server that answers every request with `200` and an OAuth token
-/// response (so it serves as a token endpoint too), and keeps what it was
-/// sent (request line and headers).
+/// An OAuth token response: the receiver doubles as a token endpoint.
+const TOKEN_RESPONSE: &str = r#"{"access_token":"tok-from-endpoint","token_type":"Bearer","expires_in":3600}"#;
+
+/// An HTTP server that answers every request with `200` and `answer` (or
+/// never, for `None`), and keeps what it was sent (request line and headers).
 struct Receiver {
     addr: String,
     seen: Arc<Mutex<Vec<String>>>,
 }
 
 impl Receiver {
-    fn start(answer: bool) -> Receiver {
+    fn start(answer: Option<&'static str>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -171,15 +180,14 @@ impl Receiver {
                         head.push_str(&line);
                     }
                     log.lock().unwrap_or_else(|p| p.into_inner()).push(head);
-                    if answer {
+                    if let Some(body) = answer {
                         let mut s = &stream;
-                        let body = br#"{"access_token":"tok-from-endpoint","token_type":"Bearer","expires_in":3600}"#;
                         let _ = write!(
                             s,
                             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
                         );
-                        let _ = s.write_all(body);
+                        let _ = s.write_all(body.as_bytes());
                     } else {
                         // Never answer: hold the connection until the client gives up.
                         let mut sink = Vec::new();
@@ -208,7 +216,7 @@ fn hostile(id: &str, behaviour: &str, url: &str, policy: &str) -> String {
 
 #[test]
 fn the_host_refuses_requests_outside_the_source_policy_and_injects_credentials_itself() {
-    let receiver = Receiver::start(true);
+    let receiver = Receiver::start(Some(TOKEN_RESPONSE));
     let port = receiver.addr.rsplit(':').next().expect("port").to_string();
     let env = Env::new("");
     std::fs::write(env.path().join("vendor-token"), "s3cr3t-vendor-token").expect("token file");
@@ -343,7 +351,7 @@ fn a_hanging_connector_is_cut_off_by_its_deadline() {
     assert!(started.elapsed() < Duration::from_secs(30), "stopped, not left running");
 
     // Waiting on a server that never answers: the request ends with the call.
-    let silent = Receiver::start(false);
+    let silent = Receiver::start(None);
     let port = silent.addr.rsplit(':').next().expect("port").to_string();
     env.write_config(&format!(
         "[store]\npath = \"data\"\n{}",
@@ -421,4 +429,30 @@ fn under_serve_the_scim_connector_polls_what_changed() {
     wait_for("the change", &|n| n.contains("polled3") && !n.contains("user3"));
     let runs = env.runs("hr");
     assert!(runs.len() >= 2, "{runs:?}");
+}
+
+#[test]
+fn a_scaffolded_connector_builds_as_is_and_reads_through_the_host() {
+    let env = Env::new("");
+    let run = env
+        .cmd()
+        .current_dir(env.path())
+        .args(["plugin", "new", "--kind", "connector", "my-connector"])
+        .output()
+        .expect("run");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let wasm = crate::support::build_scaffold(&env.path().join("my-connector"), "my_connector");
+    let people = Receiver::start(Some("ada\ngrace\n\nlinus\n"));
+    let port = people.addr.rsplit(':').next().expect("port").to_string();
+    env.write_config(&format!(
+        "[store]\npath = \"data\"\n[[tenant]]\nid = \"t\"\n[tenant.mapping]\nuserName = \"userName\"\n\
+         [[tenant.source]]\nname = \"vendor\"\nkind = \"plugin\"\nplugin = \"{}\"\n\
+         allow_hosts = [\"127.0.0.1:{port}\"]\nallow_private_addresses = true\nallow_plain_http = true\n\
+         [tenant.source.config]\nurl = \"http://127.0.0.1:{port}/people.txt\"\n",
+        wasm.display()
+    ));
+    let check = env.run(&["source", "test", "--tenant", "t", "--source", "vendor"]).ok();
+    assert!(check.stdout.contains("my-connector") && check.stdout.contains("answers HTTP 200"), "{}", check.stdout);
+    env.run(&["sync"]).ok();
+    assert_eq!(user_names(&env, "t"), ["ada", "grace", "linus"].iter().map(|s| s.to_string()).collect());
 }

@@ -144,19 +144,7 @@ fn a_scaffolded_plugin_builds_as_is_and_uploads() {
         .output()
         .expect("run");
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let krate = env.path().join("my-mapper");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let build = std::process::Command::new(cargo)
-        .current_dir(&krate)
-        .args(["build", "--release", "--quiet"])
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .output()
-        .expect("cargo build");
-    assert!(build.status.success(), "the scaffold builds as is:\n{}", String::from_utf8_lossy(&build.stderr));
-    let wasm = krate.join("target/wasm32-wasip2/release/my_mapper.wasm");
+    let wasm = crate::support::build_scaffold(&env.path().join("my-mapper"), "my_mapper");
     let run = env.run(&["plugin", "add", "--tenant", "t", "--kind", "mapper", wasm.to_str().unwrap_or_default()]).ok();
     assert!(run.stdout.contains("'my-mapper'"), "{}", run.stdout);
     let (run, report) = env.sync(&[]);

@@ -953,6 +953,12 @@ impl RawSource {
             for h in &allow_hosts {
                 crate::config::HostPattern::parse(h).map_err(|why| (Some("allow_hosts"), format!("'{h}': {why}")))?;
             }
+            if self.call_timeout_secs == Some(0) {
+                return Err((Some("call_timeout_secs"), "must be at least 1".into()));
+            }
+            if self.max_response_kb == Some(0) {
+                return Err((Some("max_response_kb"), "must be at least 1".into()));
+            }
             let max_requests_per_second = self.max_requests_per_second.unwrap_or(10.0);
             if !(max_requests_per_second > 0.0 && max_requests_per_second.is_finite()) {
                 return Err((Some("max_requests_per_second"), "must be a positive number".into()));
@@ -1093,7 +1099,8 @@ pub struct ConnectorSourceConfig {
     pub plugin: PathBuf,
     /// `[tenant.source.config]`: handed to the connector's `init`.
     pub config: toml::Table,
-    /// `host` or `host:port` (`*.example.com` for subdomains) the connector may call.
+    /// `host` or `host:port` (`*.example.com` for subdomains) the connector
+    /// may call; the OAuth `token_url` must be allowed too.
     pub allow_hosts: Vec<String>,
     /// Let names resolve to loopback, private, link-local or other
     /// non-public addresses (an on-premises system); off by default.
@@ -1138,7 +1145,7 @@ pub enum ConnectorAuth {
 }
 
 /// An `allow_hosts` entry: an exact host or `*.` and a domain, and an
-/// optional port (otherwise the URL scheme's default).
+/// optional port (without one, any port of that host).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {
     pub host: String,

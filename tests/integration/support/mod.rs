@@ -24,6 +24,27 @@ pub fn plugin_wasm(stem: &str) -> PathBuf {
     p
 }
 
+/// Builds a crate made by `roster plugin new` exactly as its README says
+/// (`cargo build --release`), in a target directory the scaffold tests share
+/// so the SDK's dependencies compile once; returns the component.
+pub fn build_scaffold(krate: &Path, file_stem: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target");
+    let build = std::process::Command::new(cargo)
+        .current_dir(krate)
+        .args(["build", "--release", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .expect("cargo build");
+    assert!(build.status.success(), "the scaffold builds as is:\n{}", String::from_utf8_lossy(&build.stderr));
+    let wasm = target.join("wasm32-wasip2/release").join(format!("{file_stem}.wasm"));
+    assert!(wasm.is_file(), "{} was not built", wasm.display());
+    wasm
+}
+
 /// A temp dir with a `roster.toml` in it.
 pub struct Env {
     pub dir: tempfile::TempDir,

@@ -103,10 +103,26 @@ pub fn non_public(ip: IpAddr) -> Option<&'static str> {
                 Some("a link-local address")
             } else if first == 0x2001 && v6.segments()[1] == 0x0db8 {
                 Some("a reserved address")
+            } else if let Some(v4) = embedded_v4(&v6) {
+                // NAT64 (64:ff9b::/96) and 6to4 (2002::/16) reach the IPv4
+                // address inside them: judge that one.
+                non_public(IpAddr::V4(v4))
             } else {
                 None
             }
         }
+    }
+}
+
+fn embedded_v4(v6: &std::net::Ipv6Addr) -> Option<std::net::Ipv4Addr> {
+    let s = v6.segments();
+    let from = |hi: u16, lo: u16| std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+        Some(from(s[6], s[7]))
+    } else if s[0] == 0x2002 {
+        Some(from(s[1], s[2]))
+    } else {
+        None
     }
 }
 
@@ -141,6 +157,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
 struct Pacing {
     next_slot: Instant,
     token: Option<(String, Instant)>,
+    /// Why the token endpoint last refused the source's credentials.
+    auth_failure: Option<String>,
 }
 
 /// The host side of one connector source's `http` import.
@@ -196,8 +214,14 @@ impl HostEgress {
             credential,
             client,
             runtime,
-            pacing: Mutex::new(Pacing { next_slot: Instant::now(), token: None }),
+            pacing: Mutex::new(Pacing { next_slot: Instant::now(), token: None, auth_failure: None }),
         }))
+    }
+
+    /// Why the token endpoint refused the credentials, if it did since the
+    /// last call: the source reports that as an authentication failure.
+    pub fn take_auth_failure(&self) -> Option<String> {
+        self.pacing.lock().ok().and_then(|mut p| p.auth_failure.take())
     }
 
     fn refused(&self, why: String) -> HttpFailure {
@@ -335,6 +359,17 @@ impl HostEgress {
                 if let Some(s) = scope {
                     form.push(("scope", s.clone()));
                 }
+                // The token endpoint is held to the same policy as the connector's requests.
+                let endpoint = HttpRequest {
+                    method: "POST".into(),
+                    url: token_url.clone(),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                };
+                self.admit(&endpoint).map_err(|e| match e {
+                    HttpFailure::Refused(why) => HttpFailure::Refused(format!("auth.token_url: {why}")),
+                    other => other,
+                })?;
                 let timeout = self.timeout.min(deadline.saturating_duration_since(Instant::now()));
                 let result = self.run(async {
                     let r = self.client.post(token_url).form(&form).timeout(timeout).send().await?;

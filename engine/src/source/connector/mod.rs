@@ -20,8 +20,11 @@ use crate::plugin_host::{
     ConnectorPage, ConnectorReadError, PluginBinary, PluginError, PluginHost, PluginInstance, PluginKind, SandboxLimits,
 };
 
-/// Source state key: where the next incremental read starts.
+/// Source state key: where the next incremental read starts ("" for nowhere).
 pub const DELTA_TOKEN_KEY: &str = "delta_token";
+/// Source state key: which connector and configuration issued the token. A
+/// token from another plugin version or another remote system means nothing.
+pub const TOKEN_ISSUER_KEY: &str = "delta_token_issuer";
 /// A read that returns this many pages in a row without an object is stuck.
 const MAX_EMPTY_PAGES: u32 = 1_000;
 
@@ -29,6 +32,9 @@ pub struct ConnectorSource {
     name: String,
     incremental: bool,
     instance: PluginInstance,
+    egress: Arc<egress::HostEgress>,
+    /// Hash of the connector's code and its configuration table.
+    issuer: String,
     resume: BTreeMap<String, String>,
 }
 
@@ -61,16 +67,24 @@ impl ConnectorSource {
         let egress = egress::HostEgress::new(&tenant.id, source, &config.base_dir, credential).map_err(other)?;
         let mut limits: SandboxLimits = crate::sync::sandbox_limits(tenant);
         limits.call_timeout_ms = source.call_timeout_secs.saturating_mul(1000).max(1);
+        let issuer = crate::util::sha256_hex(format!("{}\n{}", binary.hash, source.config).as_bytes());
         let instance = PluginInstance::connector(
             host,
             loaded,
             &tenant.id,
             limits,
             &source.config,
-            egress as Arc<dyn crate::plugin_host::Egress>,
+            egress.clone() as Arc<dyn crate::plugin_host::Egress>,
         )
         .map_err(|e| other(e.to_string()))?;
-        Ok(Self { name: source.name.clone(), incremental: source.incremental, instance, resume: BTreeMap::new() })
+        Ok(Self {
+            name: source.name.clone(),
+            incremental: source.incremental,
+            instance,
+            egress,
+            issuer,
+            resume: BTreeMap::new(),
+        })
     }
 
     fn plugin_failed(&self, e: PluginError) -> SourceError {
@@ -80,14 +94,28 @@ impl ConnectorSource {
     fn read_error(&self, e: ConnectorReadError) -> SourceError {
         let plugin = self.instance.identity();
         let message = format!("connector {plugin}: {e}");
-        match e {
-            ConnectorReadError::Auth(_) => SourceError::Auth { source_name: self.name.clone(), message },
+        // The token endpoint refusing the source's credentials is an
+        // authentication failure whatever the connector made of it.
+        let refused_credentials = self.egress.take_auth_failure();
+        match (e, refused_credentials) {
+            (ConnectorReadError::Auth(_), _) => SourceError::Auth { source_name: self.name.clone(), message },
+            (_, Some(why)) => {
+                SourceError::Auth { source_name: self.name.clone(), message: format!("{why} ({message})") }
+            }
             _ => SourceError::Other { source_name: self.name.clone(), message },
         }
     }
 
     /// Every page of one read, streamed into `sink`.
-    fn read_pages(&mut self, token: Option<&str>, sink: &mut dyn Sink) -> Result<ReadSummary, ReadFailure> {
+    /// `skip`: anchors already handed on by an abandoned delta read, which a
+    /// full read that follows does not send twice; `emitted` collects them.
+    fn read_pages(
+        &mut self,
+        token: Option<&str>,
+        sink: &mut dyn Sink,
+        skip: &HashSet<(super::EntryKind, String)>,
+        emitted: &mut HashSet<(super::EntryKind, String)>,
+    ) -> Result<ReadSummary, ReadFailure> {
         let mut summary = ReadSummary::default();
         let mut deleted = Vec::new();
         let mut cursor: Option<String> = None;
@@ -114,6 +142,11 @@ impl ConnectorSource {
                     super::EntryKind::User => summary.users += 1,
                     super::EntryKind::Group => summary.groups += 1,
                 }
+                let key = (o.kind, o.anchor.clone());
+                if skip.contains(&key) {
+                    continue;
+                }
+                emitted.insert(key);
                 sink.item(SourceItem::Entry(o)).map_err(|message| {
                     ReadFailure::Source(SourceError::Stopped { source_name: self.name.clone(), message })
                 })?;
@@ -140,9 +173,10 @@ impl ConnectorSource {
                     cursor = Some(next);
                 }
                 None => {
-                    if let Some(t) = page.delta_token {
-                        summary.state.push((DELTA_TOKEN_KEY.into(), t));
-                    }
+                    // Always written, so a read that ends without a token
+                    // replaces the previous one instead of leaving it behind.
+                    summary.state.push((DELTA_TOKEN_KEY.into(), page.delta_token.unwrap_or_default()));
+                    summary.state.push((TOKEN_ISSUER_KEY.into(), self.issuer.clone()));
                     break;
                 }
             }
@@ -173,9 +207,18 @@ impl Source for ConnectorSource {
 
     fn read(&mut self, sink: &mut dyn Sink) -> Result<ReadSummary, SourceError> {
         let supports_delta = self.instance.connector_info().is_some_and(|i| i.delta);
-        let token = self.resume.get(DELTA_TOKEN_KEY).filter(|_| self.incremental && supports_delta).cloned();
+        let same_issuer = self.resume.get(TOKEN_ISSUER_KEY) == Some(&self.issuer);
+        let token = self
+            .resume
+            .get(DELTA_TOKEN_KEY)
+            .filter(|t| !t.is_empty() && self.incremental && supports_delta && same_issuer)
+            .cloned();
+        if !same_issuer && self.resume.get(DELTA_TOKEN_KEY).is_some_and(|t| !t.is_empty()) {
+            tracing::info!(source = %self.name, "the connector or its configuration changed since the last read; reading everything");
+        }
+        let mut emitted = HashSet::new();
         if let Some(token) = token {
-            match self.read_pages(Some(&token), sink) {
+            match self.read_pages(Some(&token), sink, &HashSet::new(), &mut emitted) {
                 Ok(s) => return Ok(s),
                 Err(ReadFailure::Connector(ConnectorReadError::TokenExpired(why))) => {
                     tracing::info!(source = %self.name, reason = %why, "the connector's delta token expired; reading everything");
@@ -184,7 +227,8 @@ impl Source for ConnectorSource {
                 Err(ReadFailure::Source(e)) => return Err(e),
             }
         }
-        match self.read_pages(None, sink) {
+        let skip = emitted;
+        match self.read_pages(None, sink, &skip, &mut HashSet::new()) {
             Ok(s) => Ok(s),
             Err(ReadFailure::Connector(e)) => Err(self.read_error(e)),
             Err(ReadFailure::Source(e)) => Err(e),
