@@ -162,6 +162,12 @@ struct Receiver {
 
 impl Receiver {
     fn start(answer: Option<&'static str>) -> Receiver {
+        Self::start_unavailable_first(0, answer)
+    }
+
+    /// Answers `503 Service Unavailable` with `Retry-After: 1` to the first
+    /// `unavailable` requests, then as [`Receiver::start`].
+    fn start_unavailable_first(unavailable: usize, answer: Option<&'static str>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -179,8 +185,17 @@ impl Receiver {
                         }
                         head.push_str(&line);
                     }
-                    log.lock().unwrap_or_else(|p| p.into_inner()).push(head);
-                    if let Some(body) = answer {
+                    let nth = {
+                        let mut seen = log.lock().unwrap_or_else(|p| p.into_inner());
+                        seen.push(head);
+                        seen.len()
+                    };
+                    if nth <= unavailable {
+                        let mut s = &stream;
+                        let _ = s.write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                    } else if let Some(body) = answer {
                         let mut s = &stream;
                         let _ = write!(
                             s,
@@ -317,6 +332,25 @@ fn the_host_refuses_requests_outside_the_source_policy_and_injects_credentials_i
         seen[2]
     );
 
+    // Basic authentication, added by the host.
+    std::fs::write(env.path().join("vendor-password"), "pa55word").expect("password file");
+    env.write_config(&format!(
+        "[store]\npath = \"data\"\n{}",
+        hostile(
+            "t",
+            "fetch",
+            &format!("http://127.0.0.1:{port}/z"),
+            &format!(
+                "allow_hosts = [\"127.0.0.1:{port}\"]\nallow_private_addresses = true\nallow_plain_http = true\n\
+                 auth = {{ type = \"basic\", username = \"roster\", password = {{ file = \"vendor-password\" }} }}\n"
+            )
+        )
+    ));
+    env.run(&["sync"]).ok();
+    let seen = receiver.requests();
+    // base64("roster:pa55word")
+    assert!(seen[3].to_ascii_lowercase().contains("authorization: basic cm9zdgvyonbhntv3b3jk"), "{}", seen[3]);
+
     // The environment holds a secret; the connector sees none of it.
     env.write_config(&format!("[store]\npath = \"data\"\n{}", hostile("t", "env", "", "")));
     let run = env.run_env(&["sync"], &[("ROSTER_TEST_LEAK", "do-not-leak")]).ok();
@@ -337,6 +371,37 @@ fn the_host_refuses_requests_outside_the_source_policy_and_injects_credentials_i
     let check = env.run(&["config", "check"]);
     assert_ne!(check.code, 0, "config check reports it too");
     assert!(check.stderr.contains("wasi:filesystem"), "{}", check.stderr);
+}
+
+#[test]
+fn an_unavailable_server_is_retried_after_retry_after_within_the_deadline() {
+    let flaky = Receiver::start_unavailable_first(1, Some(TOKEN_RESPONSE));
+    let port = flaky.addr.rsplit(':').next().expect("port").to_string();
+    let env = Env::new("");
+    let policy = |retries: u32| {
+        format!(
+            "allow_hosts = [\"127.0.0.1:{port}\"]\nallow_private_addresses = true\nallow_plain_http = true\nmax_retries = {retries}\n"
+        )
+    };
+    let config = |retries: u32| {
+        format!(
+            "[store]\npath = \"data\"\n{}",
+            hostile("t", "fetch", &format!("http://127.0.0.1:{port}/r"), &policy(retries))
+        )
+        .replace("userName = \"userName\"\n", "userName = \"userName\"\ndisplayName = \"status\"\n")
+    };
+    env.write_config(&config(2));
+    env.run(&["sync"]).ok();
+    assert_eq!(flaky.requests().len(), 2, "one 503, then the retry");
+    assert_eq!(env.users("t")[0]["displayName"], "200", "the connector saw the answer to the retry");
+
+    // Without retries the connector gets the 503 itself.
+    let flaky = Receiver::start_unavailable_first(1, Some(TOKEN_RESPONSE));
+    let port2 = flaky.addr.rsplit(':').next().expect("port").to_string();
+    env.write_config(&config(0).replace(&port, &port2));
+    env.run(&["sync"]).ok();
+    assert_eq!(flaky.requests().len(), 1);
+    assert_eq!(env.users("t")[0]["displayName"], "503");
 }
 
 #[test]
