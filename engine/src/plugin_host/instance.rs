@@ -218,29 +218,7 @@ impl PluginInstance {
         config: &toml::Table,
         schema: &[AttributeDecl],
     ) -> Result<Self, PluginError> {
-        let identity = PluginIdentity {
-            tenant: tenant.to_string(),
-            name: loaded.binary.name.clone(),
-            version: "unknown".into(),
-            hash: loaded.binary.hash.clone(),
-        };
-        let mut me = Self {
-            loaded,
-            engine: host.engine().clone(),
-            limits,
-            config: super::config::to_wit(config),
-            schema: schema.iter().map(decl_to_wit).collect(),
-            identity,
-            live: None,
-            packer: Packer::with_capacity(4096),
-            fuel_budget: host.fuel_budget(),
-            retired: Usage { fuel: host.fuel_budget().map(|_| 0), peak_memory_bytes: 0 },
-            busy: std::time::Duration::ZERO,
-            egress: None,
-            connector_info: None,
-        };
-        me.revive()?;
-        Ok(me)
+        Self::build(host, loaded, tenant, limits, config, schema.iter().map(decl_to_wit).collect(), None)
     }
 
     /// A connector instance: `config` is the source's `[tenant.source.config]`
@@ -253,6 +231,18 @@ impl PluginInstance {
         config: &toml::Table,
         egress: Arc<dyn super::Egress>,
     ) -> Result<Self, PluginError> {
+        Self::build(host, loaded, tenant, limits, config, Vec::new(), Some(egress))
+    }
+
+    fn build(
+        host: &PluginHost,
+        loaded: Arc<LoadedPlugin>,
+        tenant: &str,
+        limits: SandboxLimits,
+        config: &toml::Table,
+        schema: Vec<wit::AttributeDecl>,
+        egress: Option<Arc<dyn super::Egress>>,
+    ) -> Result<Self, PluginError> {
         let identity = PluginIdentity {
             tenant: tenant.to_string(),
             name: loaded.binary.name.clone(),
@@ -264,14 +254,14 @@ impl PluginInstance {
             engine: host.engine().clone(),
             limits,
             config: super::config::to_wit(config),
-            schema: Vec::new(),
+            schema,
             identity,
             live: None,
             packer: Packer::with_capacity(4096),
             fuel_budget: host.fuel_budget(),
             retired: Usage { fuel: host.fuel_budget().map(|_| 0), peak_memory_bytes: 0 },
             busy: std::time::Duration::ZERO,
-            egress: Some(egress),
+            egress,
             connector_info: None,
         };
         me.revive()?;
