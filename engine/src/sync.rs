@@ -856,8 +856,9 @@ fn carried_over(source_cfg: &SourceConfig, snapshot: &crate::diff::Snapshot) -> 
     }
 }
 
-/// What decides the stored results of a source besides the source itself:
-/// the mapper and custom-attribute plugins and their configuration, and scope.
+/// What decides the stored results of a source besides the directory's
+/// content: the mapper and custom-attribute plugins and their configuration,
+/// and every source's definition (bases, filters, anchor, scope…).
 fn pipeline_fingerprint(tenant: &TenantConfig, plugins: &[(PluginKind, PluginIdentity)]) -> String {
     let mut text = String::new();
     for (k, p) in plugins.iter().filter(|(k, _)| matches!(k, PluginKind::Mapper | PluginKind::CustomAttributes)) {
@@ -874,7 +875,9 @@ fn pipeline_fingerprint(tenant: &TenantConfig, plugins: &[(PluginKind, PluginIde
             .collect::<Vec<_>>(),
         tenant.plugins.mapper.as_ref().map(|p| p.config()),
         tenant.plugins.custom_attributes.as_ref().map(|p| p.config()),
-        tenant.sources.iter().map(|s| (s.name().to_string(), s.scope())).collect::<Vec<_>>(),
+        // The whole source definition: a cookie or delta token is only good
+        // for the searches (bases, filters, anchor) that issued it.
+        tenant.sources.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>(),
     ));
     crate::util::sha256_hex(text.as_bytes())
 }
@@ -1037,9 +1040,11 @@ fn read_and_map(
         let partial: HashSet<&str> = delta.partial_groups.iter().map(String::as_str).collect();
         let removed: HashSet<(&str, &str)> =
             delta.removed_members.iter().map(|(g, m)| (g.as_str(), m.as_str())).collect();
+        let present: HashMap<EntryKind, &HashSet<String>> = delta.present.iter().map(|(k, p)| (*k, p)).collect();
         for (id, stored) in &snapshot.objects {
             if read_ids.contains(id)
                 || deleted.contains(stored.anchor.as_str())
+                || present.get(&stored.kind).is_some_and(|p| !p.contains(&stored.anchor))
                 || out_of_scope_ids.contains(id)
                 || protected.contains(id)
             {

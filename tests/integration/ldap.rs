@@ -142,6 +142,70 @@ fn rename_and_move_keep_identity_and_deletes_propagate() {
     assert!(id_of(&after, &c).is_none(), "deleted user is gone");
     let plan = serde_json::to_string(&report["plan"]).expect("plan json");
     assert!(plan.contains("ou=sales"), "the move shows as a dn change: {plan}");
+    // The second run read only what changed since the first (RFC 4533 refreshOnly).
+    let read = &report["sources"][0]["read"];
+    assert_eq!(read["mode"], "incremental", "{report}");
+    assert_eq!(read["users"], 2, "the renamed and the moved user: {report}");
+}
+
+#[test]
+fn sync_reads_only_what_changed_since_the_last_applied_run() {
+    let s = directory();
+    let env = env_for(&s, &s.ldap_url, false, "");
+    let (_, first) = env.sync(&[]);
+    assert_eq!(first["sources"][0]["read"]["mode"], "full");
+    let groups_before = env.groups("t");
+    let group = groups_before.iter().find(|g| g["members"].as_array().is_some_and(|m| m.len() >= 2)).expect("a group");
+    let group_name = group["displayName"].as_str().expect("name").to_string();
+    let anchor = group["externalId"].as_str().expect("externalId is the anchor").to_string();
+    let group_dn = s
+        .search(&format!("ou=groups,{}", s.base), &format!("(entryUUID={anchor})"), &["dn"])
+        .lines()
+        .find_map(|l| l.strip_prefix("dn: ").map(str::to_string))
+        .expect("group dn");
+    let members_before = group["members"].as_array().map(Vec::len).unwrap_or(0);
+
+    // A new user who joins the group; nothing else changes.
+    s.ldapadd(&format!(
+        "dn: uid=newcomer,ou=people,{base}\nobjectClass: inetOrgPerson\nuid: newcomer\ncn: New Comer\nsn: Comer\nmail: newcomer@example.com\n",
+        base = s.base
+    ));
+    s.ldapmodify(&format!(
+        "dn: {group_dn}\nchangetype: modify\nadd: member\nmember: uid=newcomer,ou=people,{}\n",
+        s.base
+    ));
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    let read = &report["sources"][0]["read"];
+    assert_eq!(read["mode"], "incremental", "{report}");
+    assert_eq!((read["users"].as_u64(), read["groups"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(report["counts"]["creates"], 1, "{report}");
+    assert!(env.users("t").iter().any(|u| u["userName"] == "newcomer"));
+    let after = env.groups("t");
+    let g = after.iter().find(|g| g["displayName"] == group_name.as_str()).expect("group");
+    assert_eq!(g["members"].as_array().map(Vec::len), Some(members_before + 1), "{g}");
+
+    // Nothing changed: an incremental read of nothing.
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(report["status"], "no-changes", "{report}");
+    assert_eq!(report["sources"][0]["read"]["users"], 0, "{report}");
+
+    // --full reads everything and finds the same state.
+    let (run, report) = env.sync(&["--full"]);
+    run.ok();
+    assert_eq!(report["sources"][0]["read"]["mode"], "full");
+    assert_eq!(report["sources"][0]["read"]["users"], (USERS + 1) as u64);
+    assert_eq!(report["status"], "no-changes", "the incremental runs missed nothing: {report}");
+
+    // Another filter: the old cookies describe other searches, so the read is full.
+    let cfg = std::fs::read_to_string(env.config_path()).expect("config");
+    env.write_config(
+        &cfg.replace("[[tenant.source]]", "[[tenant.source]]\nuser_filter = \"(&(objectClass=inetOrgPerson)(uid=*))\""),
+    );
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(report["sources"][0]["read"]["mode"], "full", "{report}");
 }
 
 #[test]

@@ -20,8 +20,7 @@ use crate::source::ldap::syncrepl::{self, SyncEvent};
 use crate::source::ldap::{LdapSource, client};
 use crate::source::{Delta, EntryKind, ReadSummary, Sink, Source, SourceError, SourceItem};
 
-pub const USERS_COOKIE: &str = "syncrepl.users_cookie";
-pub const GROUPS_COOKIE: &str = "syncrepl.groups_cookie";
+pub use crate::source::ldap::syncrepl::{GROUPS_COOKIE, USERS_COOKIE};
 
 /// One stream's (users' or groups') pending changes.
 #[derive(Default, Debug)]

@@ -130,6 +130,10 @@ pub struct Delta {
     pub partial_groups: Vec<String>,
     /// (group anchor, member anchor) memberships that ended.
     pub removed_members: Vec<(String, String)>,
+    /// For each kind listed, every anchor of that kind still in the
+    /// directory: stored objects of the kind that are not listed (nor read)
+    /// were deleted (RFC 4533's present phase).
+    pub present: Vec<(EntryKind, std::collections::HashSet<String>)>,
 }
 
 /// Why a read failed. Every variant names the source, and none carries a secret.

@@ -695,6 +695,7 @@ impl Source for GraphSource {
                     deactivated: users.soft_deleted.clone(),
                     partial_groups,
                     removed_members,
+                    present: Vec::new(),
                 });
             }
             summary.state = vec![(STATE_USERS.into(), users.delta_link), (STATE_GROUPS.into(), groups.delta_link)];

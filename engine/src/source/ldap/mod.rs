@@ -46,6 +46,8 @@ pub struct LdapSource {
     rules: EntryRules,
     /// Created on first use; dropped after a panic so the next run starts clean.
     runtime: Option<Runtime>,
+    /// Where the last applied read ended (RFC 4533 cookies), if anywhere.
+    resume: std::collections::BTreeMap<String, String>,
 }
 
 impl LdapSource {
@@ -145,7 +147,7 @@ impl LdapSource {
             ctx,
         };
         let rules = EntryRules { anchor: config.anchor.clone(), member_attributes: config.member_attributes.clone() };
-        Ok(Self { config: config.clone(), endpoint, trust, rules, runtime: None })
+        Ok(Self { config: config.clone(), endpoint, trust, rules, runtime: None, resume: Default::default() })
     }
 
     /// Whether the server offers RFC 4533 content synchronization (OpenLDAP's
@@ -315,10 +317,19 @@ impl Source for LdapSource {
         LdapSource::check(self)
     }
 
+    fn resume(&mut self, state: &std::collections::BTreeMap<String, String>) {
+        self.resume = state.clone();
+    }
+
     fn read(&mut self, sink: &mut dyn Sink) -> Result<ReadSummary, SourceError> {
         let endpoint = self.endpoint.clone();
         let rules = self.rules.clone();
         let config = self.config.clone();
+        let cookie = |key: &str| {
+            use base64::Engine as _;
+            self.resume.get(key).and_then(|c| base64::engine::general_purpose::STANDARD.decode(c).ok())
+        };
+        let cookies = (cookie(syncrepl::USERS_COOKIE), cookie(syncrepl::GROUPS_COOKIE));
         let name = self.config.name.clone();
         tracing::info!(source = %name, url = %endpoint.url, transport = %self.describe_transport(), "reading LDAP directory");
         let started = Instant::now();
@@ -327,7 +338,8 @@ impl Source for LdapSource {
         let mut sink_panic = None;
         let result = self.run(async {
             let mut session = client::connect(&endpoint).await?;
-            let result = read_all(&mut session.ldap, &endpoint, &config, &rules, sink, &mut sink_panic).await;
+            let result =
+                read_resumable(&mut session.ldap, &endpoint, &config, &rules, cookies, sink, &mut sink_panic).await;
             match &result {
                 Ok(_) => session.close().await,
                 Err(_) => session.abort(),
@@ -348,6 +360,149 @@ impl Source for LdapSource {
             "LDAP read complete"
         );
         Ok(summary)
+    }
+}
+
+/// With base scope, the base entry alone: a content synchronization search
+/// that returns little more than the server's current cookie.
+const BASE_ENTRY: &str = "(objectClass=*)";
+
+/// What changed since the cookies when there are cookies and the server can
+/// say (RFC 4533 refreshOnly), else everything ([`read_all`]) — with the
+/// server's cookies taken first, so a change made during the read is in the
+/// next one. Only for entryUUID anchors: content synchronization names
+/// entries by entryUUID.
+async fn read_resumable(
+    ldap: &mut ldap3::Ldap,
+    endpoint: &Endpoint,
+    config: &LdapSourceConfig,
+    rules: &EntryRules,
+    cookies: (Option<Vec<u8>>, Option<Vec<u8>>),
+    sink: &mut dyn Sink,
+    sink_panic: &mut Option<Box<dyn std::any::Any + Send>>,
+) -> Result<ReadSummary, SourceError> {
+    use base64::Engine as _;
+    let encode = |c: &[u8]| base64::engine::general_purpose::STANDARD.encode(c);
+    if !config.anchor.eq_ignore_ascii_case("entryUUID") {
+        return read_all(ldap, endpoint, config, rules, sink, sink_panic).await;
+    }
+    let group_base = config.group_base.as_deref().unwrap_or(&config.user_base);
+    let searches = [
+        (EntryKind::User, config.user_base.as_str(), &config.user_filter, syncrepl::USERS_COOKIE, cookies.0),
+        (EntryKind::Group, group_base, &config.group_filter, syncrepl::GROUPS_COOKIE, cookies.1),
+    ];
+    // Anchors an abandoned incremental read already handed on: a full read
+    // that follows does not send them twice.
+    let mut sent: std::collections::HashSet<String> = std::collections::HashSet::new();
+    if searches.iter().all(|s| s.4.is_some()) {
+        let mut summary = ReadSummary::default();
+        let mut delta =
+            crate::source::Delta { since: "the last applied read (RFC 4533 cookie)".into(), ..Default::default() };
+        let mut read_everything = None;
+        for (kind, base, filter, key, cookie) in &searches {
+            let attrs = vec!["*".to_string(), config.anchor.clone()];
+            let mut on_item = |item: SourceItem| {
+                match &item {
+                    SourceItem::Entry(e) => {
+                        sent.insert(e.anchor.clone());
+                        if *kind == EntryKind::User { summary.users += 1 } else { summary.groups += 1 }
+                    }
+                    SourceItem::Rejected { .. } => summary.rejected += 1,
+                }
+                forward(sink, item, &config.name, sink_panic)
+            };
+            let refreshed = syncrepl::refresh_only(
+                ldap,
+                endpoint,
+                base,
+                ldap3::Scope::Subtree,
+                filter,
+                *kind,
+                rules,
+                cookie.clone(),
+                attrs,
+                &mut on_item,
+            )
+            .await?;
+            let cookie_sent = cookie;
+            summary.requests += 1;
+            match refreshed {
+                syncrepl::Refreshed::Done { cookie, deleted, present } => {
+                    delta.deleted.extend(deleted);
+                    if let Some(present) = present {
+                        delta.present.push((*kind, present));
+                    }
+                    // No new cookie: nothing moved on; the old one still holds.
+                    let next = cookie.as_deref().or(cookie_sent.as_deref()).unwrap_or_default();
+                    summary.state.push((key.to_string(), encode(next)));
+                }
+                syncrepl::Refreshed::ReadEverything(why) => {
+                    read_everything = Some(why);
+                    break;
+                }
+            }
+        }
+        match read_everything {
+            None => {
+                summary.delta = Some(delta);
+                return Ok(summary);
+            }
+            Some(why) => {
+                tracing::info!(source = %config.name, reason = %why, "reading everything instead of what changed")
+            }
+        }
+    }
+    // The cookies before the read. A server without content synchronization
+    // refuses the (critical) control: then every read is a full one.
+    let mut state = Vec::new();
+    for (kind, base, _, key, _) in &searches {
+        let taken = syncrepl::refresh_only(
+            ldap,
+            endpoint,
+            base,
+            ldap3::Scope::Base,
+            BASE_ENTRY,
+            *kind,
+            rules,
+            None,
+            vec!["1.1".into()],
+            &mut |_| Ok(()),
+        )
+        .await;
+        match taken {
+            Ok(syncrepl::Refreshed::Done { cookie: Some(c), .. }) => state.push((key.to_string(), encode(&c))),
+            Ok(_) | Err(_) => {
+                tracing::debug!(source = %config.name, "no content synchronization cookie: the next read is a full one too");
+                state.clear();
+                break;
+            }
+        }
+    }
+    let mut skip_sent = |item: SourceItem| -> Result<(), String> {
+        match &item {
+            SourceItem::Entry(e) if sent.contains(&e.anchor) => Ok(()),
+            _ => sink.item(item),
+        }
+    };
+    let mut summary = read_all(ldap, endpoint, config, rules, &mut skip_sent, sink_panic).await?;
+    summary.state = state;
+    Ok(summary)
+}
+
+/// Hands an item to the sink; a panicking sink is the caller's bug, kept to be resumed.
+fn forward(
+    sink: &mut dyn Sink,
+    item: SourceItem,
+    source: &str,
+    sink_panic: &mut Option<Box<dyn std::any::Any + Send>>,
+) -> Result<(), SourceError> {
+    let stopped = |message: String| SourceError::Stopped { source_name: source.to_string(), message };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.item(item))) {
+        Ok(result) => result.map_err(stopped),
+        Err(panic) => {
+            *sink_panic = Some(panic);
+            Err(stopped("the consumer panicked".into()))
+        }
     }
 }
 
@@ -381,14 +536,7 @@ async fn read_all(
                     tracing::warn!(source = %config.name, %reason, "entry rejected");
                 }
             }
-            let stopped = |message: String| SourceError::Stopped { source_name: config.name.clone(), message };
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.item(item))) {
-                Ok(result) => result.map_err(stopped),
-                Err(panic) => {
-                    *sink_panic = Some(panic);
-                    Err(stopped("the consumer panicked".into()))
-                }
-            }
+            forward(sink, item, &config.name, sink_panic)
         };
         let stats =
             client::paged_search(ldap, endpoint, base, filter, attrs.clone(), config.page_size, &mut on_entry).await?;
