@@ -93,19 +93,7 @@ pub async fn refresh_only(
             continue;
         }
         entries += 1;
-        let state = entry
-            .1
-            .iter()
-            .find_map(|Control(_, raw)| (raw.ctype == SYNC_STATE_OID).then_some(raw.val.clone()))
-            .flatten();
-        let Some(state) = state else {
-            return Err(ep.ctx.search(base, "an entry came without its Sync State control"));
-        };
-        let state = contained("sync state", || SyncState::parse(&state))
-            .map_err(|m| ep.ctx.search(base, format!("malformed Sync State control ({m})")))?;
-        let Some(uuid) = uuid_text(&state.entry_uuid) else {
-            return Err(ep.ctx.search(base, "a Sync State control without a 16-byte entryUUID"));
-        };
+        let (state, uuid) = sync_state(&entry, ep, base)?;
         match state.state {
             EntryState::Present => {
                 present.insert(uuid);
@@ -177,6 +165,21 @@ pub enum SyncEvent {
 
 fn uuid_text(bytes: &[u8]) -> Option<String> {
     uuid::Uuid::from_slice(bytes).ok().map(|u| u.to_string())
+}
+
+/// An entry's Sync State control and the entryUUID it names.
+fn sync_state(entry: &ldap3::ResultEntry, ep: &Endpoint, base: &str) -> Result<(SyncState, String), SourceError> {
+    let state =
+        entry.1.iter().find_map(|Control(_, raw)| (raw.ctype == SYNC_STATE_OID).then_some(raw.val.clone())).flatten();
+    let Some(state) = state else {
+        return Err(ep.ctx.search(base, "an entry came without its Sync State control"));
+    };
+    let state = contained("sync state", || SyncState::parse(&state))
+        .map_err(|m| ep.ctx.search(base, format!("malformed Sync State control ({m})")))?;
+    let Some(uuid) = uuid_text(&state.entry_uuid) else {
+        return Err(ep.ctx.search(base, "a Sync State control without a 16-byte entryUUID"));
+    };
+    Ok((state, uuid))
 }
 
 fn contained<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
@@ -263,19 +266,7 @@ pub async fn persist(
         if entry.is_ref() {
             continue;
         }
-        let state = entry
-            .1
-            .iter()
-            .find_map(|Control(_, raw)| (raw.ctype == SYNC_STATE_OID).then_some(raw.val.clone()))
-            .flatten();
-        let Some(state) = state else {
-            return Err(ep.ctx.search(base, "an entry came without its Sync State control"));
-        };
-        let state = contained("sync state", || SyncState::parse(&state))
-            .map_err(|m| ep.ctx.search(base, format!("malformed Sync State control ({m})")))?;
-        let Some(uuid) = uuid_text(&state.entry_uuid) else {
-            return Err(ep.ctx.search(base, "a Sync State control without a 16-byte entryUUID"));
-        };
+        let (state, uuid) = sync_state(&entry, ep, base)?;
         match state.state {
             EntryState::Present => {
                 present_phase = true;
