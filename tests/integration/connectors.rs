@@ -75,6 +75,14 @@ fn the_scim_connector_reads_thousands_of_users_over_many_pages_and_then_only_wha
     assert_eq!(alice["name"]["givenName"], "Jörg", "non-ASCII survives: {alice}");
     assert_eq!(alice["emails"][0]["value"], "user7@example.org");
 
+    // `source test` runs the connector's check and shows what it says about itself.
+    let check = env
+        .run_env(&["source", "test", "--tenant", "hr", "--source", "scim"], &[("ROSTER_TEST_SCIM_TOKEN", TOKEN)])
+        .ok();
+    assert!(check.stdout.contains("scim-source") && check.stdout.contains("delta: yes"), "{}", check.stdout);
+    assert!(check.stdout.contains("2500 users"), "{}", check.stdout);
+    assert!(check.stdout.contains("configuration schema") && check.stdout.contains("base_url"), "{}", check.stdout);
+
     // A delta: only the users modified since the last read come back.
     std::thread::sleep(Duration::from_millis(1100));
     server.rename_user(&ids[5], "renamed5");
@@ -168,6 +176,11 @@ impl Receiver {
     /// Answers `503 Service Unavailable` with `Retry-After: 1` to the first
     /// `unavailable` requests, then as [`Receiver::start`].
     fn start_unavailable_first(unavailable: usize, answer: Option<&'static str>) -> Receiver {
+        Self::start_with(unavailable, "200 OK", answer)
+    }
+
+    /// Answers every request with `status` (e.g. "401 Unauthorized") and `body`.
+    fn start_with(unavailable: usize, status: &'static str, answer: Option<&'static str>) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -199,7 +212,7 @@ impl Receiver {
                         let mut s = &stream;
                         let _ = write!(
                             s,
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                             body.len()
                         );
                         let _ = s.write_all(body.as_bytes());
@@ -520,4 +533,36 @@ fn a_scaffolded_connector_builds_as_is_and_reads_through_the_host() {
     assert!(check.stdout.contains("my-connector") && check.stdout.contains("answers HTTP 200"), "{}", check.stdout);
     env.run(&["sync"]).ok();
     assert_eq!(user_names(&env, "t"), ["ada", "grace", "linus"].iter().map(|s| s.to_string()).collect());
+}
+
+#[test]
+fn a_connector_source_gets_the_guard_rails_and_clear_configuration_errors() {
+    let env = Env::new("");
+    let tenant = |count: u32| {
+        hostile("t", "users", "", "")
+            .replace("max_delete_percent = 100", "max_delete_percent = 20")
+            .replace("url = \"\"\n", &format!("url = \"\"\ncount = {count}\n"))
+    };
+    env.write_config(&format!("[store]\npath = \"data\"\n{}", tenant(250)));
+    env.run(&["sync"]).ok();
+    // The vendor's system suddenly lists 20 people: 230 deletes, over 20 %.
+    env.write_config(&format!("[store]\npath = \"data\"\n{}", tenant(20)));
+    let run = env.run(&["sync"]).code(3);
+    assert!(run.stderr.contains("--allow-deletes") || run.stdout.contains("blocked"), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(env.users("t").len(), 250, "nothing deleted until allowed");
+
+    // A URL where a host belongs: refused with the key and its line.
+    env.write_config(&format!(
+        "[store]\npath = \"data\"\n{}",
+        tenant(20).replace("kind = \"plugin\"\n", "kind = \"plugin\"\nallow_hosts = [\"https://api.example.com\"]\n")
+    ));
+    let run = env.run(&["config", "check"]).code(2);
+    assert!(run.stderr.contains("allow_hosts") && run.stderr.contains("not a URL"), "{}", run.stderr);
+    let line = std::fs::read_to_string(env.config_path())
+        .expect("config")
+        .lines()
+        .position(|l| l.starts_with("allow_hosts"))
+        .expect("the line")
+        + 1;
+    assert!(run.stderr.contains(&format!("line {line},")), "names the key's line {line}: {}", run.stderr);
 }

@@ -951,7 +951,8 @@ impl RawSource {
         if kind == SourceKind::Plugin {
             let allow_hosts = self.allow_hosts.unwrap_or_default();
             for h in &allow_hosts {
-                crate::config::HostPattern::parse(h).map_err(|why| (Some("allow_hosts"), format!("'{h}': {why}")))?;
+                crate::config::HostPattern::parse(h)
+                    .map_err(|why| (Some("allow_hosts"), format!("allow_hosts '{h}': {why}")))?;
             }
             if self.call_timeout_secs == Some(0) {
                 return Err((Some("call_timeout_secs"), "must be at least 1".into()));

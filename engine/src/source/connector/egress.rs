@@ -384,9 +384,13 @@ impl HostEgress {
                     // The error fields only: never echo the request.
                     let why =
                         body.get("error_description").or(body.get("error")).and_then(|v| v.as_str()).unwrap_or("");
-                    return Err(HttpFailure::Transport(format!(
-                        "the token endpoint refused the client credentials ({status}) {why}"
-                    )));
+                    let message = format!("the token endpoint refused the client credentials ({status}) {why}");
+                    // The source reports this as an authentication failure,
+                    // whatever the connector makes of the refusal.
+                    if let Ok(mut p) = self.pacing.lock() {
+                        p.auth_failure = Some(message.clone());
+                    }
+                    return Err(HttpFailure::Refused(message));
                 };
                 let lifetime = body.get("expires_in").and_then(|v| v.as_u64()).unwrap_or(3600);
                 if let Ok(mut p) = self.pacing.lock() {

@@ -239,12 +239,14 @@ impl Source for ConnectorSource {
         let info = self.instance.connector_info().cloned();
         match self.instance.check_connector() {
             Ok(Ok(line)) => Ok(match info {
-                Some(i) => format!(
-                    "connector '{}' {} (delta: {}): {line}",
-                    i.name,
-                    i.version,
-                    if i.delta { "yes" } else { "no" }
-                ),
+                Some(i) => {
+                    let delta = if i.delta { "yes" } else { "no" };
+                    let mut text = format!("connector '{}' {} (delta: {delta}): {line}", i.name, i.version);
+                    if !i.config_schema.is_empty() {
+                        text.push_str(&format!("\nconfiguration schema: {}", i.config_schema));
+                    }
+                    text
+                }
                 None => line,
             }),
             Ok(Err(e)) => Err(self.read_error(e)),
