@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub objects: HashMap<String, Stored>,
     /// (group id, member id), direct memberships only.
     pub memberships: Memberships,
+    /// `Some(n)` when this is only the part of the stored state around an
+    /// incremental read's changes: the source has `n` objects stored in all.
+    pub partial_of: Option<u64>,
 }
 
 /// What the pipeline produced for one source.
@@ -97,7 +100,7 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &DesiredState) -> SourcePl
         changes,
         memberships,
         read_complete: desired.read_complete,
-        existing_objects: stored.objects.len() as u64,
+        existing_objects: stored.partial_of.unwrap_or(stored.objects.len() as u64),
     }
 }
 

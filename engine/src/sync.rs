@@ -36,7 +36,7 @@ use crate::scope::{OuScope, group_scope};
 use crate::source::{
     EntryKind, MemberRef, ReadSummary, Source, SourceEntry, SourceError, SourceItem, ldap::LdapSource, ldif::LdifSource,
 };
-use crate::store::{QuarantineItem, RunOutcome, Store, StoreError};
+use crate::store::{MembershipEnd, QuarantineItem, RunOutcome, Settled, Store, StoreError};
 
 /// Failures below this count never abort a run early, whatever the share:
 /// the first entries are too few to judge the plugin by.
@@ -107,6 +107,9 @@ pub struct SourceReport {
     pub skipped: u64,
     pub quarantined: u64,
     pub out_of_scope: u64,
+    /// Stored objects the run loaded to merge over and diff against: all of
+    /// the source's, or for an incremental read only those around its changes.
+    pub stored_loaded: u64,
     pub error: Option<String>,
 }
 
@@ -417,9 +420,15 @@ struct SourceOutcome {
     /// `[tenant.privacy] keep_raw_attributes`: (object id, the entry's
     /// attributes as JSON) of every entry admitted.
     raw: Vec<(String, String)>,
+    /// What the store held for the source: all of it, or for an incremental
+    /// read only the part around its changes (`partial_of`).
+    snapshot: crate::diff::Snapshot,
+    /// Which quarantined entries of the source this run settles.
+    settled: Settled,
     /// Reading (with mapping and custom attributes, which run as entries
-    /// stream in), then resolving memberships and roles.
+    /// stream in), loading the stored state, then resolving memberships and roles.
     read_time: Duration,
+    snapshot_time: Duration,
     resolve_time: Duration,
 }
 
@@ -515,14 +524,15 @@ pub fn sync_tenant_with(
     // different mapping makes a delta over the old results wrong, so it forces
     // a full read.
     let fingerprint = pipeline_fingerprint(tenant, &plugins);
+    let narrow = narrow_runs_possible(tenant, opts);
     let mut read = Vec::new();
     for source_cfg in &tenant.sources {
-        let snapshot_started = Instant::now();
-        let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
-        add_phase(&mut phase_ms, "snapshot", snapshot_started.elapsed());
         if opts.only_sources.as_ref().is_some_and(|only| !only.iter().any(|n| n == source_cfg.name())) {
             // Not read this run: as stored, so conflicts still see it and nothing of it changes.
-            read.push((source_cfg.name(), carried_over(source_cfg, &snapshot), snapshot));
+            let snapshot_started = Instant::now();
+            let snapshot = store.snapshot(&tenant.id, source_cfg.name())?;
+            add_phase(&mut phase_ms, "snapshot", snapshot_started.elapsed());
+            read.push((source_cfg.name(), carried_over(source_cfg, snapshot)));
             continue;
         }
         let mut resume =
@@ -537,7 +547,8 @@ pub fn sync_tenant_with(
             &mut mapping,
             custom.as_mut(),
             roles.as_mut(),
-            &snapshot,
+            &mut *store,
+            narrow,
             &resume,
             progress,
             sources,
@@ -556,6 +567,7 @@ pub fn sync_tenant_with(
             }
         };
         add_phase(&mut phase_ms, "read", outcome.read_time);
+        add_phase(&mut phase_ms, "snapshot", outcome.snapshot_time);
         add_phase(&mut phase_ms, "resolve", outcome.resolve_time);
         if let Some(err) = &outcome.report.error {
             partial.push(err.clone());
@@ -564,7 +576,7 @@ pub fn sync_tenant_with(
         if stop && aborted.is_none() {
             aborted = outcome.aborted.clone();
         }
-        read.push((source_cfg.name(), outcome, snapshot));
+        read.push((source_cfg.name(), outcome));
         if stop {
             break;
         }
@@ -584,10 +596,10 @@ pub fn sync_tenant_with(
     let conflict_outcome = {
         let mut states: Vec<crate::conflict::SourceState<'_>> = read
             .iter_mut()
-            .map(|(name, outcome, snapshot)| crate::conflict::SourceState {
+            .map(|(name, outcome)| crate::conflict::SourceState {
                 source: name,
                 desired: &mut outcome.desired,
-                snapshot,
+                snapshot: &outcome.snapshot,
                 quarantine: &mut outcome.quarantine,
             })
             .collect();
@@ -629,14 +641,17 @@ pub fn sync_tenant_with(
     }
     let mut raws = Vec::new();
     let mut garbage = Vec::with_capacity(read.len());
-    for (name, mut outcome, snapshot) in read {
-        plan.sources.push(diff(name, &snapshot, &outcome.desired));
+    for (name, mut outcome) in read {
+        plan.sources.push(diff(name, &outcome.snapshot, &outcome.desired));
         outcome.report.quarantined = outcome.quarantine.len() as u64;
-        outcome.report.mapped = outcome.desired.objects.len() as u64;
-        quarantines.push((name.to_string(), outcome.desired.read_complete, outcome.quarantine, outcome.state));
+        if outcome.snapshot.partial_of.is_none() {
+            outcome.report.mapped = outcome.desired.objects.len() as u64;
+        }
+        let settled = if outcome.desired.read_complete { outcome.settled } else { Settled::Nothing };
+        quarantines.push((name.to_string(), outcome.desired.read_complete, settled, outcome.quarantine, outcome.state));
         raws.push((name, std::mem::take(&mut outcome.raw)));
         reports.push(outcome.report);
-        garbage.push((outcome.desired, snapshot));
+        garbage.push((outcome.desired, outcome.snapshot));
     }
     // Freeing a directory's worth of small allocations takes a noticeable
     // share of a run; nobody needs to wait for it.
@@ -725,8 +740,8 @@ pub fn sync_tenant_with(
         if applied && !conflict_outcome.edit_actions.is_empty() {
             store.settle_app_edits(&tenant.id, &conflict_outcome.edit_actions)?;
         }
-        for (source, complete, items, state) in &quarantines {
-            store.record_quarantine(&tenant.id, source, id, items, *complete)?;
+        for (source, complete, settled, items, state) in &quarantines {
+            store.record_quarantine(&tenant.id, source, id, items, settled)?;
             // Per-source state: when the store last matched a complete read of
             // it, and where an incremental source continues from.
             if applied && *complete {
@@ -751,8 +766,8 @@ pub fn sync_tenant_with(
             // audit's run record ties the run's changes to it.
             "positions": quarantines
                 .iter()
-                .filter(|(_, complete, _, state)| *complete && !state.is_empty())
-                .map(|(source, _, _, state)| {
+                .filter(|(_, complete, _, _, state)| *complete && !state.is_empty())
+                .map(|(source, _, _, _, state)| {
                     let position: serde_json::Map<String, serde_json::Value> =
                         state.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
                     (source.clone(), serde_json::Value::Object(position))
@@ -814,7 +829,7 @@ pub fn current_fingerprint(
 }
 
 /// A source this run does not read, as its stored state.
-fn carried_over(source_cfg: &SourceConfig, snapshot: &crate::diff::Snapshot) -> SourceOutcome {
+fn carried_over(source_cfg: &SourceConfig, snapshot: crate::diff::Snapshot) -> SourceOutcome {
     let objects: HashMap<String, Desired> = snapshot
         .objects
         .iter()
@@ -851,7 +866,10 @@ fn carried_over(source_cfg: &SourceConfig, snapshot: &crate::diff::Snapshot) -> 
         aborted: None,
         state: Vec::new(),
         raw: Vec::new(),
+        snapshot,
+        settled: Settled::Nothing,
         read_time: Duration::ZERO,
+        snapshot_time: Duration::ZERO,
         resolve_time: Duration::ZERO,
     }
 }
@@ -882,6 +900,189 @@ fn pipeline_fingerprint(tenant: &TenantConfig, plugins: &[(PluginKind, PluginIde
     crate::util::sha256_hex(text.as_bytes())
 }
 
+/// Whether an incremental read of this tenant may work on the neighbourhood
+/// of its changes instead of the whole stored state. Not when anything in the
+/// run looks across the whole tenant: several sources (conflicts between
+/// them), group scoping (reachability from the scope groups), correlation, or
+/// a unique key other than `userName` (the one the store can look up).
+fn narrow_runs_possible(tenant: &TenantConfig, opts: &SyncOptions) -> bool {
+    // Test hook: the whole-state merge, to compare the two paths' results.
+    if std::env::var_os("ROSTER_TEST_FULL_MERGE").is_some() {
+        return false;
+    }
+    tenant.sources.len() == 1
+        && opts
+            .only_sources
+            .as_ref()
+            .is_none_or(|only| tenant.sources.iter().all(|s| only.iter().any(|n| n == s.name())))
+        && tenant.sources.iter().all(|s| s.scope().groups.is_empty())
+        && tenant.conflicts.correlate_on.is_none()
+        && tenant.conflicts.unique.iter().all(|k| k == "userName")
+}
+
+/// What an incremental read saw, from which its neighbourhood is found.
+struct Seeds<'a> {
+    /// Anchor → id of every entry read.
+    read: &'a HashMap<String, String>,
+    desired: &'a HashMap<String, Desired>,
+    members: &'a HashMap<String, Vec<MemberRef>>,
+    out_of_scope: &'a HashSet<String>,
+    protected: &'a HashSet<String>,
+    delta: &'a crate::source::Delta,
+}
+
+/// The part of the stored state an incremental read's results depend on:
+/// - the objects it read, saw leave the scope, failed, or was told are
+///   deleted or deactivated;
+/// - the objects its groups name as members;
+/// - every membership with one of those objects at either end, and the
+///   object at the other end;
+/// - with roles, the members at any depth of changed groups, and every group
+///   any loaded user is in at any depth, with those memberships: a user's
+///   roles come from all of its groups;
+/// - the stored users whose `userName` a read user now claims.
+///
+/// Merged and diffed, it plans exactly what the whole state would: objects
+/// outside it are neither read nor reachable from what changed. Returns
+/// `None` (use the whole state) when a read user's `userName` is claimed by
+/// another user: a duplicate is decided over the whole tenant.
+fn neighborhood(
+    store: &mut dyn Store,
+    tenant: &str,
+    source: &str,
+    seeds: &Seeds<'_>,
+    with_roles: bool,
+    unique_user_name: bool,
+) -> Result<Option<crate::diff::Snapshot>, StoreError> {
+    let mut objects: HashMap<String, crate::model::Stored> = HashMap::new();
+    let mut memberships = crate::diff::Memberships::default();
+    let add = |objects: &mut HashMap<String, crate::model::Stored>, found: Vec<crate::model::Stored>| {
+        for o in found {
+            objects.entry(o.id.clone()).or_insert(o);
+        }
+    };
+
+    let touched: HashSet<String> =
+        seeds.read.values().chain(seeds.out_of_scope).chain(seeds.protected).cloned().collect();
+    let touched_ids: Vec<String> = touched.iter().cloned().collect();
+    add(&mut objects, store.objects_by_ids(tenant, source, &touched_ids)?);
+    let d = seeds.delta;
+    let by_anchor: HashSet<String> = d
+        .deleted
+        .iter()
+        .chain(&d.deactivated)
+        .chain(d.removed_members.iter().flat_map(|(g, m)| [g, m]))
+        .filter(|a| !seeds.read.contains_key(*a))
+        .cloned()
+        .collect();
+    let gone = store.objects_by_anchors(tenant, source, &by_anchor.into_iter().collect::<Vec<_>>())?;
+    let mut touched = touched;
+    touched.extend(gone.iter().filter(|o| d.deleted.contains(&o.anchor)).map(|o| o.id.clone()));
+    add(&mut objects, gone);
+
+    // The members the read groups name.
+    let mut dn_keys = HashSet::new();
+    let mut anchors = HashSet::new();
+    for r in seeds.members.values().flatten() {
+        match r {
+            MemberRef::Dn(dn) => {
+                dn_keys.insert(normalize_dn(dn));
+            }
+            MemberRef::Anchor(a) if !seeds.read.contains_key(a) => {
+                anchors.insert(a.clone());
+            }
+            MemberRef::Anchor(_) => {}
+        }
+    }
+    add(&mut objects, store.objects_by_dn_keys(tenant, source, &dn_keys.into_iter().collect::<Vec<_>>())?);
+    add(&mut objects, store.objects_by_anchors(tenant, source, &anchors.into_iter().collect::<Vec<_>>())?);
+
+    // Memberships of the changed objects, at either end.
+    let touched: Vec<String> = touched.into_iter().collect();
+    memberships.extend(store.memberships_touching(tenant, source, &touched, MembershipEnd::Group)?);
+    memberships.extend(store.memberships_touching(tenant, source, &touched, MembershipEnd::Member)?);
+
+    if with_roles {
+        let is_group = |id: &String, objects: &HashMap<String, crate::model::Stored>| {
+            objects.get(id).map(|o| o.kind == EntryKind::Group).unwrap_or(false)
+                || seeds.desired.get(id).is_some_and(|o| o.kind == EntryKind::Group)
+        };
+        // Down: members at any depth of the changed groups.
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut frontier: Vec<String> = touched.iter().filter(|id| is_group(id, &objects)).cloned().collect();
+        while !frontier.is_empty() {
+            seen.extend(frontier.iter().cloned());
+            let edges = store.memberships_touching(tenant, source, &frontier, MembershipEnd::Group)?;
+            let new: Vec<String> = edges.iter().map(|(_, m)| m.clone()).filter(|m| !objects.contains_key(m)).collect();
+            add(&mut objects, store.objects_by_ids(tenant, source, &new)?);
+            frontier = edges
+                .iter()
+                .map(|(_, m)| m)
+                .filter(|m| !seen.contains(*m) && is_group(m, &objects))
+                .cloned()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            memberships.extend(edges);
+        }
+        // Up: every group of every user now in view, at any depth.
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut frontier: Vec<String> = objects
+            .values()
+            .filter(|o| o.kind == EntryKind::User)
+            .map(|o| o.id.clone())
+            .chain(seeds.desired.values().filter(|o| o.kind == EntryKind::User).map(|o| o.id.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        while !frontier.is_empty() {
+            seen.extend(frontier.iter().cloned());
+            let edges = store.memberships_touching(tenant, source, &frontier, MembershipEnd::Member)?;
+            frontier = edges
+                .iter()
+                .map(|(g, _)| g)
+                .filter(|g| !seen.contains(*g))
+                .cloned()
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            memberships.extend(edges);
+        }
+    }
+
+    // Both ends of every membership in view.
+    let missing: Vec<String> = memberships
+        .iter()
+        .flat_map(|(g, m)| [g, m])
+        .filter(|id| !objects.contains_key(*id))
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    add(&mut objects, store.objects_by_ids(tenant, source, &missing)?);
+
+    if unique_user_name {
+        let mut claimed: HashMap<String, &str> = HashMap::new();
+        for u in seeds.desired.values().filter(|o| o.kind == EntryKind::User) {
+            if let Some(name) = u.attrs.get("userName").and_then(|v| v.first()) {
+                if claimed.insert(name.to_lowercase(), &u.id).is_some() {
+                    return Ok(None);
+                }
+            }
+        }
+        let keys: Vec<String> = claimed.keys().cloned().collect();
+        for holder in store.users_by_user_name_keys(tenant, source, &keys)? {
+            let key = holder.attrs.get("userName").and_then(|v| v.first()).map(|n| n.to_lowercase());
+            if key.as_deref().and_then(|k| claimed.get(k)).is_some_and(|id| *id != holder.id) {
+                return Ok(None);
+            }
+        }
+    }
+
+    let total = store.object_count(tenant, source)?;
+    Ok(Some(crate::diff::Snapshot { objects, memberships, partial_of: Some(total) }))
+}
+
 /// Reads one source, maps every in-scope entry, resolves memberships. An
 /// incremental read is merged over the stored state (`snapshot`): what it
 /// did not read stays as stored, what it reports deleted goes.
@@ -893,7 +1094,8 @@ fn read_and_map(
     mapping: &mut MappingStage,
     custom: Option<&mut PluginInstance>,
     roles: Option<&mut PluginInstance>,
-    snapshot: &crate::diff::Snapshot,
+    store: &mut dyn Store,
+    narrow: bool,
     resume: &std::collections::BTreeMap<String, String>,
     progress: &dyn Progress,
     sources: &mut dyn SourceProvider,
@@ -1008,6 +1210,47 @@ fn read_and_map(
             return Err(SyncError::Source { tenant: tenant.id.clone(), source: e });
         }
     }
+
+    // The stored state to merge over and diff against. An incremental read
+    // needs only the part of it around what changed (see `neighborhood`).
+    let snapshot_started = Instant::now();
+    let narrow_delta = delta.as_ref().filter(|d| narrow && read_complete && d.present.is_empty());
+    let snapshot = match narrow_delta {
+        Some(d) => {
+            let seeds = Seeds {
+                read: &acc.anchor_index,
+                desired: &acc.desired,
+                members: &acc.members,
+                out_of_scope: &acc.out_of_scope_ids,
+                protected: &acc.protected,
+                delta: d,
+            };
+            let unique_user_name = tenant.conflicts.unique.iter().any(|k| k == "userName");
+            neighborhood(store, &tenant.id, &source_name, &seeds, roles.is_some(), unique_user_name)?
+        }
+        None => None,
+    };
+    let snapshot = match snapshot {
+        Some(s) => s,
+        None => store.snapshot(&tenant.id, &source_name)?,
+    };
+    let snapshot_time = snapshot_started.elapsed();
+    let settled = match (&delta, read_complete) {
+        (_, false) => Settled::Nothing,
+        (None, true) => Settled::All,
+        // An incremental read looked again at what it read and what went.
+        (Some(d), true) => Settled::Anchors(
+            acc.anchor_index
+                .keys()
+                .chain(&d.deleted)
+                .chain(acc.quarantine.iter().filter_map(|q| q.anchor.as_ref()))
+                .cloned()
+                .collect::<HashSet<String>>()
+                .into_iter()
+                .collect(),
+        ),
+    };
+    let read_mapped = acc.desired.len() as u64;
 
     let resolve_started = Instant::now();
     let Accumulator {
@@ -1184,7 +1427,9 @@ fn read_and_map(
 
     // Two entries claiming the same anchor is a source bug; keep the first, quarantine the rest (recorded in `take`).
     quarantine.sort_by(|a, b| (&a.dn, &a.anchor).cmp(&(&b.dn, &b.anchor)));
-    report.mapped = desired.len() as u64;
+    // A narrow run's desired state is the neighbourhood; what it mapped is what it read.
+    report.mapped = if snapshot.partial_of.is_some() { read_mapped } else { desired.len() as u64 };
+    report.stored_loaded = snapshot.objects.len() as u64;
     report.quarantined = quarantine.len() as u64;
     Ok(SourceOutcome {
         desired: DesiredState {
@@ -1199,7 +1444,10 @@ fn read_and_map(
         aborted,
         state: source_state,
         raw: raw.unwrap_or_default(),
+        snapshot,
+        settled,
         read_time,
+        snapshot_time,
         resolve_time: resolve_started.elapsed(),
     })
 }

@@ -209,6 +209,130 @@ fn sync_reads_only_what_changed_since_the_last_applied_run() {
 }
 
 #[test]
+fn incremental_runs_load_only_the_changes_neighbourhood_and_agree_with_a_full_read() {
+    let s = directory();
+    let roles = "[[tenant.roles.rule]]\ngroup = \"nest-chain-4\"\nrole = \"top-chain\"\n\
+                 [[tenant.roles.rule]]\ngroup = \"big-region\"\nrole = \"regional\"\n";
+    let env = env_for(&s, &s.ldap_url, false, roles);
+    env.sync(&[]).0.ok();
+    let stored = |report: &serde_json::Value| report["sources"][0]["stored_loaded"].as_u64().expect("stored_loaded");
+    let dn_of = |base: &str, filter: &str| {
+        s.search(&format!("{base},{}", s.base), filter, &["dn"])
+            .lines()
+            .find_map(|l| l.strip_prefix("dn: ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no entry for {filter}"))
+    };
+    let roles_of = |name: &str| -> Vec<String> {
+        let users = env.users("t");
+        let u = users.iter().find(|u| u["userName"] == name).unwrap_or_else(|| panic!("user {name}"));
+        u["roles"].as_array().into_iter().flatten().filter_map(|r| r["value"].as_str().map(str::to_string)).collect()
+    };
+    // The whole state a full read computes is what the incremental runs left.
+    let agrees_with_full = |why: &str| {
+        let (run, report) = env.sync(&["--full"]);
+        run.ok();
+        assert_eq!(report["status"], "no-changes", "after {why}, a full read finds differences: {report}");
+    };
+    let members_of = |group: &str| -> Vec<String> {
+        let out = s.search(&format!("ou=groups,{}", s.base), &format!("(cn={group})"), &["member"]);
+        out.lines().filter_map(|l| l.strip_prefix("member: ").map(str::to_string)).collect()
+    };
+    let user_in = |group: &str| -> String {
+        let dn = members_of(group).into_iter().find(|m| m.starts_with("uid=")).expect("a user member");
+        s.search(&dn, "(objectClass=*)", &["uid"])
+            .lines()
+            .find_map(|l| l.strip_prefix("uid: ").map(str::to_lowercase))
+            .expect("uid")
+    };
+    let total = (USERS + GROUPS) as u64;
+
+    // 1. Nesting: nest-chain-1 no longer contains nest-chain-0, so chain-0's
+    // own users lose the role they had through chain-1 … chain-4.
+    let bottom_user = user_in("nest-chain-0");
+    assert!(roles_of(&bottom_user).contains(&"top-chain".to_string()));
+    let chain0 = dn_of("ou=groups", "(cn=nest-chain-0)");
+    s.ldapmodify(&format!(
+        "dn: {}\nchangetype: modify\ndelete: member\nmember: {chain0}\n",
+        dn_of("ou=groups", "(cn=nest-chain-1)")
+    ));
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(report["sources"][0]["read"]["mode"], "incremental", "{report}");
+    assert!(stored(&report) < total / 2, "only the neighbourhood is loaded: {report}");
+    assert!(!roles_of(&bottom_user).contains(&"top-chain".to_string()), "the role follows the nesting");
+    agrees_with_full("a nested group left its parent");
+
+    // 2. A group renamed: its members' group-named role goes.
+    let regional = user_in("big-region");
+    assert!(roles_of(&regional).contains(&"regional".to_string()));
+    s.modrdn(&dn_of("ou=groups", "(cn=big-region)"), "cn=big-area", None);
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert!(stored(&report) < total, "{report}");
+    assert!(!roles_of(&regional).contains(&"regional".to_string()));
+    agrees_with_full("a group was renamed");
+
+    // 3. An existing user joins a group (found by DN in the store), another
+    // user's mail changes, a third user is deleted with its memberships.
+    let users = env.users("t");
+    let plain: Vec<String> = users
+        .iter()
+        .filter_map(|u| u["userName"].as_str())
+        .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric()))
+        .filter(|n| {
+            s.search(&format!("ou=people,{}", s.base), &format!("(uid={n})"), &["dn"])
+                .contains(&format!("dn: uid={n},ou=people,"))
+        })
+        .take(3)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(plain.len(), 3);
+    let joiner_dn = format!("uid={},ou=people,{}", plain[0], s.base);
+    assert!(!members_of("nest-chain-4").iter().any(|m| m.eq_ignore_ascii_case(&joiner_dn)));
+    s.ldapmodify(&format!(
+        "dn: {}\nchangetype: modify\nadd: member\nmember: {joiner_dn}\n",
+        dn_of("ou=groups", "(cn=nest-chain-4)")
+    ));
+    s.ldapmodify(&format!(
+        "dn: uid={},ou=people,{}\nchangetype: modify\nreplace: mail\nmail: moved@example.org\n",
+        plain[1], s.base
+    ));
+    s.ldapdelete(&format!("uid={},ou=people,{}", plain[2], s.base));
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(
+        (report["counts"]["updates"].as_u64(), report["counts"]["deletes"].as_u64()),
+        (Some(2), Some(1)),
+        "{report}"
+    );
+    assert!(stored(&report) < total, "{report}");
+    assert!(roles_of(&plain[0]).contains(&"top-chain".to_string()), "the joiner has the group's role");
+    agrees_with_full("a join, a change and a delete");
+
+    // 4. A user takes another's userName: a duplicate is decided over the
+    // whole tenant, so this run loads everything, and quarantines the newcomer.
+    let whole = (env.users("t").len() + env.groups("t").len()) as u64;
+    s.ldapadd(&format!(
+        "dn: uid={name},ou=sales,ou=people,{base}\nobjectClass: inetOrgPerson\nuid: {name}\ncn: Twin\nsn: Twin\n",
+        name = plain[1],
+        base = s.base
+    ));
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(report["sources"][0]["read"]["mode"], "incremental", "{report}");
+    assert_eq!(stored(&report), whole, "a duplicate needs the whole state: {report}");
+    let held = env.run(&["quarantine", "list", "--tenant", "t", "--json"]).ok();
+    assert!(held.stdout.contains(&plain[1]), "{}", held.stdout);
+    // A later incremental run that does not read the duplicate keeps it held.
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(report["status"], "no-changes", "{report}");
+    let held = env.run(&["quarantine", "list", "--tenant", "t", "--json"]).ok();
+    assert!(held.stdout.contains(&plain[1]), "an incremental run settles only what it read: {}", held.stdout);
+    agrees_with_full("a duplicate userName");
+}
+
+#[test]
 fn the_guard_rail_blocks_a_mass_delete_until_allowed() {
     let s = directory();
     let env = env_for(&s, &s.ldap_url, true, "");

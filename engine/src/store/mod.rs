@@ -168,6 +168,26 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// Which end of a membership a lookup matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipEnd {
+    Group,
+    Member,
+}
+
+/// Which of a source's quarantined entries a run settles: those it does not
+/// list again leave quarantine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// A complete full read: every earlier entry of the source.
+    All,
+    /// An incremental read: the entries with these anchors, the only ones it
+    /// read (or saw deleted). The others' problems were not looked at again.
+    Anchors(Vec<String>),
+    /// An incomplete read settles nothing.
+    Nothing,
+}
+
 pub trait Store {
     /// Creates the tenant row if it does not exist.
     fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
@@ -183,6 +203,36 @@ pub trait Store {
         source: &str,
     ) -> Result<std::collections::BTreeMap<EntryKind, std::collections::BTreeSet<String>>, StoreError>;
 
+    // What an incremental run loads instead of the whole snapshot: the stored
+    // objects and memberships around the changed ones (see `sync::neighborhood`).
+    // Ids, anchors and keys are looked up in batches; unknown ones are simply absent.
+
+    /// Objects of the source with these ids.
+    fn objects_by_ids(&mut self, tenant: &str, source: &str, ids: &[String]) -> Result<Vec<Stored>, StoreError>;
+    /// Objects of the source with these anchors (either kind).
+    fn objects_by_anchors(&mut self, tenant: &str, source: &str, anchors: &[String])
+    -> Result<Vec<Stored>, StoreError>;
+    /// Objects of the source whose DN normalizes (`dn::normalize_dn`) to one of `keys`.
+    fn objects_by_dn_keys(&mut self, tenant: &str, source: &str, keys: &[String]) -> Result<Vec<Stored>, StoreError>;
+    /// Users of the source whose `userName`, lower-cased, is one of `keys`.
+    fn users_by_user_name_keys(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        keys: &[String],
+    ) -> Result<Vec<Stored>, StoreError>;
+    /// Direct memberships (group id, member id) of the source whose group
+    /// (`MembershipEnd::Group`) or member is one of `ids`.
+    fn memberships_touching(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        ids: &[String],
+        end: MembershipEnd,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// How many objects the source has stored (what guard-rail percentages are of).
+    fn object_count(&mut self, tenant: &str, source: &str) -> Result<u64, StoreError>;
+
     fn begin_run(&mut self, tenant: &str, trigger: &str, dry_run: bool) -> Result<i64, StoreError>;
     fn finish_run(&mut self, run_id: i64, outcome: &RunOutcome) -> Result<(), StoreError>;
     fn runs(&mut self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError>;
@@ -195,15 +245,15 @@ pub trait Store {
     /// Applies a plan atomically.
     fn apply(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError>;
 
-    /// Records the entries a run could not sync. With `complete`, entries of
-    /// that source not in `items` leave quarantine (they synced this time).
+    /// Records the entries a run could not sync; `settled` says which of the
+    /// source's earlier entries leave quarantine (they synced this time).
     fn record_quarantine(
         &mut self,
         tenant: &str,
         source: &str,
         run_id: i64,
         items: &[QuarantineItem],
-        complete: bool,
+        settled: &Settled,
     ) -> Result<(), StoreError>;
     fn quarantine(&mut self, tenant: &str) -> Result<Vec<QuarantineRecord>, StoreError>;
 

@@ -282,4 +282,24 @@ CREATE TABLE raw_attributes (
 );
 "#,
     ),
+    (
+        10,
+        "lookup keys for incremental runs",
+        r#"
+-- An incremental run loads only the stored objects around its changes: it
+-- finds group members by normalized DN (dn::normalize_dn) and unique-key
+-- claimants by lower-cased userName. The host computes both keys (SQLite's
+-- lower() is ASCII only); rows stored before this migration get them from
+-- the Rust step that runs right after it.
+ALTER TABLE users ADD COLUMN dn_key TEXT;
+ALTER TABLE users ADD COLUMN user_name_key TEXT;
+ALTER TABLE groups ADD COLUMN dn_key TEXT;
+CREATE INDEX users_dn_key ON users (tenant, source, dn_key);
+CREATE INDEX users_user_name_key ON users (tenant, source, user_name_key);
+CREATE INDEX groups_dn_key ON groups (tenant, source, dn_key);
+"#,
+    ),
 ];
+
+/// The migration whose new columns [`super::backfill_lookup_keys`] fills.
+pub const LOOKUP_KEYS: i64 = 10;

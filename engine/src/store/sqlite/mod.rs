@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppEdit, ApplyStats, AuditRecord, EventRecord, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord,
-    RunOutcome, RunRecord, Store, StoreError, TokenRecord, WebhookState,
+    AppEdit, ApplyStats, AuditRecord, EventRecord, MembershipEnd, PluginHealth, PluginRecord, QuarantineItem,
+    QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError, TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
@@ -85,6 +85,9 @@ impl SqliteStore {
         }
         for (version, name, sql) in migrations::MIGRATIONS.iter().filter(|m| m.0 > current) {
             tx.execute_batch(sql).map_err(q("running migration"))?;
+            if *version == migrations::LOOKUP_KEYS {
+                backfill_lookup_keys(&tx)?;
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
                 params![version, name, now_rfc3339()],
@@ -94,6 +97,51 @@ impl SqliteStore {
         }
         tx.commit().map_err(q("committing migration"))?;
         Ok(())
+    }
+
+    /// Users (and, with `groups`, groups) of the source matching `condition`
+    /// over a batch of keys (see [`in_chunks`]).
+    fn objects_where(
+        &self,
+        tenant: &str,
+        source: &str,
+        condition: &str,
+        keys: &[String],
+        groups: bool,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let tables: &[(EntryKind, &str)] = if groups {
+            &[(EntryKind::User, "users"), (EntryKind::Group, "groups")]
+        } else {
+            &[(EntryKind::User, "users")]
+        };
+        let mut out = Vec::new();
+        for (kind, table) in tables {
+            let rows = in_chunks(
+                &self.conn,
+                &format!("SELECT {USER_COLUMNS} FROM {table} WHERE tenant = ?1 AND source = ?2 AND {condition}"),
+                tenant,
+                source,
+                keys,
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                    ))
+                },
+            )?;
+            for (id, source, anchor, dn, attrs, version, created_at, updated_at) in rows {
+                let attrs: Attributes = serde_json::from_str(&attrs)
+                    .map_err(|e| StoreError::Corrupt(format!("{kind} {id}: attributes are not valid JSON: {e}")))?;
+                out.push(Stored { id, kind: *kind, source, anchor, dn, attrs, version, created_at, updated_at });
+            }
+        }
+        Ok(out)
     }
 
     fn load_objects(
@@ -130,6 +178,77 @@ impl SqliteStore {
 }
 
 const USER_COLUMNS: &str = "id, source, anchor, dn, attrs, version, created_at, updated_at";
+
+/// The host-computed lookup keys of an object's row.
+fn dn_key(dn: Option<&str>) -> Option<String> {
+    dn.map(crate::dn::normalize_dn)
+}
+
+fn user_name_key(attrs: &Attributes) -> Option<String> {
+    first(attrs, "userName").map(|n| n.to_lowercase())
+}
+
+/// Fills the lookup keys of rows stored before they existed.
+fn backfill_lookup_keys(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+    for table in ["users", "groups"] {
+        let rows: Vec<(String, String, Option<String>, Option<String>)> = {
+            let mut stmt = tx
+                .prepare(&format!("SELECT tenant, id, dn, attrs FROM {table}"))
+                .map_err(q("reading objects to key"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .map_err(q("reading objects to key"))?;
+            rows.collect::<Result<_, _>>().map_err(q("reading objects to key"))?
+        };
+        let mut update = tx
+            .prepare(&format!(
+                "UPDATE {table} SET dn_key = ?3{} WHERE tenant = ?1 AND id = ?2",
+                if table == "users" { ", user_name_key = ?4" } else { "" }
+            ))
+            .map_err(q("keying objects"))?;
+        for (tenant, id, dn, attrs) in rows {
+            let name_key = attrs
+                .as_deref()
+                .and_then(|a| serde_json::from_str::<Attributes>(a).ok())
+                .and_then(|a| user_name_key(&a));
+            let key = dn_key(dn.as_deref());
+            if table == "users" {
+                update.execute(params![tenant, id, key, name_key])
+            } else {
+                update.execute(params![tenant, id, key])
+            }
+            .map_err(q("keying objects"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs `query` once per chunk of `keys` (SQLite limits bound parameters),
+/// with `?1` = tenant, `?2` = source and the chunk's keys from `?3` on, in
+/// place of `{keys}`.
+fn in_chunks<T>(
+    conn: &Connection,
+    query: &str,
+    tenant: &str,
+    source: &str,
+    keys: &[String],
+    mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    const CHUNK: usize = 500;
+    let mut out = Vec::new();
+    for chunk in keys.chunks(CHUNK) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("?{}", i + 3)).collect();
+        let sql = query.replace("{keys}", &marks.join(", "));
+        let mut stmt = conn.prepare_cached(&sql).map_err(q("preparing lookup"))?;
+        let mut args: Vec<&dyn rusqlite::ToSql> = vec![&tenant, &source];
+        args.extend(chunk.iter().map(|k| k as &dyn rusqlite::ToSql));
+        let rows = stmt.query_map(args.as_slice(), &mut row).map_err(q("looking up"))?;
+        for r in rows {
+            out.push(r.map_err(q("reading lookup row"))?);
+        }
+    }
+    Ok(out)
+}
 
 /// Test hook: abort the process after this many object writes inside apply, to
 /// prove that a crash mid-apply leaves the store consistent.
@@ -189,6 +308,67 @@ impl Store for SqliteStore {
             by_kind.insert(kind, anchors);
         }
         Ok(by_kind)
+    }
+
+    fn objects_by_ids(&mut self, tenant: &str, source: &str, ids: &[String]) -> Result<Vec<Stored>, StoreError> {
+        self.objects_where(tenant, source, "id IN ({keys})", ids, true)
+    }
+
+    fn objects_by_anchors(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        anchors: &[String],
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.objects_where(tenant, source, "anchor IN ({keys})", anchors, true)
+    }
+
+    fn objects_by_dn_keys(&mut self, tenant: &str, source: &str, keys: &[String]) -> Result<Vec<Stored>, StoreError> {
+        self.objects_where(tenant, source, "dn_key IN ({keys})", keys, true)
+    }
+
+    fn users_by_user_name_keys(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        keys: &[String],
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.objects_where(tenant, source, "user_name_key IN ({keys})", keys, false)
+    }
+
+    fn memberships_touching(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        ids: &[String],
+        end: MembershipEnd,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let column = match end {
+            MembershipEnd::Group => "group_id",
+            MembershipEnd::Member => "member_id",
+        };
+        in_chunks(
+            &self.conn,
+            &format!(
+                "SELECT group_id, member_id FROM memberships WHERE tenant = ?1 AND source = ?2 AND {column} IN ({{keys}})"
+            ),
+            tenant,
+            source,
+            ids,
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )
+    }
+
+    fn object_count(&mut self, tenant: &str, source: &str) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM users WHERE tenant = ?1 AND source = ?2)
+                      + (SELECT COUNT(*) FROM groups WHERE tenant = ?1 AND source = ?2)",
+                params![tenant, source],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(q("counting objects"))
     }
 
     fn begin_run(&mut self, tenant: &str, trigger: &str, dry_run: bool) -> Result<i64, StoreError> {
@@ -397,14 +577,30 @@ impl Store for SqliteStore {
         source: &str,
         run_id: i64,
         items: &[QuarantineItem],
-        complete: bool,
+        settled: &Settled,
     ) -> Result<(), StoreError> {
         self.ensure_tenant(tenant)?;
         let now = now_rfc3339();
         let tx = self.conn.transaction().map_err(q("starting quarantine update"))?;
-        if complete {
-            tx.execute("UPDATE quarantine SET run_id = -1 WHERE tenant = ?1 AND source = ?2", params![tenant, source])
+        match settled {
+            Settled::All => {
+                tx.execute(
+                    "UPDATE quarantine SET run_id = -1 WHERE tenant = ?1 AND source = ?2",
+                    params![tenant, source],
+                )
                 .map_err(q("marking quarantine"))?;
+            }
+            Settled::Anchors(anchors) => {
+                in_chunks(
+                    &tx,
+                    "UPDATE quarantine SET run_id = -1 WHERE tenant = ?1 AND source = ?2 AND anchor IN ({keys}) RETURNING 1",
+                    tenant,
+                    source,
+                    anchors,
+                    |_| Ok(()),
+                )?;
+            }
+            Settled::Nothing => {}
         }
         {
             let mut upsert = tx
@@ -440,7 +636,7 @@ impl Store for SqliteStore {
                     .map_err(q("recording quarantine"))?;
             }
         }
-        if complete {
+        if *settled != Settled::Nothing {
             tx.execute(
                 "DELETE FROM quarantine WHERE tenant = ?1 AND source = ?2 AND run_id = -1",
                 params![tenant, source],
@@ -1462,18 +1658,42 @@ fn insert_object(
     match o.kind {
         EntryKind::User => tx
             .prepare_cached(
-                "INSERT INTO users (tenant, id, source, anchor, dn, user_name, active, attrs, version, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)",
+                "INSERT INTO users (tenant, id, source, anchor, dn, user_name, active, attrs, version, created_at, updated_at, dn_key, user_name_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
             )
             .and_then(|mut s| {
-                s.execute(params![tenant, o.id, source, o.anchor, o.dn, first(&o.attrs, "userName"), is_active(&o.attrs), attrs, now])
+                s.execute(params![
+                    tenant,
+                    o.id,
+                    source,
+                    o.anchor,
+                    o.dn,
+                    first(&o.attrs, "userName"),
+                    is_active(&o.attrs),
+                    attrs,
+                    now,
+                    dn_key(o.dn.as_deref()),
+                    user_name_key(&o.attrs)
+                ])
             }),
         EntryKind::Group => tx
             .prepare_cached(
-                "INSERT INTO groups (tenant, id, source, anchor, dn, display_name, attrs, version, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
+                "INSERT INTO groups (tenant, id, source, anchor, dn, display_name, attrs, version, created_at, updated_at, dn_key)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8, ?9)",
             )
-            .and_then(|mut s| s.execute(params![tenant, o.id, source, o.anchor, o.dn, first(&o.attrs, "displayName"), attrs, now])),
+            .and_then(|mut s| {
+                s.execute(params![
+                    tenant,
+                    o.id,
+                    source,
+                    o.anchor,
+                    o.dn,
+                    first(&o.attrs, "displayName"),
+                    attrs,
+                    now,
+                    dn_key(o.dn.as_deref())
+                ])
+            }),
     }
     .map_err(q("inserting object"))?;
     Ok(())
@@ -1490,18 +1710,41 @@ fn update_object(
     match o.kind {
         EntryKind::User => tx
             .prepare_cached(
-                "UPDATE users SET dn = ?3, user_name = ?4, active = ?5, attrs = ?6, version = version + 1, updated_at = ?7
+                "UPDATE users SET dn = ?3, user_name = ?4, active = ?5, attrs = ?6, version = version + 1, updated_at = ?7,
+                                  dn_key = ?9, user_name_key = ?10
                  WHERE tenant = ?1 AND id = ?2 AND version = ?8",
             )
             .and_then(|mut s| {
-                s.execute(params![tenant, o.id, o.dn, first(&o.attrs, "userName"), is_active(&o.attrs), attrs, now, from_version])
+                s.execute(params![
+                    tenant,
+                    o.id,
+                    o.dn,
+                    first(&o.attrs, "userName"),
+                    is_active(&o.attrs),
+                    attrs,
+                    now,
+                    from_version,
+                    dn_key(o.dn.as_deref()),
+                    user_name_key(&o.attrs)
+                ])
             }),
         EntryKind::Group => tx
             .prepare_cached(
-                "UPDATE groups SET dn = ?3, display_name = ?4, attrs = ?5, version = version + 1, updated_at = ?6
+                "UPDATE groups SET dn = ?3, display_name = ?4, attrs = ?5, version = version + 1, updated_at = ?6, dn_key = ?8
                  WHERE tenant = ?1 AND id = ?2 AND version = ?7",
             )
-            .and_then(|mut s| s.execute(params![tenant, o.id, o.dn, first(&o.attrs, "displayName"), attrs, now, from_version])),
+            .and_then(|mut s| {
+                s.execute(params![
+                    tenant,
+                    o.id,
+                    o.dn,
+                    first(&o.attrs, "displayName"),
+                    attrs,
+                    now,
+                    from_version,
+                    dn_key(o.dn.as_deref())
+                ])
+            }),
     }
     .map_err(q("updating object"))
 }
