@@ -945,7 +945,10 @@ struct Seeds<'a> {
 /// Merged and diffed, it plans exactly what the whole state would: objects
 /// outside it are neither read nor reachable from what changed. Returns
 /// `None` (use the whole state) when a read user's `userName` is claimed by
-/// another user: a duplicate is decided over the whole tenant.
+/// another user (a duplicate is decided over the whole tenant), and when the
+/// neighbourhood would hold more than a quarter of the stored objects (a
+/// change to a group of most of the directory): one scan of everything is
+/// then cheaper than looking that much up by key.
 fn neighborhood(
     store: &mut dyn Store,
     tenant: &str,
@@ -954,6 +957,8 @@ fn neighborhood(
     with_roles: bool,
     unique_user_name: bool,
 ) -> Result<Option<crate::diff::Snapshot>, StoreError> {
+    let total = store.object_count(tenant, source)?;
+    let limit = (total / 4).max(2_000) as usize;
     let mut objects: HashMap<String, crate::model::Stored> = HashMap::new();
     let mut memberships = crate::diff::Memberships::default();
     let add = |objects: &mut HashMap<String, crate::model::Stored>, found: Vec<crate::model::Stored>| {
@@ -964,6 +969,9 @@ fn neighborhood(
 
     let touched: HashSet<String> =
         seeds.read.values().chain(seeds.out_of_scope).chain(seeds.protected).cloned().collect();
+    if touched.len() > limit {
+        return Ok(None);
+    }
     let touched_ids: Vec<String> = touched.iter().cloned().collect();
     add(&mut objects, store.objects_by_ids(tenant, source, &touched_ids)?);
     let d = seeds.delta;
@@ -1013,7 +1021,16 @@ fn neighborhood(
         while !frontier.is_empty() {
             seen.extend(frontier.iter().cloned());
             let edges = store.memberships_touching(tenant, source, &frontier, MembershipEnd::Group)?;
-            let new: Vec<String> = edges.iter().map(|(_, m)| m.clone()).filter(|m| !objects.contains_key(m)).collect();
+            let new: Vec<String> = edges
+                .iter()
+                .map(|(_, m)| m.clone())
+                .filter(|m| !objects.contains_key(m))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            if objects.len() + new.len() > limit {
+                return Ok(None);
+            }
             add(&mut objects, store.objects_by_ids(tenant, source, &new)?);
             frontier = edges
                 .iter()
@@ -1025,17 +1042,16 @@ fn neighborhood(
                 .collect();
             memberships.extend(edges);
         }
-        // Up: every group of every user now in view, at any depth.
+        // Up: every group of everything in view, at any depth. Groups too: a
+        // user joining a group gets the group's ancestors, which no stored
+        // membership of the user leads to.
         let mut seen: HashSet<String> = HashSet::new();
-        let mut frontier: Vec<String> = objects
-            .values()
-            .filter(|o| o.kind == EntryKind::User)
-            .map(|o| o.id.clone())
-            .chain(seeds.desired.values().filter(|o| o.kind == EntryKind::User).map(|o| o.id.clone()))
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let mut frontier: Vec<String> =
+            objects.keys().chain(seeds.desired.keys()).cloned().collect::<HashSet<_>>().into_iter().collect();
         while !frontier.is_empty() {
+            if seen.len() > limit {
+                return Ok(None);
+            }
             seen.extend(frontier.iter().cloned());
             let edges = store.memberships_touching(tenant, source, &frontier, MembershipEnd::Member)?;
             frontier = edges
@@ -1059,6 +1075,9 @@ fn neighborhood(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
+    if objects.len() + missing.len() > limit {
+        return Ok(None);
+    }
     add(&mut objects, store.objects_by_ids(tenant, source, &missing)?);
 
     if unique_user_name {
@@ -1079,7 +1098,6 @@ fn neighborhood(
         }
     }
 
-    let total = store.object_count(tenant, source)?;
     Ok(Some(crate::diff::Snapshot { objects, memberships, partial_of: Some(total) }))
 }
 
