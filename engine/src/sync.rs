@@ -931,15 +931,37 @@ struct Seeds<'a> {
     delta: &'a crate::source::Delta,
 }
 
+/// The stored state an incremental run works on, and what lets it leave the
+/// unchanged members of a changed group unloaded.
+#[derive(Default)]
+struct Neighborhood {
+    snapshot: crate::diff::Snapshot,
+    /// Member references of read groups (raw DN, or anchor) that name a
+    /// stored object the read did not touch: → its id.
+    resolved_dns: HashMap<String, String>,
+    resolved_anchors: HashMap<String, String>,
+    /// Those objects, where not loaded: they exist, unchanged, outside the snapshot.
+    unloaded: HashSet<String>,
+}
+
+impl Neighborhood {
+    fn whole(snapshot: crate::diff::Snapshot) -> Self {
+        Neighborhood { snapshot, ..Default::default() }
+    }
+}
+
 /// The part of the stored state an incremental read's results depend on:
 /// - the objects it read, saw leave the scope, failed, or was told are
 ///   deleted or deactivated;
-/// - the objects its groups name as members;
 /// - every membership with one of those objects at either end, and the
-///   object at the other end;
-/// - with roles, the members at any depth of changed groups, and every group
-///   any loaded user is in at any depth, with those memberships: a user's
-///   roles come from all of its groups;
+///   object at the other end — except the members a read group still names
+///   unchanged, which are matched by their stored DN key or anchor and left
+///   unloaded (a group of 100,000 that gains one member loads one);
+/// - the members that joined or left a read group;
+/// - with roles: the members at any depth of groups whose own view changed
+///   (deleted, renamed, attributes, or themselves joining or leaving a
+///   group), and every group of everything in view at any depth, with those
+///   memberships: a user's roles come from all of its groups;
 /// - the stored users whose `userName` a read user now claims.
 ///
 /// Merged and diffed, it plans exactly what the whole state would: objects
@@ -947,8 +969,8 @@ struct Seeds<'a> {
 /// `None` (use the whole state) when a read user's `userName` is claimed by
 /// another user (a duplicate is decided over the whole tenant), and when the
 /// neighbourhood would hold more than a quarter of the stored objects (a
-/// change to a group of most of the directory): one scan of everything is
-/// then cheaper than looking that much up by key.
+/// renamed group of most of the directory, with roles): one scan of
+/// everything is then cheaper than looking that much up by key.
 fn neighborhood(
     store: &mut dyn Store,
     tenant: &str,
@@ -956,15 +978,20 @@ fn neighborhood(
     seeds: &Seeds<'_>,
     with_roles: bool,
     unique_user_name: bool,
-) -> Result<Option<crate::diff::Snapshot>, StoreError> {
+) -> Result<Option<Neighborhood>, StoreError> {
+    type Objects = HashMap<String, crate::model::Stored>;
     let total = store.object_count(tenant, source)?;
     let limit = (total / 4).max(2_000) as usize;
-    let mut objects: HashMap<String, crate::model::Stored> = HashMap::new();
+    let mut objects: Objects = HashMap::new();
     let mut memberships = crate::diff::Memberships::default();
-    let add = |objects: &mut HashMap<String, crate::model::Stored>, found: Vec<crate::model::Stored>| {
+    let add = |objects: &mut Objects, found: Vec<crate::model::Stored>| {
         for o in found {
             objects.entry(o.id.clone()).or_insert(o);
         }
+    };
+    let is_group = |id: &String, objects: &Objects| {
+        objects.get(id).map(|o| o.kind == EntryKind::Group).unwrap_or(false)
+            || seeds.desired.get(id).is_some_and(|o| o.kind == EntryKind::Group)
     };
 
     let touched: HashSet<String> =
@@ -988,36 +1015,109 @@ fn neighborhood(
     touched.extend(gone.iter().filter(|o| d.deleted.contains(&o.anchor)).map(|o| o.id.clone()));
     add(&mut objects, gone);
 
-    // The members the read groups name.
-    let mut dn_keys = HashSet::new();
-    let mut anchors = HashSet::new();
-    for r in seeds.members.values().flatten() {
-        match r {
-            MemberRef::Dn(dn) => {
-                dn_keys.insert(normalize_dn(dn));
+    // A read group's stored members, matched against what it names now.
+    let read_groups: Vec<String> = seeds
+        .desired
+        .values()
+        .filter(|o| o.kind == EntryKind::Group && objects.contains_key(&o.id))
+        .map(|o| o.id.clone())
+        .collect();
+    let mut by_dn_key: HashMap<&str, HashMap<String, String>> = HashMap::new();
+    let mut by_anchor: HashMap<&str, HashMap<String, String>> = HashMap::new();
+    let keyed = store.member_keys(tenant, source, &read_groups)?;
+    for k in &keyed {
+        memberships.insert((k.group_id.clone(), k.member_id.clone()));
+        if let Some(dn_key) = &k.dn_key {
+            by_dn_key.entry(k.group_id.as_str()).or_default().insert(dn_key.clone(), k.member_id.clone());
+        }
+        by_anchor.entry(k.group_id.as_str()).or_default().insert(k.anchor.clone(), k.member_id.clone());
+    }
+    let mut hood = Neighborhood::default();
+    let mut matched: HashSet<(String, String)> = HashSet::new();
+    let (mut new_dn_keys, mut new_anchors) = (HashSet::new(), HashSet::new());
+    for (g, refs) in seeds.members {
+        for r in refs {
+            let (key, stored) = match r {
+                MemberRef::Dn(dn) => (normalize_dn(dn), by_dn_key.get(g.as_str())),
+                MemberRef::Anchor(a) if seeds.read.contains_key(a) => continue,
+                MemberRef::Anchor(a) => (a.clone(), by_anchor.get(g.as_str())),
+            };
+            match stored.and_then(|s| s.get(&key)) {
+                Some(id) if !touched.contains(id) => {
+                    matched.insert((g.clone(), id.clone()));
+                    match r {
+                        MemberRef::Dn(dn) => hood.resolved_dns.insert(dn.clone(), id.clone()),
+                        MemberRef::Anchor(a) => hood.resolved_anchors.insert(a.clone(), id.clone()),
+                    };
+                }
+                // Touched members are loaded already and resolve from there.
+                Some(_) => {}
+                None => {
+                    match r {
+                        MemberRef::Dn(_) => new_dn_keys.insert(key),
+                        MemberRef::Anchor(_) => new_anchors.insert(key),
+                    };
+                }
             }
-            MemberRef::Anchor(a) if !seeds.read.contains_key(a) => {
-                anchors.insert(a.clone());
-            }
-            MemberRef::Anchor(_) => {}
         }
     }
-    add(&mut objects, store.objects_by_dn_keys(tenant, source, &dn_keys.into_iter().collect::<Vec<_>>())?);
-    add(&mut objects, store.objects_by_anchors(tenant, source, &anchors.into_iter().collect::<Vec<_>>())?);
+    drop((by_dn_key, by_anchor));
+    // Joiners: named now, not stored as members.
+    let mut joiners = store.objects_by_dn_keys(tenant, source, &new_dn_keys.into_iter().collect::<Vec<_>>())?;
+    joiners.extend(store.objects_by_anchors(tenant, source, &new_anchors.into_iter().collect::<Vec<_>>())?);
+    if objects.len() + joiners.len() > limit {
+        return Ok(None);
+    }
+    let mut changed_view: HashSet<String> =
+        joiners.iter().filter(|o| o.kind == EntryKind::Group).map(|o| o.id.clone()).collect();
+    add(&mut objects, joiners);
+    // Leavers, and members of Graph-style partial groups: stored members
+    // no reference matched. Left unloaded: members still named.
+    let partial: HashSet<&str> = d.partial_groups.iter().map(String::as_str).collect();
+    let mut leavers = HashSet::new();
+    for crate::store::MemberKey { group_id: g, member_id: m, .. } in keyed {
+        let still_named = matched.contains(&(g.clone(), m.clone()))
+            || (objects.get(&g).is_some_and(|o| partial.contains(o.anchor.as_str()))
+                && !touched.contains(&m)
+                && !objects.contains_key(&m));
+        if still_named {
+            hood.unloaded.insert(m);
+        } else if !objects.contains_key(&m) {
+            leavers.insert(m);
+        } else if is_group(&m, &objects) {
+            changed_view.insert(m);
+        }
+    }
+    if objects.len() + leavers.len() > limit {
+        return Ok(None);
+    }
+    let leavers = store.objects_by_ids(tenant, source, &leavers.into_iter().collect::<Vec<_>>())?;
+    // A group that joined or left another changes its members' view.
+    changed_view.extend(leavers.iter().filter(|o| o.kind == EntryKind::Group).map(|o| o.id.clone()));
+    add(&mut objects, leavers);
 
-    // Memberships of the changed objects, at either end.
+    // Memberships of the changed objects: as members, and (the read groups'
+    // are above) as groups.
     let touched: Vec<String> = touched.into_iter().collect();
-    memberships.extend(store.memberships_touching(tenant, source, &touched, MembershipEnd::Group)?);
+    let read_set: HashSet<&String> = read_groups.iter().collect();
+    let other_groups: Vec<String> = touched.iter().filter(|id| !read_set.contains(id)).cloned().collect();
+    memberships.extend(store.memberships_touching(tenant, source, &other_groups, MembershipEnd::Group)?);
     memberships.extend(store.memberships_touching(tenant, source, &touched, MembershipEnd::Member)?);
 
     if with_roles {
-        let is_group = |id: &String, objects: &HashMap<String, crate::model::Stored>| {
-            objects.get(id).map(|o| o.kind == EntryKind::Group).unwrap_or(false)
-                || seeds.desired.get(id).is_some_and(|o| o.kind == EntryKind::Group)
-        };
-        // Down: members at any depth of the changed groups.
+        // Down: members at any depth of the groups whose view changed.
+        changed_view.extend(
+            touched
+                .iter()
+                .filter(|id| is_group(id, &objects))
+                .filter(|id| match (objects.get(*id), seeds.desired.get(*id)) {
+                    (Some(have), Some(want)) => have.dn != want.dn || have.attrs != want.attrs,
+                    _ => true,
+                })
+                .cloned(),
+        );
         let mut seen: HashSet<String> = HashSet::new();
-        let mut frontier: Vec<String> = touched.iter().filter(|id| is_group(id, &objects)).cloned().collect();
+        let mut frontier: Vec<String> = changed_view.into_iter().collect();
         while !frontier.is_empty() {
             seen.extend(frontier.iter().cloned());
             let edges = store.memberships_touching(tenant, source, &frontier, MembershipEnd::Group)?;
@@ -1066,11 +1166,12 @@ fn neighborhood(
         }
     }
 
-    // Both ends of every membership in view.
+    // Both ends of every membership in view, but the unchanged members.
+    hood.unloaded.retain(|id| !objects.contains_key(id));
     let missing: Vec<String> = memberships
         .iter()
         .flat_map(|(g, m)| [g, m])
-        .filter(|id| !objects.contains_key(*id))
+        .filter(|id| !objects.contains_key(*id) && !hood.unloaded.contains(*id))
         .cloned()
         .collect::<HashSet<_>>()
         .into_iter()
@@ -1079,6 +1180,7 @@ fn neighborhood(
         return Ok(None);
     }
     add(&mut objects, store.objects_by_ids(tenant, source, &missing)?);
+    hood.unloaded.retain(|id| !objects.contains_key(id));
 
     if unique_user_name {
         let mut claimed: HashMap<String, &str> = HashMap::new();
@@ -1098,7 +1200,8 @@ fn neighborhood(
         }
     }
 
-    Ok(Some(crate::diff::Snapshot { objects, memberships, partial_of: Some(total) }))
+    hood.snapshot = crate::diff::Snapshot { objects, memberships, partial_of: Some(total) };
+    Ok(Some(hood))
 }
 
 /// Reads one source, maps every in-scope entry, resolves memberships. An
@@ -1248,9 +1351,9 @@ fn read_and_map(
         }
         None => None,
     };
-    let snapshot = match snapshot {
-        Some(s) => s,
-        None => store.snapshot(&tenant.id, &source_name)?,
+    let Neighborhood { snapshot, resolved_dns, resolved_anchors, unloaded } = match snapshot {
+        Some(hood) => hood,
+        None => Neighborhood::whole(store.snapshot(&tenant.id, &source_name)?),
     };
     let snapshot_time = snapshot_started.elapsed();
     let settled = match (&delta, read_complete) {
@@ -1337,7 +1440,7 @@ fn read_and_map(
         for (g, m) in &snapshot.memberships {
             let kept = !read_ids.contains(g)
                 || (partial.contains(anchor_of(g)) && !removed.contains(&(anchor_of(g), anchor_of(m))));
-            if kept && desired.contains_key(g) && desired.contains_key(m) {
+            if kept && desired.contains_key(g) && (desired.contains_key(m) || unloaded.contains(m)) {
                 memberships.insert((g.clone(), m.clone()));
             }
         }
@@ -1347,12 +1450,14 @@ fn read_and_map(
     // Resolve member references to ids; nested groups are plain group→group edges.
     for (group_id, refs) in &members {
         for r in refs {
+            // Unchanged members a narrow run left unloaded first: their
+            // references are the bulk of a big group's.
             let target = match r {
-                MemberRef::Dn(dn) => dn_index.get(dn).cloned(),
-                MemberRef::Anchor(a) => anchor_index.get(a).cloned(),
+                MemberRef::Dn(dn) => resolved_dns.get(dn).or_else(|| dn_index.get(dn)).cloned(),
+                MemberRef::Anchor(a) => resolved_anchors.get(a).or_else(|| anchor_index.get(a)).cloned(),
             };
             match target {
-                Some(member_id) if desired.contains_key(&member_id) => {
+                Some(member_id) if desired.contains_key(&member_id) || unloaded.contains(&member_id) => {
                     memberships.insert((group_id.clone(), member_id));
                 }
                 Some(_) => {} // member quarantined or skipped: its stored memberships are protected or go with it

@@ -318,7 +318,31 @@ fn incremental_runs_load_only_the_changes_neighbourhood_and_agree_with_a_full_re
     assert!(roles_of(&plain[0]).contains(&"top-chain".to_string()), "the joiner has the group's role");
     agrees_with_full("a join, a change and a delete");
 
-    // 5. A user takes another's userName: a duplicate is decided over the
+    // 5. A new user joins all-staff, a group of every user, and another
+    // leaves it: the group's unchanged members stay unloaded.
+    let all_staff = dn_of("ou=groups", "(cn=all-staff)");
+    let staff_before = members_of("all-staff").len();
+    s.ldapadd(&format!(
+        "dn: uid=joiner2,ou=people,{base}\nobjectClass: inetOrgPerson\nuid: joiner2\ncn: Joiner Two\nsn: Two\n",
+        base = s.base
+    ));
+    s.ldapmodify(&format!(
+        "dn: {all_staff}\nchangetype: modify\nadd: member\nmember: uid=joiner2,ou=people,{base}\n-\ndelete: member\nmember: uid={},ou=people,{base}\n",
+        plain[1],
+        base = s.base
+    ));
+    assert!(staff_before > 1000, "all-staff names every user: {staff_before}");
+    let (run, report) = env.sync(&[]);
+    run.ok();
+    assert_eq!(
+        (report["counts"]["members_added"].as_u64(), report["counts"]["members_removed"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
+    assert!(stored(&report) < 100, "a big group's unchanged members are not loaded: {report}");
+    agrees_with_full("a join and a leave of a group of everyone");
+
+    // 6. A user takes another's userName: a duplicate is decided over the
     // whole tenant, so this run loads everything, and quarantines the newcomer.
     let whole = (env.users("t").len() + env.groups("t").len()) as u64;
     s.ldapadd(&format!(

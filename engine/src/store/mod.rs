@@ -168,6 +168,16 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// A stored membership with its member's lookup keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberKey {
+    pub group_id: String,
+    pub member_id: String,
+    /// The member's normalised DN (`dn::normalize_dn`), if it has a DN.
+    pub dn_key: Option<String>,
+    pub anchor: String,
+}
+
 /// Which end of a membership a lookup matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipEnd {
@@ -230,6 +240,9 @@ pub trait Store {
         ids: &[String],
         end: MembershipEnd,
     ) -> Result<Vec<(String, String)>, StoreError>;
+    /// The stored members of these groups with their lookup keys: what a
+    /// changed group's member list is compared with, without loading the members.
+    fn member_keys(&mut self, tenant: &str, source: &str, group_ids: &[String]) -> Result<Vec<MemberKey>, StoreError>;
     /// How many objects the source has stored (what guard-rail percentages are of).
     fn object_count(&mut self, tenant: &str, source: &str) -> Result<u64, StoreError>;
 

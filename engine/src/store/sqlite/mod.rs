@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppEdit, ApplyStats, AuditRecord, EventRecord, MembershipEnd, PluginHealth, PluginRecord, QuarantineItem,
-    QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError, TokenRecord, WebhookState,
+    AppEdit, ApplyStats, AuditRecord, EventRecord, MemberKey, MembershipEnd, PluginHealth, PluginRecord,
+    QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError, TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
@@ -146,6 +146,16 @@ impl SqliteStore {
 fn membership_lookup_sql(column: &str) -> String {
     format!("SELECT group_id, member_id FROM memberships WHERE tenant = ?1 AND +source = ?2 AND {column} IN ({{keys}})")
 }
+
+/// The members of a batch of groups with their lookup keys, users then groups.
+const MEMBER_KEYS_SQL: &str = "
+    SELECT m.group_id, m.member_id, o.dn_key, o.anchor FROM memberships m
+      JOIN users o ON o.tenant = m.tenant AND o.id = m.member_id
+     WHERE m.tenant = ?1 AND +m.source = ?2 AND m.group_id IN ({keys})
+    UNION ALL
+    SELECT m.group_id, m.member_id, o.dn_key, o.anchor FROM memberships m
+      JOIN groups o ON o.tenant = m.tenant AND o.id = m.member_id
+     WHERE m.tenant = ?1 AND +m.source = ?2 AND m.group_id IN ({keys})";
 
 /// Objects of `table` matching `condition` over a batch of keys. Looked up by
 /// id, the source is kept out of index selection for the same reason.
@@ -340,6 +350,12 @@ impl Store for SqliteStore {
         };
         in_chunks(&self.conn, &membership_lookup_sql(column), tenant, source, ids, |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+    }
+
+    fn member_keys(&mut self, tenant: &str, source: &str, group_ids: &[String]) -> Result<Vec<MemberKey>, StoreError> {
+        in_chunks(&self.conn, MEMBER_KEYS_SQL, tenant, source, group_ids, |r| {
+            Ok(MemberKey { group_id: r.get(0)?, member_id: r.get(1)?, dn_key: r.get(2)?, anchor: r.get(3)? })
         })
     }
 
@@ -1756,6 +1772,10 @@ mod tests {
             object_lookup_sql("users", "user_name_key IN ({keys})"),
             "(tenant=? AND source=? AND user_name_key=?)",
         ));
+        queries.push((
+            MEMBER_KEYS_SQL.to_string(),
+            "m USING INDEX sqlite_autoindex_memberships_1 (tenant=? AND group_id=?)",
+        ));
         for (sql, want) in queries {
             let sql = format!("EXPLAIN QUERY PLAN {}", sql.replace("{keys}", "?3, ?4"));
             let plan: Vec<String> = store
@@ -1766,7 +1786,7 @@ mod tests {
                 })
                 .expect("query plan");
             let plan = plan.join("; ");
-            assert!(plan.starts_with("SEARCH") && plan.contains(want), "{sql}: {plan}");
+            assert!(!plan.contains("SCAN") && plan.contains(want), "{sql}: {plan}");
         }
     }
 }
