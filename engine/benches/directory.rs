@@ -1752,6 +1752,7 @@ fn phase_serve(env: &Env, s: &mut Size) -> Result<Value> {
 
     // Real-time latency, one change at a time.
     result.insert("realtime".into(), realtime_latency(env, s, &mut serve, &conn)?);
+    result.insert("big_group".into(), big_group_latency(s, &mut serve, &conn)?);
 
     let timed = serve.stop()?;
     drop(conn);
@@ -1797,6 +1798,84 @@ fn phase_serve(env: &Env, s: &mut Size) -> Result<Value> {
     );
     result.insert("loadavg".into(), json!(loadavg()));
     Ok(Value::Object(result))
+}
+
+/// Real-time changes to the group of every user (`all-staff`, N members,
+/// with a role rule on it): a user leaves it, then joins again, 10 times.
+/// Change sent → its membership event committed, and how many stored objects
+/// each run loaded (`stored_loaded`: the neighbourhood, not the N members).
+fn big_group_latency(s: &mut Size, serve: &mut Serve, conn: &Connection) -> Result<Value> {
+    const ROUNDS: usize = 10;
+    let group = format!("cn=all-staff,ou=groups,{}", s.slapd.base);
+    let targets = s.dir.take(ROUNDS, "big-group changes")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let mut ldap = rt
+        .block_on(async {
+            let (conn, mut ldap) = ldap3::LdapConnAsync::new(&s.slapd.uri).await?;
+            ldap3::drive!(conn);
+            ldap.simple_bind(&s.slapd.admin_dn, &s.slapd.admin_pw).await?.success()?;
+            Ok::<_, ldap3::LdapError>(ldap)
+        })
+        .with_context(|| format!("binding to {} for the big-group changes", s.slapd.uri))?;
+    let run0 = last_run_id(conn)?;
+    let mut total = Vec::new();
+    for (i, dn) in targets.iter().enumerate() {
+        for (add, event) in [(false, "group.member_removed"), (true, "group.member_added")] {
+            wait_idle(serve, conn, Duration::ZERO, Duration::from_secs(600))?;
+            let seq = last_seq(conn)?;
+            let values = std::collections::HashSet::from([dn.as_str()]);
+            let change = if add { ldap3::Mod::Add("member", values) } else { ldap3::Mod::Delete("member", values) };
+            let t0 = Instant::now();
+            rt.block_on(async { ldap.modify(&group, vec![change]).await?.success() })
+                .with_context(|| format!("big-group change {i}: {event} {dn}"))?;
+            let deadline = Instant::now() + Duration::from_secs(600);
+            loop {
+                let n: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM events WHERE tenant = ?1 AND seq > ?2 AND type = ?3",
+                    params![TENANT, seq, event],
+                    |r| r.get(0),
+                )?;
+                if n > 0 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    serve.alive()?;
+                    bail!("big-group change {i} ({event} {dn}) not in the outbox after 600 s");
+                }
+                sleep_ms(1);
+            }
+            total.push(t0.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = rt.block_on(ldap.unbind());
+    let runs = runs_after(conn, run0)?;
+    let loaded: Vec<f64> =
+        runs.iter().filter_map(|r| r.summary["sources"][0]["stored_loaded"].as_f64()).filter(|n| *n > 0.0).collect();
+    let run_ms: Vec<f64> = runs.iter().filter_map(|r| r.duration().map(|d| d * 1000.0)).collect();
+    let mut phases: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in &runs {
+        for (k, v) in r.summary["phase_ms"].as_object().into_iter().flatten() {
+            phases.entry(k.clone()).or_default().extend(v.as_f64());
+        }
+    }
+    let phase_median: BTreeMap<String, Value> = phases.iter().map(|(k, v)| (k.clone(), opt(median(v)))).collect();
+    eprintln!(
+        "[directory] {} users: a user leaving / joining all-staff ({} members) via syncrepl: p50 {:.1} ms, max {:.1} ms; run {:.1} ms (phases {:?}); stored objects loaded per run, median {:.0}",
+        s.n,
+        s.n,
+        percentile(&total, 50.0).unwrap_or(0.0),
+        total.iter().cloned().reduce(f64::max).unwrap_or(0.0),
+        median(&run_ms).unwrap_or(0.0),
+        phase_median,
+        median(&loaded).unwrap_or(0.0)
+    );
+    Ok(json!({
+        "changes": total.len(),
+        "send_to_committed": { "p50_ms": opt(percentile(&total, 50.0)), "max_ms": opt(total.iter().cloned().reduce(f64::max)) },
+        "stored_loaded_median": opt(median(&loaded)),
+        "run_ms_median": opt(median(&run_ms)),
+        "run_phase_ms_median": phase_median,
+    }))
 }
 
 fn realtime_latency(env: &Env, s: &mut Size, serve: &mut Serve, conn: &Connection) -> Result<Value> {
@@ -2108,6 +2187,18 @@ fn markdown(r: &Value) -> String {
         "< 100 ms",
     );
     row(&mut s, "realtime changes measured", &|v| v["serve"]["realtime"]["changes"].to_string(), "1,000");
+    row(
+        &mut s,
+        "realtime: a user leaves / joins `all-staff` (every user, role rule on it), p50 change → committed",
+        &|v| fmt_ms(get_f(v, &["serve", "big_group", "send_to_committed", "p50_ms"])),
+        "",
+    );
+    row(
+        &mut s,
+        "… stored objects loaded per such run (median)",
+        &|v| get_f(v, &["serve", "big_group", "stored_loaded_median"]).map(|n| format!("{n:.0}")).unwrap_or_default(),
+        "",
+    );
     row(
         &mut s,
         "serve start-up refresh (no cookie) → applied",

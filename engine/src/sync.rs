@@ -1022,32 +1022,46 @@ fn neighborhood(
         .filter(|o| o.kind == EntryKind::Group && objects.contains_key(&o.id))
         .map(|o| o.id.clone())
         .collect();
-    let mut by_dn_key: HashMap<&str, HashMap<String, String>> = HashMap::new();
-    let mut by_anchor: HashMap<&str, HashMap<String, String>> = HashMap::new();
+    // Keyed by the stored DN as spelled (a group's member values usually are
+    // spelled so: no parsing), then by normalised DN, then by anchor.
+    let mut by_dn: HashMap<&str, HashMap<&str, &str>> = HashMap::new();
+    let mut by_dn_key: HashMap<&str, HashMap<&str, &str>> = HashMap::new();
+    let mut by_anchor: HashMap<&str, HashMap<&str, &str>> = HashMap::new();
     let keyed = store.member_keys(tenant, source, &read_groups)?;
     for k in &keyed {
         memberships.insert((k.group_id.clone(), k.member_id.clone()));
-        if let Some(dn_key) = &k.dn_key {
-            by_dn_key.entry(k.group_id.as_str()).or_default().insert(dn_key.clone(), k.member_id.clone());
+        let g = k.group_id.as_str();
+        if let Some(dn) = &k.dn {
+            by_dn.entry(g).or_default().insert(dn, &k.member_id);
         }
-        by_anchor.entry(k.group_id.as_str()).or_default().insert(k.anchor.clone(), k.member_id.clone());
+        if let Some(dn_key) = &k.dn_key {
+            by_dn_key.entry(g).or_default().insert(dn_key, &k.member_id);
+        }
+        by_anchor.entry(g).or_default().insert(&k.anchor, &k.member_id);
     }
     let mut hood = Neighborhood::default();
     let mut matched: HashSet<(String, String)> = HashSet::new();
     let (mut new_dn_keys, mut new_anchors) = (HashSet::new(), HashSet::new());
     for (g, refs) in seeds.members {
         for r in refs {
-            let (key, stored) = match r {
-                MemberRef::Dn(dn) => (normalize_dn(dn), by_dn_key.get(g.as_str())),
+            let (key, stored): (String, Option<&str>) = match r {
+                MemberRef::Dn(dn) => match by_dn.get(g.as_str()).and_then(|s| s.get(dn.as_str())) {
+                    Some(id) => (String::new(), Some(*id)),
+                    None => {
+                        let key = normalize_dn(dn);
+                        let id = by_dn_key.get(g.as_str()).and_then(|s| s.get(key.as_str())).copied();
+                        (key, id)
+                    }
+                },
                 MemberRef::Anchor(a) if seeds.read.contains_key(a) => continue,
-                MemberRef::Anchor(a) => (a.clone(), by_anchor.get(g.as_str())),
+                MemberRef::Anchor(a) => (a.clone(), by_anchor.get(g.as_str()).and_then(|s| s.get(a.as_str())).copied()),
             };
-            match stored.and_then(|s| s.get(&key)) {
+            match stored {
                 Some(id) if !touched.contains(id) => {
-                    matched.insert((g.clone(), id.clone()));
+                    matched.insert((g.clone(), id.to_string()));
                     match r {
-                        MemberRef::Dn(dn) => hood.resolved_dns.insert(dn.clone(), id.clone()),
-                        MemberRef::Anchor(a) => hood.resolved_anchors.insert(a.clone(), id.clone()),
+                        MemberRef::Dn(dn) => hood.resolved_dns.insert(dn.clone(), id.to_string()),
+                        MemberRef::Anchor(a) => hood.resolved_anchors.insert(a.clone(), id.to_string()),
                     };
                 }
                 // Touched members are loaded already and resolve from there.
@@ -1061,7 +1075,7 @@ fn neighborhood(
             }
         }
     }
-    drop((by_dn_key, by_anchor));
+    drop((by_dn, by_dn_key, by_anchor));
     // Joiners: named now, not stored as members.
     let mut joiners = store.objects_by_dn_keys(tenant, source, &new_dn_keys.into_iter().collect::<Vec<_>>())?;
     joiners.extend(store.objects_by_anchors(tenant, source, &new_anchors.into_iter().collect::<Vec<_>>())?);
@@ -1468,11 +1482,11 @@ fn read_and_map(
         }
     }
 
-    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
-    for (g, m) in &memberships {
-        edges.entry(g.clone()).or_default().push(m.clone());
-    }
     if !scope.groups.is_empty() {
+        let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+        for (g, m) in &memberships {
+            edges.entry(g.clone()).or_default().push(m.clone());
+        }
         let roots: Vec<String> = scope
             .groups
             .iter()

@@ -173,7 +173,8 @@ pub struct AuditRecord {
 pub struct MemberKey {
     pub group_id: String,
     pub member_id: String,
-    /// The member's normalised DN (`dn::normalize_dn`), if it has a DN.
+    /// The member's DN as stored, and normalised (`dn::normalize_dn`).
+    pub dn: Option<String>,
     pub dn_key: Option<String>,
     pub anchor: String,
 }

@@ -299,6 +299,20 @@ CREATE INDEX users_user_name_key ON users (tenant, source, user_name_key);
 CREATE INDEX groups_dn_key ON groups (tenant, source, dn_key);
 "#,
     ),
+    (
+        11,
+        "covering indexes for a changed group's members and a member's groups",
+        r#"
+-- A changed group's stored members are matched against its member values by
+-- DN and anchor (sync::neighborhood): these indexes answer that from the
+-- index alone, without reading each member's row.
+CREATE INDEX users_member_keys ON users (tenant, id, dn, dn_key, anchor);
+CREATE INDEX groups_member_keys ON groups (tenant, id, dn, dn_key, anchor);
+-- The groups of a batch of members, from the index alone.
+DROP INDEX memberships_member;
+CREATE INDEX memberships_member ON memberships (tenant, member_id, group_id);
+"#,
+    ),
 ];
 
 /// The migration whose new columns [`super::backfill_lookup_keys`] fills.

@@ -140,22 +140,28 @@ impl SqliteStore {
     }
 }
 
-/// Memberships whose `column` is one of a batch of ids. `+source` keeps the
-/// source out of index selection: otherwise SQLite reads every membership of
-/// the source through `memberships_source` instead of the id's index.
+/// Memberships whose `column` is one of a batch of ids. Ids are unique to
+/// their source, so the source (`?2`) is not filtered on: a filter on it
+/// made SQLite read every membership of the source through
+/// `memberships_source`, or with `+source` fetch each row for it, where the
+/// id's index alone covers the query.
 fn membership_lookup_sql(column: &str) -> String {
-    format!("SELECT group_id, member_id FROM memberships WHERE tenant = ?1 AND +source = ?2 AND {column} IN ({{keys}})")
+    format!(
+        "SELECT group_id, member_id FROM memberships WHERE tenant = ?1 AND {column} IN ({{keys}}) AND ?2 IS NOT NULL"
+    )
 }
 
 /// The members of a batch of groups with their lookup keys, users then groups.
+/// Ids are unique to their source (they derive from it), so the source is not
+/// filtered on: `?2` is bound but unused, and the indexes cover the query.
 const MEMBER_KEYS_SQL: &str = "
-    SELECT m.group_id, m.member_id, o.dn_key, o.anchor FROM memberships m
-      JOIN users o ON o.tenant = m.tenant AND o.id = m.member_id
-     WHERE m.tenant = ?1 AND +m.source = ?2 AND m.group_id IN ({keys})
+    SELECT m.group_id, m.member_id, o.dn, o.dn_key, o.anchor FROM memberships m
+      JOIN users o INDEXED BY users_member_keys ON o.tenant = m.tenant AND o.id = m.member_id
+     WHERE m.tenant = ?1 AND m.group_id IN ({keys}) AND m.member_kind = 'user' AND ?2 IS NOT NULL
     UNION ALL
-    SELECT m.group_id, m.member_id, o.dn_key, o.anchor FROM memberships m
-      JOIN groups o ON o.tenant = m.tenant AND o.id = m.member_id
-     WHERE m.tenant = ?1 AND +m.source = ?2 AND m.group_id IN ({keys})";
+    SELECT m.group_id, m.member_id, o.dn, o.dn_key, o.anchor FROM memberships m
+      JOIN groups o INDEXED BY groups_member_keys ON o.tenant = m.tenant AND o.id = m.member_id
+     WHERE m.tenant = ?1 AND m.group_id IN ({keys}) AND m.member_kind = 'group'";
 
 /// Objects of `table` matching `condition` over a batch of keys. Looked up by
 /// id, the source is kept out of index selection for the same reason.
@@ -355,7 +361,13 @@ impl Store for SqliteStore {
 
     fn member_keys(&mut self, tenant: &str, source: &str, group_ids: &[String]) -> Result<Vec<MemberKey>, StoreError> {
         in_chunks(&self.conn, MEMBER_KEYS_SQL, tenant, source, group_ids, |r| {
-            Ok(MemberKey { group_id: r.get(0)?, member_id: r.get(1)?, dn_key: r.get(2)?, anchor: r.get(3)? })
+            Ok(MemberKey {
+                group_id: r.get(0)?,
+                member_id: r.get(1)?,
+                dn: r.get(2)?,
+                dn_key: r.get(3)?,
+                anchor: r.get(4)?,
+            })
         })
     }
 
@@ -1760,8 +1772,11 @@ mod tests {
     fn keyed_lookups_use_the_key_index() {
         let store = SqliteStore::open_in_memory().expect("store");
         let mut queries: Vec<(String, &str)> = vec![
-            (membership_lookup_sql("group_id"), "(tenant=? AND group_id=?)"),
-            (membership_lookup_sql("member_id"), "(tenant=? AND member_id=?)"),
+            (
+                membership_lookup_sql("group_id"),
+                "COVERING INDEX sqlite_autoindex_memberships_1 (tenant=? AND group_id=?)",
+            ),
+            (membership_lookup_sql("member_id"), "COVERING INDEX memberships_member (tenant=? AND member_id=?)"),
         ];
         for table in ["users", "groups"] {
             queries.push((object_lookup_sql(table, "id IN ({keys})"), "(tenant=? AND id=?)"));
@@ -1772,10 +1787,7 @@ mod tests {
             object_lookup_sql("users", "user_name_key IN ({keys})"),
             "(tenant=? AND source=? AND user_name_key=?)",
         ));
-        queries.push((
-            MEMBER_KEYS_SQL.to_string(),
-            "m USING INDEX sqlite_autoindex_memberships_1 (tenant=? AND group_id=?)",
-        ));
+        queries.push((MEMBER_KEYS_SQL.to_string(), "USING COVERING INDEX users_member_keys (tenant=? AND id=?)"));
         for (sql, want) in queries {
             let sql = format!("EXPLAIN QUERY PLAN {}", sql.replace("{keys}", "?3, ?4"));
             let plan: Vec<String> = store
