@@ -1023,24 +1023,23 @@ fn neighborhood(
         .map(|o| o.id.clone())
         .collect();
     // Keyed by the stored DN as spelled (a group's member values usually are
-    // spelled so: no parsing), then by normalised DN, then by anchor.
-    let mut by_dn: HashMap<&str, HashMap<&str, &str>> = HashMap::new();
-    let mut by_dn_key: HashMap<&str, HashMap<&str, &str>> = HashMap::new();
-    let mut by_anchor: HashMap<&str, HashMap<&str, &str>> = HashMap::new();
+    // spelled so: no parsing); by normalised DN and by anchor only if needed.
     let keyed = store.member_keys(tenant, source, &read_groups)?;
-    for k in &keyed {
-        memberships.insert((k.group_id.clone(), k.member_id.clone()));
-        let g = k.group_id.as_str();
-        if let Some(dn) = &k.dn {
-            by_dn.entry(g).or_default().insert(dn, &k.member_id);
+    type KeyMap<'k> = HashMap<&'k str, HashMap<&'k str, &'k str>>;
+    let index = |key: fn(&crate::store::MemberKey) -> Option<&str>| -> KeyMap<'_> {
+        let mut map: KeyMap<'_> = HashMap::new();
+        for k in &keyed {
+            if let Some(v) = key(k) {
+                map.entry(k.group_id.as_str()).or_default().insert(v, k.member_id.as_str());
+            }
         }
-        if let Some(dn_key) = &k.dn_key {
-            by_dn_key.entry(g).or_default().insert(dn_key, &k.member_id);
-        }
-        by_anchor.entry(g).or_default().insert(&k.anchor, &k.member_id);
-    }
+        map
+    };
+    memberships.extend(keyed.iter().map(|k| (k.group_id.clone(), k.member_id.clone())));
+    let by_dn = index(|k| k.dn.as_deref());
+    let (mut by_dn_key, mut by_anchor): (Option<KeyMap<'_>>, Option<KeyMap<'_>>) = (None, None);
     let mut hood = Neighborhood::default();
-    let mut matched: HashSet<(String, String)> = HashSet::new();
+    let mut matched: HashSet<(&str, &str)> = HashSet::new();
     let (mut new_dn_keys, mut new_anchors) = (HashSet::new(), HashSet::new());
     for (g, refs) in seeds.members {
         for r in refs {
@@ -1049,16 +1048,20 @@ fn neighborhood(
                     Some(id) => (String::new(), Some(*id)),
                     None => {
                         let key = normalize_dn(dn);
-                        let id = by_dn_key.get(g.as_str()).and_then(|s| s.get(key.as_str())).copied();
+                        let map = by_dn_key.get_or_insert_with(|| index(|k| k.dn_key.as_deref()));
+                        let id = map.get(g.as_str()).and_then(|s| s.get(key.as_str())).copied();
                         (key, id)
                     }
                 },
                 MemberRef::Anchor(a) if seeds.read.contains_key(a) => continue,
-                MemberRef::Anchor(a) => (a.clone(), by_anchor.get(g.as_str()).and_then(|s| s.get(a.as_str())).copied()),
+                MemberRef::Anchor(a) => {
+                    let map = by_anchor.get_or_insert_with(|| index(|k| Some(k.anchor.as_str())));
+                    (a.clone(), map.get(g.as_str()).and_then(|s| s.get(a.as_str())).copied())
+                }
             };
             match stored {
                 Some(id) if !touched.contains(id) => {
-                    matched.insert((g.clone(), id.to_string()));
+                    matched.insert((g.as_str(), id));
                     match r {
                         MemberRef::Dn(dn) => hood.resolved_dns.insert(dn.clone(), id.to_string()),
                         MemberRef::Anchor(a) => hood.resolved_anchors.insert(a.clone(), id.to_string()),
@@ -1075,7 +1078,6 @@ fn neighborhood(
             }
         }
     }
-    drop((by_dn, by_dn_key, by_anchor));
     // Joiners: named now, not stored as members.
     let mut joiners = store.objects_by_dn_keys(tenant, source, &new_dn_keys.into_iter().collect::<Vec<_>>())?;
     joiners.extend(store.objects_by_anchors(tenant, source, &new_anchors.into_iter().collect::<Vec<_>>())?);
@@ -1089,19 +1091,21 @@ fn neighborhood(
     // no reference matched. Left unloaded: members still named.
     let partial: HashSet<&str> = d.partial_groups.iter().map(String::as_str).collect();
     let mut leavers = HashSet::new();
-    for crate::store::MemberKey { group_id: g, member_id: m, .. } in keyed {
-        let still_named = matched.contains(&(g.clone(), m.clone()))
-            || (objects.get(&g).is_some_and(|o| partial.contains(o.anchor.as_str()))
-                && !touched.contains(&m)
-                && !objects.contains_key(&m));
+    for k in &keyed {
+        let (g, m) = (&k.group_id, &k.member_id);
+        let still_named = matched.contains(&(g.as_str(), m.as_str()))
+            || (objects.get(g).is_some_and(|o| partial.contains(o.anchor.as_str()))
+                && !touched.contains(m)
+                && !objects.contains_key(m));
         if still_named {
-            hood.unloaded.insert(m);
-        } else if !objects.contains_key(&m) {
-            leavers.insert(m);
-        } else if is_group(&m, &objects) {
-            changed_view.insert(m);
+            hood.unloaded.insert(m.clone());
+        } else if !objects.contains_key(m) {
+            leavers.insert(m.clone());
+        } else if is_group(m, &objects) {
+            changed_view.insert(m.clone());
         }
     }
+    drop((matched, by_dn, by_dn_key, by_anchor));
     if objects.len() + leavers.len() > limit {
         return Ok(None);
     }
