@@ -1764,6 +1764,35 @@ fn update_object(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dn::normalize_dn;
+
+    /// Rows stored before migration 10 get their lookup keys from it: the DN
+    /// normalised as `dn::normalize_dn` does, the userName lower-cased
+    /// beyond ASCII.
+    #[test]
+    fn the_lookup_keys_of_older_rows_are_filled_in() {
+        let mut store = SqliteStore::open_in_memory().expect("store");
+        store.ensure_tenant("t").expect("tenant");
+        store
+            .conn
+            .execute_batch(
+                r#"INSERT INTO users (tenant, id, source, anchor, dn, user_name, attrs, version, created_at, updated_at)
+                   VALUES ('t', 'u1', 's', 'a1', 'UID=Jörg , OU=People,DC=Example', 'Jörg', '{"userName":["Jörg"]}', 1, 'x', 'x');
+                   INSERT INTO groups (tenant, id, source, anchor, dn, display_name, attrs, version, created_at, updated_at)
+                   VALUES ('t', 'g1', 's', 'a2', 'CN=Staff,DC=Example', 'Staff', '{}', 1, 'x', 'x');"#,
+            )
+            .expect("rows without keys");
+        let tx = store.conn.transaction().expect("tx");
+        backfill_lookup_keys(&tx).expect("backfill");
+        tx.commit().expect("commit");
+        let user = store.users_by_user_name_keys("t", "s", &["jörg".into()]).expect("by userName");
+        assert_eq!(user.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), ["u1"]);
+        let keys = [normalize_dn("uid=Jörg,ou=People,dc=Example"), normalize_dn("cn=staff,dc=example")];
+        let mut found: Vec<String> =
+            store.objects_by_dn_keys("t", "s", &keys).expect("by DN").into_iter().map(|o| o.id).collect();
+        found.sort();
+        assert_eq!(found, ["g1", "u1"]);
+    }
 
     /// Every keyed lookup of an incremental run goes through the index of
     /// its key, never a scan of the source's rows (which is what made a
