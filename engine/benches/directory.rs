@@ -1800,6 +1800,20 @@ fn phase_serve(env: &Env, s: &mut Size) -> Result<Value> {
     Ok(Value::Object(result))
 }
 
+/// A runtime and an LDAP connection bound as slapd's admin, to make changes with.
+fn admin_connection(s: &Size, what: &str) -> Result<(tokio::runtime::Runtime, ldap3::Ldap)> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    let ldap = rt
+        .block_on(async {
+            let (conn, mut ldap) = ldap3::LdapConnAsync::new(&s.slapd.uri).await?;
+            ldap3::drive!(conn);
+            ldap.simple_bind(&s.slapd.admin_dn, &s.slapd.admin_pw).await?.success()?;
+            Ok::<_, ldap3::LdapError>(ldap)
+        })
+        .with_context(|| format!("binding to {} as {} for {what}", s.slapd.uri, s.slapd.admin_dn))?;
+    Ok((rt, ldap))
+}
+
 /// Real-time changes to the group of every user (`all-staff`, N members,
 /// with a role rule on it): a user leaves it, then joins again, 10 times.
 /// Change sent → its membership event committed, and how many stored objects
@@ -1808,15 +1822,7 @@ fn big_group_latency(s: &mut Size, serve: &mut Serve, conn: &Connection) -> Resu
     const ROUNDS: usize = 10;
     let group = format!("cn=all-staff,ou=groups,{}", s.slapd.base);
     let targets = s.dir.take(ROUNDS, "big-group changes")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
-    let mut ldap = rt
-        .block_on(async {
-            let (conn, mut ldap) = ldap3::LdapConnAsync::new(&s.slapd.uri).await?;
-            ldap3::drive!(conn);
-            ldap.simple_bind(&s.slapd.admin_dn, &s.slapd.admin_pw).await?.success()?;
-            Ok::<_, ldap3::LdapError>(ldap)
-        })
-        .with_context(|| format!("binding to {} for the big-group changes", s.slapd.uri))?;
+    let (rt, mut ldap) = admin_connection(s, "the big-group changes")?;
     let run0 = last_run_id(conn)?;
     let mut total = Vec::new();
     for (i, dn) in targets.iter().enumerate() {
@@ -1884,15 +1890,7 @@ fn realtime_latency(env: &Env, s: &mut Size, serve: &mut Serve, conn: &Connectio
         return Ok(Value::Null);
     }
     let targets = s.dir.take(n, "realtime changes")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
-    let mut ldap = rt
-        .block_on(async {
-            let (conn, mut ldap) = ldap3::LdapConnAsync::new(&s.slapd.uri).await?;
-            ldap3::drive!(conn);
-            ldap.simple_bind(&s.slapd.admin_dn, &s.slapd.admin_pw).await?.success()?;
-            Ok::<_, ldap3::LdapError>(ldap)
-        })
-        .with_context(|| format!("binding to {} as {} for the realtime changes", s.slapd.uri, s.slapd.admin_dn))?;
+    let (rt, mut ldap) = admin_connection(s, "the realtime changes")?;
     let run0 = last_run_id(conn)?;
     let mut seq = last_seq(conn)?;
     let started = Instant::now();
