@@ -99,6 +99,11 @@ fn limits() -> SandboxLimits {
     SandboxLimits { memory_bytes: 64 << 20, call_timeout_ms: 2_000, output_max_bytes: 4 << 20, grant_clock: false }
 }
 
+/// The built-in plugin of a stage kind (every stage kind has one; connectors do not).
+fn builtin(kind: PluginKind) -> Result<PluginBinary, String> {
+    PluginBinary::builtin(kind).ok_or_else(|| format!("no built-in {kind} plugin"))
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = std::env::temp_dir().join(format!("roster-bench-{}", std::process::id()));
     let binary = PluginBinary::builtin_declarative_mapper();
@@ -225,8 +230,7 @@ fn other_kinds(host: &PluginHost, entries: &[SourceEntry]) -> Result<(), Box<dyn
     let config: toml::Table = toml::from_str(
         "costCenter = \"upper(departmentNumber)\"\nemployeeId = \"employeeNumber\"\npermanent = \"eq(employeeType, 'permanent')\"",
     )?;
-    let loaded =
-        host.load(TENANT, PluginKind::CustomAttributes, &PluginBinary::builtin(PluginKind::CustomAttributes))?;
+    let loaded = host.load(TENANT, PluginKind::CustomAttributes, &builtin(PluginKind::CustomAttributes)?)?;
     let mut custom = PluginInstance::with_schema(host, loaded, TENANT, limits(), &config, &schema)?;
     let mapped: Vec<BTreeMap<String, Vec<String>>> = entries
         .iter()
@@ -278,7 +282,7 @@ fn other_kinds(host: &PluginHost, entries: &[SourceEntry]) -> Result<(), Box<dyn
         table.push_str(&format!("[[rule]]\n{k} = {v:?}\nrole = {role:?}\npriority = {prio}\n"));
     }
     let config: toml::Table = toml::from_str(&table)?;
-    let loaded = host.load(TENANT, PluginKind::RoleAssigner, &PluginBinary::builtin(PluginKind::RoleAssigner))?;
+    let loaded = host.load(TENANT, PluginKind::RoleAssigner, &builtin(PluginKind::RoleAssigner)?)?;
     let mut roles = PluginInstance::new(host, loaded, TENANT, limits(), &config)?;
     let users: Vec<UserGroupsInput<'_>> = mapped
         .iter()
@@ -343,8 +347,7 @@ fn other_kinds(host: &PluginHost, entries: &[SourceEntry]) -> Result<(), Box<dyn
     );
 
     // Conflict resolution: duplicate userName between two 7-attribute users, keep-oldest.
-    let loaded =
-        host.load(TENANT, PluginKind::ConflictResolver, &PluginBinary::builtin(PluginKind::ConflictResolver))?;
+    let loaded = host.load(TENANT, PluginKind::ConflictResolver, &builtin(PluginKind::ConflictResolver)?)?;
     let mut resolver = PluginInstance::new(host, loaded, TENANT, limits(), &toml::Table::new())?;
     let conflicts: Vec<ConflictInput> = mapped
         .chunks(2)
