@@ -906,10 +906,6 @@ fn pipeline_fingerprint(tenant: &TenantConfig, plugins: &[(PluginKind, PluginIde
 /// them), group scoping (reachability from the scope groups), correlation, or
 /// a unique key other than `userName` (the one the store can look up).
 fn narrow_runs_possible(tenant: &TenantConfig, opts: &SyncOptions) -> bool {
-    // Test hook: the whole-state merge, to compare the two paths' results.
-    if std::env::var_os("ROSTER_TEST_FULL_MERGE").is_some() {
-        return false;
-    }
     tenant.sources.len() == 1
         && opts
             .only_sources
@@ -1139,61 +1135,38 @@ fn neighborhood(
         while !frontier.is_empty() {
             seen.extend(frontier.iter().cloned());
             let edges = store.memberships_touching(tenant, source, &frontier, MembershipEnd::Group)?;
-            let new: Vec<String> = edges
-                .iter()
-                .map(|(_, m)| m.clone())
-                .filter(|m| !objects.contains_key(m))
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
+            let new = distinct(edges.iter().map(|(_, m)| m).filter(|m| !objects.contains_key(*m)));
             if objects.len() + new.len() > limit {
                 return Ok(None);
             }
             add(&mut objects, store.objects_by_ids(tenant, source, &new)?);
-            frontier = edges
-                .iter()
-                .map(|(_, m)| m)
-                .filter(|m| !seen.contains(*m) && is_group(m, &objects))
-                .cloned()
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
+            frontier = distinct(edges.iter().map(|(_, m)| m).filter(|m| !seen.contains(*m) && is_group(m, &objects)));
             memberships.extend(edges);
         }
         // Up: every group of everything in view, at any depth. Groups too: a
         // user joining a group gets the group's ancestors, which no stored
         // membership of the user leads to.
         let mut seen: HashSet<String> = HashSet::new();
-        let mut frontier: Vec<String> =
-            objects.keys().chain(seeds.desired.keys()).cloned().collect::<HashSet<_>>().into_iter().collect();
+        let mut frontier = distinct(objects.keys().chain(seeds.desired.keys()));
         while !frontier.is_empty() {
             if seen.len() > limit {
                 return Ok(None);
             }
             seen.extend(frontier.iter().cloned());
             let edges = store.memberships_touching(tenant, source, &frontier, MembershipEnd::Member)?;
-            frontier = edges
-                .iter()
-                .map(|(g, _)| g)
-                .filter(|g| !seen.contains(*g))
-                .cloned()
-                .collect::<HashSet<_>>()
-                .into_iter()
-                .collect();
+            frontier = distinct(edges.iter().map(|(g, _)| g).filter(|g| !seen.contains(*g)));
             memberships.extend(edges);
         }
     }
 
     // Both ends of every membership in view, but the unchanged members.
     hood.unloaded.retain(|id| !objects.contains_key(id));
-    let missing: Vec<String> = memberships
-        .iter()
-        .flat_map(|(g, m)| [g, m])
-        .filter(|id| !objects.contains_key(*id) && !hood.unloaded.contains(*id))
-        .cloned()
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
+    let missing = distinct(
+        memberships
+            .iter()
+            .flat_map(|(g, m)| [g, m])
+            .filter(|id| !objects.contains_key(*id) && !hood.unloaded.contains(*id)),
+    );
     if objects.len() + missing.len() > limit {
         return Ok(None);
     }
@@ -1220,6 +1193,11 @@ fn neighborhood(
 
     hood.snapshot = crate::diff::Snapshot { objects, memberships, partial_of: Some(total) };
     Ok(Some(hood))
+}
+
+/// Each id once, for a batched lookup.
+fn distinct<'a>(ids: impl Iterator<Item = &'a String>) -> Vec<String> {
+    ids.collect::<HashSet<_>>().into_iter().cloned().collect()
 }
 
 /// Reads one source, maps every in-scope entry, resolves memberships. An
