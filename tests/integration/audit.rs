@@ -2,8 +2,6 @@
 //! per-tenant hash chain that `roster audit verify` checks; sensitive
 //! attributes never reach the store, the audit or `explain` in clear.
 
-use std::path::Path;
-
 use serde_json::Value;
 
 use crate::support::Env;
@@ -33,20 +31,6 @@ fn export(env: &Env) -> Vec<Value> {
     run.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 
-fn db(env: &Env) -> rusqlite::Connection {
-    rusqlite::Connection::open(env.path().join("data").join("roster.db")).expect("open store")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        if e.file_type().expect("type").is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
-        }
-    }
-}
-
 #[test]
 fn runs_changes_and_admin_actions_are_chained_and_tampering_is_named() {
     let env = env();
@@ -73,8 +57,7 @@ fn runs_changes_and_admin_actions_are_chained_and_tampering_is_named() {
     assert!(verified.stdout.contains(&format!("{} records", records.len())), "{}", verified.stdout);
 
     // Each kind of tampering, each on a copy of the untouched store.
-    let pristine = env.path().join("pristine");
-    copy_dir(&env.path().join("data"), &pristine);
+    env.save_store("pristine");
     let tamperings: [(&str, &str, &str); 3] = [
         (
             "edit",
@@ -90,14 +73,14 @@ fn runs_changes_and_admin_actions_are_chained_and_tampering_is_named() {
         ),
     ];
     for (what, sql, expect) in tamperings {
-        copy_dir(&pristine, &env.path().join("data"));
-        db(&env).execute_batch(sql).expect("tamper");
+        env.restore_store("pristine");
+        env.store_sql(sql);
         let run = env.run(&["audit", "verify"]);
         assert_eq!(run.code, 1, "{what}: verify must fail\n{}{}", run.stdout, run.stderr);
         assert!(run.stderr.contains("tenant 't'"), "{what}: names the tenant: {}", run.stderr);
         assert!(run.stderr.contains(expect), "{what}: expected '{expect}' in: {}", run.stderr);
     }
-    copy_dir(&pristine, &env.path().join("data"));
+    env.restore_store("pristine");
     env.run(&["audit", "verify"]).ok();
 }
 
@@ -105,15 +88,12 @@ fn runs_changes_and_admin_actions_are_chained_and_tampering_is_named() {
 fn sensitive_attributes_are_stored_audited_and_explained_only_as_digests() {
     let env = env();
     env.sync(&[]).0.ok();
-    let conn = db(&env);
-    let attrs: String = conn
-        .query_row("SELECT attrs FROM users WHERE anchor = '00000000-0000-4000-8000-00000000000a'", [], |r| r.get(0))
-        .expect("ann is stored");
+    let attrs =
+        env.store_texts("SELECT attrs FROM users WHERE anchor = '00000000-0000-4000-8000-00000000000a'").remove(0);
     assert!(attrs.contains("redacted:sha256:"), "the store keeps a digest: {attrs}");
-    drop(conn);
 
     // Nowhere in the store file, the audit export, the event feed or explain.
-    let store = std::fs::read(env.path().join("data").join("roster.db")).expect("read store");
+    let store = env.store_bytes();
     assert!(!store.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "the password is in the store file");
     let audit = env.run(&["audit", "export", "--tenant", "t"]).ok();
     assert!(!audit.stdout.contains(PASSWORD));
@@ -147,11 +127,10 @@ fn raw_source_attributes_are_kept_only_when_the_tenant_opts_in() {
     let bob = "00000000-0000-4000-8000-00000000000b";
     env.sync(&[]).0.ok();
     let store_holds = |needle: &str| {
-        let bytes = std::fs::read(env.path().join("data").join("roster.db")).expect("read store");
+        let bytes = env.store_bytes();
         bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
     };
-    let raw_rows =
-        || -> i64 { db(&env).query_row("SELECT count(*) FROM raw_attributes", [], |r| r.get(0)).expect("count") };
+    let raw_rows = || env.store_count("SELECT count(*) FROM raw_attributes");
     assert!(!store_holds("Unmapped-Room-4711"), "only mapped attributes are stored by default");
     assert_eq!(raw_rows(), 0);
 
@@ -160,13 +139,11 @@ fn raw_source_attributes_are_kept_only_when_the_tenant_opts_in() {
     env.write_config(&format!("{cfg}[tenant.privacy]\nkeep_raw_attributes = true\n"));
     env.sync(&[]).0.ok();
     assert_eq!(raw_rows(), 2, "both users");
-    let (attrs, _): (String, String) = db(&env)
-        .query_row(
-            "SELECT r.attrs, r.read_at FROM raw_attributes r JOIN users u ON u.id = r.object_id WHERE u.anchor = ?1",
-            [bob],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("bob's raw attributes");
+    let attrs = env
+        .store_texts(&format!(
+            "SELECT r.attrs, r.read_at FROM raw_attributes r JOIN users u ON u.id = r.object_id WHERE u.anchor = '{bob}'"
+        ))
+        .remove(0);
     let attrs: Value = serde_json::from_str(&attrs).expect("json");
     assert_eq!(attrs["roomNumber"], serde_json::json!(["Unmapped-Room-4711"]), "{attrs}");
     let explain = env.run(&["explain", "--tenant", "t", bob]).ok();
@@ -177,7 +154,7 @@ fn raw_source_attributes_are_kept_only_when_the_tenant_opts_in() {
     );
     let ann = env.run(&["explain", "--tenant", "t", "00000000-0000-4000-8000-00000000000a"]).ok();
     assert!(!ann.stdout.contains(PASSWORD) && ann.stdout.contains("userPassword"), "{}", ann.stdout);
-    let store = std::fs::read(env.path().join("data").join("roster.db")).expect("read store");
+    let store = env.store_bytes();
     assert!(!store.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()), "sensitive values stay digested");
 
     // A deleted object's raw attributes go with it; turning the option off deletes the rest.

@@ -9,6 +9,7 @@ mod admin_api;
 mod api;
 mod audit;
 mod authoring;
+mod cluster;
 mod config_check;
 mod conflicts;
 mod connectors;

@@ -6,82 +6,15 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Stdio};
+
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::serve::{Serve, wait_until};
 use crate::support::slapd::{Slapd, gen_ldif};
 use crate::support::{Env, user};
-
-struct Serve {
-    child: Child,
-    pub metrics: String,
-    /// Kept open: the server's last line must not meet a closed pipe.
-    _stdout: BufReader<std::process::ChildStdout>,
-}
-
-impl Serve {
-    fn start(env: &Env) -> Serve {
-        let mut child = env
-            .cmd()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start roster serve");
-        let mut line = String::new();
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        stdout.read_line(&mut line).expect("first line");
-        let metrics = line
-            .split("metrics on ")
-            .nth(1)
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|| panic!("unexpected: {line}"));
-        Serve { child, metrics, _stdout: stdout }
-    }
-
-    /// SIGTERM, then the exit code.
-    fn stop(mut self) -> i32 {
-        // SAFETY: signalling our own child by pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let started = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "roster serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: a crash.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if f() {
-            return started.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what}: not within {timeout:?}");
-}
 
 fn http_get(url: &str) -> String {
     let rest = url.trim_start_matches("http://");
@@ -96,8 +29,12 @@ fn http_get(url: &str) -> String {
 fn realtime_env(s: &Slapd) -> Env {
     let env = Env::new("");
     std::fs::write(env.path().join("ldap-password"), &s.svc_pw).expect("write");
+    // Short leases: a killed node's successor (the restart below) takes its
+    // source over after 3 s, not the default 15.
     env.write_config(&format!(
-        r#"[store]
+        r#"[serve]
+lease_secs = 3
+[store]
 path = "data"
 [[tenant]]
 id = "t"
@@ -312,8 +249,11 @@ fn without_syncprov_a_realtime_source_polls_and_an_outage_is_retried_notified_an
     std::fs::write(env.path().join("hook-secret"), "hook-signing-key").expect("write");
     let cfg = std::fs::read_to_string(env.config_path()).expect("config");
     env.write_config(&format!(
-        "[serve]\nretry_max_secs = 1\n[[notify]]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = {{ file = \"hook-secret\" }}\n{}",
-        cfg.replace(
+        "{}",
+        cfg.replace("[serve]\n", &format!(
+            "[[notify]]\nkind = \"webhook\"\nurl = \"{hook}\"\nsecret = {{ file = \"hook-secret\" }}\n[serve]\nretry_max_secs = 1\n"
+        ))
+        .replace(
             r#"sync = { mode = "realtime", reconcile_cron = "*/2 * * * * *" }"#,
             r#"sync = { mode = "realtime", poll_secs = 1 }"#
         )
@@ -413,12 +353,7 @@ displayName = "{display}"
     let good = env.path().join("good.toml");
     std::fs::write(&good, config("upper(coalesce(displayName, cn))")).expect("write");
     let read = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roster"))
-            .arg("--config")
-            .arg(&good)
-            .args(args)
-            .output()
-            .expect("roster");
+        let out = env.cmd_with_config(&good).args(args).output().expect("roster");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };

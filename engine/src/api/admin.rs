@@ -22,7 +22,6 @@ use serde_json::{Value, json};
 use super::tokens::{self, Need};
 use super::{Api, Shared, error};
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 use crate::sync::{NoProgress, SyncOptions};
 
 /// Largest plugin upload.
@@ -221,10 +220,10 @@ fn ok_json(status: StatusCode, body: &Value) -> Response {
 /// `{"data": …}` from one store read, or the error response.
 fn read_data<T: serde::Serialize>(
     api: &Api,
-    read: impl FnOnce(&mut SqliteStore) -> Result<T, crate::store::StoreError>,
+    read: impl FnOnce(&mut dyn crate::store::Store) -> Result<T, crate::store::StoreError>,
 ) -> Response {
     let result = match api.store.lock() {
-        Ok(mut s) => read(&mut s),
+        Ok(mut s) => read(&mut **s),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable"),
     };
     match result {
@@ -254,7 +253,7 @@ impl Api {
         let t = self.config.tenant(tenant).ok_or("no such tenant")?;
         let lock = self.locks.get(tenant);
         let _held = lock.map(|l| l.lock());
-        let mut store = SqliteStore::open(&self.config.store_dir()).map_err(|e| e.to_string())?;
+        let mut store = crate::store::open(&self.config).map_err(|e| e.to_string())?;
         crate::sync::sync_tenant(&self.config, t, &mut store, &self.host, opts, &NoProgress).map_err(|e| e.to_string())
     }
 }
@@ -474,7 +473,7 @@ async fn upload_plugin(
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let path = dir.join(format!("{}.wasm", uuid::Uuid::new_v4()));
         std::fs::write(&path, &body).map_err(|e| e.to_string())?;
-        let mut store = SqliteStore::open(&api.config.store_dir()).map_err(|e| e.to_string())?;
+        let mut store = crate::store::open(&api.config).map_err(|e| e.to_string())?;
         let added = crate::registry::add(t, &api.host, &mut store, &kind, &path, None, activate, &actor);
         let _ = std::fs::remove_file(&path);
         Ok(added.map(|a| {

@@ -29,7 +29,6 @@ use crate::scim::Directory;
 use crate::serve::metrics::Metrics;
 use crate::serve::notify::{EventKind, Notifier};
 use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
 
 const SCIM_ERROR: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const LIST: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
@@ -47,7 +46,7 @@ pub struct Services {
 
 pub struct Api {
     config: Arc<Config>,
-    store: Mutex<SqliteStore>,
+    store: Mutex<crate::store::BoxStore>,
     metrics: Arc<Metrics>,
     notifier: Arc<Notifier>,
     host: Arc<crate::plugin_host::PluginHost>,
@@ -493,7 +492,7 @@ fn schemas(custom: &crate::custom_attrs::Schema) -> Value {
 /// The router, without listening.
 pub fn router(services: Services) -> Result<Router, String> {
     let Services { config, metrics, notifier, host, locks } = services;
-    let store = SqliteStore::open(&config.store_dir()).map_err(|e| e.to_string())?;
+    let store = crate::store::open(&config).map_err(|e| e.to_string())?;
     let api = Arc::new(Api {
         config,
         store: Mutex::new(store),

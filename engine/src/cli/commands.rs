@@ -1,5 +1,6 @@
 //! What each subcommand does.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 
@@ -16,7 +17,7 @@ use crate::plugin_host::{PluginError, PluginHost, short_hash};
 use crate::registry::{self, RegistryError};
 use crate::scim::Directory;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Store, StoreError};
+use crate::store::{BoxStore, Store, StoreError};
 use crate::sync::{self, NoProgress, Progress, RunStatus, SyncError, SyncOptions};
 
 pub fn run(cli: &Cli) -> Result<u8> {
@@ -48,7 +49,7 @@ pub fn run(cli: &Cli) -> Result<u8> {
         }
     };
     match &cli.command {
-        Command::Serve { listen } => serve_cmd(config, listen.clone()),
+        Command::Serve { listen, node_id } => serve_cmd(config, listen.clone(), node_id.clone()),
         Command::Token { action } => token_cmd(&config, action),
         Command::Audit { action: AuditAction::Verify } => match open_store(&config)?.audit_verify() {
             Ok(n) => {
@@ -167,8 +168,8 @@ fn cli_actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 
-fn open_store(config: &Config) -> Result<SqliteStore> {
-    SqliteStore::open(&config.store_dir()).context("opening the store")
+fn open_store(config: &Config) -> Result<BoxStore> {
+    crate::store::open(config).context("opening the store")
 }
 
 fn plugin_host(config: &Config) -> Result<PluginHost> {
@@ -347,7 +348,7 @@ extern "C" fn on_reload_signal(_: libc::c_int) {
 /// that loads replaces the running one (runs in progress finish first, streams
 /// resume from their stored cookies, the API keeps its address), a file that
 /// does not is refused and the service keeps its configuration. Both are audited.
-fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
+fn serve_cmd(config: Config, listen: Option<String>, node_id: Option<String>) -> Result<u8> {
     use crate::serve::reload::{self, Snapshot};
     use std::sync::atomic::Ordering::SeqCst;
     // SAFETY: the handlers only store to atomics, which is async-signal-safe.
@@ -361,6 +362,7 @@ fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
     let mut current = Snapshot::load(&config.path).context("reading the configuration again")?;
     reload::audit_load(&mut open_store(&current.config)?, &current, "serve");
     let mut listen = listen;
+    let process_node_id = crate::serve::cluster::default_node_id();
     loop {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let relay_stop = stop.clone();
@@ -380,7 +382,7 @@ fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "configuration reload refused; the service keeps its configuration");
-                            match SqliteStore::open(&running.config.store_dir()) {
+                            match crate::store::open(&running.config) {
                                 Ok(mut store) => reload::audit_refused(&mut store, &running, &e, "serve:SIGHUP"),
                                 Err(se) => {
                                     tracing::error!(error = %se, "cannot open the store to audit the refused reload")
@@ -393,7 +395,10 @@ fn serve_cmd(config: Config, listen: Option<String>) -> Result<u8> {
             }
             relay_stop.store(true, SeqCst);
         });
-        let config = current.config.clone();
+        let mut config = current.config.clone();
+        // One name for the whole process, reloads included: its leases stay its own.
+        config.serve.node_id =
+            Some(node_id.clone().or(config.serve.node_id.clone()).unwrap_or_else(|| process_node_id.clone()));
         let bound = crate::serve::run(config, listen.clone(), stop.clone()).map_err(anyhow::Error::msg);
         stop.store(true, SeqCst);
         let _ = relay.join();
@@ -610,6 +615,11 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
         }
     }
     let mut store = open_store(config)?;
+    // Who works on what (`roster serve` nodes sharing the store): live leases only.
+    let leases: BTreeMap<String, String> =
+        store.leases()?.into_iter().filter(|l| !l.expired).map(|l| (l.resource, l.owner)).collect();
+    let lease_ms = i64::try_from(config.serve.lease_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let nodes = store.nodes(lease_ms)?;
     let mut rows = Vec::new();
     for t in config.tenants.iter().filter(|t| only.is_none_or(|id| id == t.id)) {
         let last_run = store.runs(&t.id, 1)?.into_iter().next();
@@ -644,6 +654,7 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
                 "last_complete_sync": last_complete,
                 "last_run": last_run.as_ref().map(|r| serde_json::json!({"id": r.id, "status": r.status, "started_at": r.started_at})),
                 "quarantined": quarantined,
+                "owner": leases.get(&crate::serve::cluster::source_resource(&t.id, s.name())),
             }));
         }
     }
@@ -680,6 +691,22 @@ fn status_cmd(config: &Config, only: Option<&str>, json: bool) -> Result<u8> {
         }
         if let Some(e) = r["last_error"].as_str() {
             println!("    last error: {e}");
+        }
+        if let Some(owner) = r["owner"].as_str() {
+            println!("    worked on by node: {owner}");
+        }
+    }
+    let live: Vec<_> = nodes.iter().filter(|n| n.alive).collect();
+    if !live.is_empty() {
+        println!("\nNODES ({} alive)", live.len());
+        for n in live {
+            let held: Vec<&str> = leases.iter().filter(|(_, o)| **o == n.node).map(|(r, _)| r.as_str()).collect();
+            println!(
+                "{:<32} {:<40} holds {}",
+                n.node,
+                n.info,
+                if held.is_empty() { "-".into() } else { held.join(", ") }
+            );
         }
     }
     Ok(exit::OK)
@@ -1045,11 +1072,8 @@ fn plugin_cmd(config: &Config, action: &PluginAction) -> Result<u8> {
 fn check_cmd(config: &Config) -> Result<u8> {
     let host = PluginHost::new(None).map_err(anyhow::Error::msg)?;
     // A check writes nothing: read the registry only if a store already exists.
-    let mut store = if config.store_dir().join(crate::store::sqlite::DB_FILE).is_file() {
-        open_store(config)?
-    } else {
-        SqliteStore::open_in_memory()?
-    };
+    let mut store =
+        if crate::store::exists(config) { open_store(config)? } else { Box::new(SqliteStore::open_in_memory()?) };
     let mut problems = 0;
     for t in &config.tenants {
         for kind in crate::plugin_host::PluginKind::ALL.into_iter().skip(1) {

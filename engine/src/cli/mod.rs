@@ -78,6 +78,9 @@ pub enum Command {
         /// Address for /metrics and /healthz (default: [serve] listen, 127.0.0.1:9464).
         #[arg(long)]
         listen: Option<String>,
+        /// This node's name among the nodes sharing the store (default: [serve] node_id, else host-pid).
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// API tokens for `roster serve`'s HTTP API (events, REST, SCIM).
     Token {

@@ -46,15 +46,37 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// The data directory; the SQLite database lives in it.
+    /// The data directory: the SQLite database (unless `url` is set), the
+    /// plugin cache and uploads live in it.
     #[serde(default = "default_store_path")]
     pub path: PathBuf,
+    /// `postgres://user@host:port/database?sslmode=…`: the store lives in
+    /// PostgreSQL, which several `roster serve` nodes can share. Unset: SQLite.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The PostgreSQL password (a secret reference; never in the URL).
+    #[serde(default)]
+    pub password: Option<SecretRef>,
+    /// PEM CA for the PostgreSQL server's certificate (default: the system's).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: default_store_path() }
+        Self { path: default_store_path(), url: None, password: None, ca_file: None }
     }
+}
+
+/// Replaces the configured store with a PostgreSQL URL (`[store] url`), as
+/// container deployments and the test suite's PostgreSQL run set it.
+pub const STORE_URL_ENV: &str = "ROSTER_STORE_URL";
+
+/// Where the store lives, once `ROSTER_STORE_URL` is taken into account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    Postgres { url: String, password: Option<SecretRef>, ca_file: Option<PathBuf> },
 }
 
 fn default_store_path() -> PathBuf {
@@ -84,6 +106,14 @@ pub struct ServeConfig {
     /// PEM private key of `tls_cert` (keep it 0600).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// This node's name among the `roster serve` processes sharing the store
+    /// (default: host name and process id). Also `--node-id`.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// How long a node's claim on a source or delivery target lasts without
+    /// renewal: a node that dies loses its work to the others after this.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -95,8 +125,14 @@ impl Default for ServeConfig {
             auth_failures_per_minute: default_auth_failures(),
             tls_cert: None,
             tls_key: None,
+            node_id: None,
+            lease_secs: default_lease_secs(),
         }
     }
+}
+
+fn default_lease_secs() -> u64 {
+    15
 }
 
 fn default_auth_failures() -> u32 {
@@ -1423,6 +1459,12 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let path = self.path.display().to_string();
+        if let Some(url) = &self.store.url {
+            check_store_url(url).map_err(|message| ConfigError::Syntax {
+                path: path.clone(),
+                message: format!("[store] url: {message}"),
+            })?;
+        }
         let mut ids = HashSet::new();
         for t in &self.tenants {
             let invalid = |message: String| ConfigError::Invalid { path: path.clone(), tenant: t.id.clone(), message };
@@ -1561,6 +1603,33 @@ impl Config {
     pub fn store_dir(&self) -> PathBuf {
         self.resolve_path(&self.store.path)
     }
+
+    pub fn store_location(&self) -> StoreLocation {
+        let from_env = std::env::var(STORE_URL_ENV).ok().filter(|u| !u.trim().is_empty());
+        match from_env.or_else(|| self.store.url.clone()) {
+            Some(url) => StoreLocation::Postgres {
+                url,
+                password: self.store.password.clone(),
+                ca_file: self.store.ca_file.as_ref().map(|p| self.resolve_path(p)),
+            },
+            None => StoreLocation::Sqlite(self.store_dir()),
+        }
+    }
+}
+
+/// A PostgreSQL URL, without a password in it (that is `[store] password`).
+pub fn check_store_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return Err(format!(
+            "'{}' is not a PostgreSQL URL: write postgres://user@host:port/database (leave `url` out for SQLite)",
+            parsed.scheme()
+        ));
+    }
+    if parsed.password().is_some() || parsed.query_pairs().any(|(k, _)| k == "password") {
+        return Err("the URL holds a password: give it as `password = { env = \"…\" }` or `{ file = \"…\" }`".into());
+    }
+    Ok(())
 }
 
 /// toml's message with the line and column spelled out, even where its own

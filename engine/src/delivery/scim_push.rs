@@ -17,7 +17,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::config::{Config, ScimPushConfig, Secret};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{EventRecord, Store, WebhookState};
 
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -46,16 +45,16 @@ impl Target {
     }
 }
 
-fn remote_id(store: &mut SqliteStore, tenant: &str, target: &str, id: &str) -> Option<String> {
+fn remote_id(store: &mut dyn Store, tenant: &str, target: &str, id: &str) -> Option<String> {
     store.source_state(tenant, &format!("scim-push:{target}"), id).ok().flatten()
 }
 
-fn remember(store: &mut SqliteStore, tenant: &str, target: &str, id: &str, remote: &str) {
+fn remember(store: &mut dyn Store, tenant: &str, target: &str, id: &str, remote: &str) {
     let _ = store.set_source_state(tenant, &format!("scim-push:{target}"), id, remote);
 }
 
 /// Applies one event; `Err` is retried.
-async fn apply(t: &Target, store: &mut SqliteStore, tenant: &str, name: &str, e: &EventRecord) -> Result<(), String> {
+async fn apply(t: &Target, store: &mut dyn Store, tenant: &str, name: &str, e: &EventRecord) -> Result<(), String> {
     let p = &e.payload;
     let obj = &p["object"];
     let attrs: crate::model::Attributes = serde_json::from_value(obj["attributes"].clone()).unwrap_or_default();
@@ -63,7 +62,7 @@ async fn apply(t: &Target, store: &mut SqliteStore, tenant: &str, name: &str, e:
     let collection = if e.object_kind == "user" { "Users" } else { "Groups" };
     let schema = if e.object_kind == "user" { crate::scim::USER_SCHEMA } else { crate::scim::GROUP_SCHEMA };
     let ok = |s: StatusCode| s.is_success();
-    let create = |store: &mut SqliteStore| {
+    let create = |store: &mut dyn Store| {
         let body = crate::scim::push_body(schema, anchor, &attrs);
         async move {
             let (s, v) = t.send(t.req(reqwest::Method::POST, collection).json(&body)).await?;
@@ -149,8 +148,14 @@ async fn apply(t: &Target, store: &mut SqliteStore, tenant: &str, name: &str, e:
     Ok(())
 }
 
-/// Pushes one target's events until `stop`.
-pub fn push(config: Arc<Config>, tenant: String, target: ScimPushConfig, stop: Arc<AtomicBool>) {
+/// Pushes one target's events until `stop`, while `active` (this node holds the target).
+pub fn push(
+    config: Arc<Config>,
+    tenant: String,
+    target: ScimPushConfig,
+    active: impl Fn() -> bool,
+    stop: Arc<AtomicBool>,
+) {
     let name = format!("{tenant}/{}", target.name);
     let token = match &target.token {
         Some(t) => match t.resolve(&config.base_dir) {
@@ -174,12 +179,16 @@ pub fn push(config: Arc<Config>, tenant: String, target: ScimPushConfig, stop: A
     };
     let t = Target { base: target.url.trim_end_matches('/').to_string(), token, http };
     let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-    let Ok(mut store) = SqliteStore::open(&config.store_dir()) else { return };
+    let Ok(mut store) = crate::store::open(&config) else { return };
     let cursor = format!("scim:{}", target.name);
     let mut wait_until = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if std::time::Instant::now() < wait_until {
             std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        if !active() {
+            wait_until = std::time::Instant::now() + Duration::from_millis(200);
             continue;
         }
         let mut state = store.webhook_state(&tenant, &cursor).unwrap_or_default();

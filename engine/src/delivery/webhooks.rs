@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::config::{Config, Secret, WebhookConfig};
-use crate::store::sqlite::SqliteStore;
 use crate::store::{EventRecord, Store, WebhookState};
 
 /// `t=…,v1=…` for a body sent at `timestamp`.
@@ -83,8 +82,14 @@ fn backoff(attempts: u32) -> Duration {
     base.min(Duration::from_secs(600)) + Duration::from_millis(u64::from(crate::util::jitter_ms(250)))
 }
 
-/// Delivers one endpoint's events until `stop`.
-pub fn deliver(config: Arc<Config>, tenant: String, hook: WebhookConfig, stop: Arc<AtomicBool>) {
+/// Delivers one endpoint's events until `stop`, while `active` (this node holds the endpoint).
+pub fn deliver(
+    config: Arc<Config>,
+    tenant: String,
+    hook: WebhookConfig,
+    active: impl Fn() -> bool,
+    stop: Arc<AtomicBool>,
+) {
     let name = format!("{tenant}/{}", hook.name);
     let secret = match hook.secret.resolve(&config.base_dir) {
         Ok(s) => s,
@@ -97,7 +102,7 @@ pub fn deliver(config: Arc<Config>, tenant: String, hook: WebhookConfig, stop: A
         tracing::error!(webhook = %name, "cannot start the webhook client");
         return;
     };
-    let mut store = match SqliteStore::open(&config.store_dir()) {
+    let mut store = match crate::store::open(&config) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(webhook = %name, error = %e, "cannot open the store");
@@ -109,6 +114,11 @@ pub fn deliver(config: Arc<Config>, tenant: String, hook: WebhookConfig, stop: A
     while !stop.load(Ordering::Relaxed) {
         if std::time::Instant::now() < wait_until {
             std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        if !active() {
+            // Another node delivers; the position is read again when this one takes over.
+            wait_until = std::time::Instant::now() + Duration::from_millis(200);
             continue;
         }
         let mut state = match store.webhook_state(&tenant, &hook.name) {

@@ -20,7 +20,12 @@
 //! its recovery). SIGTERM/SIGINT: the runs in progress finish, state is
 //! persisted with them, and the process exits 0; a restart resumes from the
 //! stored cookies and delta links.
+//!
+//! Several nodes can serve one store (PostgreSQL): each source and delivery
+//! target is worked on by the node holding its lease ([`cluster`]). Triggers
+//! reach every node; only the holder runs them, fenced by its lease.
 
+pub mod cluster;
 pub mod metrics;
 pub mod notify;
 pub mod realtime;
@@ -36,10 +41,10 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, SourceConfig, SyncMode, TenantConfig};
 use crate::plugin_host::PluginHost;
 use crate::source::{Source, SourceError};
-use crate::store::Store;
-use crate::store::sqlite::SqliteStore;
+use crate::store::{BoxStore, Store};
 use crate::sync::{NoProgress, RunStatus, SourceProvider, SyncError, SyncOptions};
 
+use cluster::{Change, Cluster};
 use metrics::Metrics;
 use notify::{EventKind, Notifier};
 use realtime::{Batch, Buffer, BufferedSource};
@@ -174,46 +179,79 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     let scheme = if config.serve.tls_cert.is_some() { "https" } else { "http" };
     println!("roster serve: {} tenant(s); metrics on {scheme}://{addr}/metrics", config.tenants.len());
 
-    let mut threads = vec![http];
-    let mut senders: Vec<Sender<Trigger>> = Vec::new();
+    let node = config.serve.node_id.clone().unwrap_or_else(cluster::default_node_id);
+    let cluster = Cluster::new(node.clone(), Duration::from_secs(config.serve.lease_secs.max(1)));
+    tracing::info!(node = %node, lease_secs = config.serve.lease_secs, "serving as node");
+
+    // What each tenant's worker gets, and every resource a node can hold.
+    let mut channels: Vec<(Sender<Trigger>, Receiver<Trigger>)> = Vec::new();
+    let mut tenant_buffers: Vec<Buffers> = Vec::new();
+    let mut resources: Vec<String> = Vec::new();
     // Realtime LDAP sources whose server cannot stream.
     let mut no_stream: HashSet<(String, String)> = HashSet::new();
+    let mut work = Work { config: config.clone(), host: host.clone(), streams: HashMap::new(), polls: HashMap::new() };
+    let mut store = crate::store::open(&config).map_err(|e| e.to_string())?;
     for (t_index, tenant) in config.tenants.iter().enumerate() {
         let (tx, rx) = channel::<Trigger>();
-        senders.push(tx.clone());
         let mut buffers: Buffers = HashMap::new();
-        let mut store = SqliteStore::open(&config.store_dir()).map_err(|e| e.to_string())?;
         for source in &tenant.sources {
+            let resource = cluster::source_resource(&tenant.id, source.name());
+            resources.push(resource.clone());
             let mode = tenant.source_sync.get(source.name()).cloned().unwrap_or_default();
             for (k, v) in [("serve.mode", mode.mode.as_str())] {
                 let _ = store.set_source_state(&tenant.id, source.name(), k, v);
             }
             if let (SyncMode::Realtime, SourceConfig::Ldap(ldap)) = (mode.mode, source) {
-                if !offers_syncrepl(&config, ldap) {
-                    let every = poll_interval(source, &mode, true).unwrap_or(Duration::from_secs(10));
-                    tracing::warn!(tenant = %tenant.id, source = %source.name(), every_secs = every.as_secs(),
-                        "the server does not offer RFC 4533 content synchronization (no syncprov): polling instead of streaming");
-                    let _ = store.set_source_state(
-                        &tenant.id,
-                        source.name(),
-                        "serve.mode",
-                        "realtime (polling: no syncprov)",
-                    );
-                    no_stream.insert((tenant.id.clone(), source.name().to_string()));
+                if offers_syncrepl(&config, ldap) {
+                    // Checked now, so a stream that cannot start is refused at
+                    // start-up rather than when this node first holds the source.
+                    stream_settings_ok(&config, ldap).map_err(|e| format!("tenant '{}': {e}", tenant.id))?;
+                    let buffer = Arc::new(Mutex::new(Buffer::default()));
+                    let slot = StreamSlot {
+                        tenant_index: t_index,
+                        source: ldap.clone(),
+                        buffer: buffer.clone(),
+                        trigger: tx.clone(),
+                        running: None,
+                    };
+                    work.streams.insert(resource, slot);
+                    buffers.insert(source.name().to_string(), buffer);
                     continue;
                 }
-                let buffer = Arc::new(Mutex::new(Buffer::default()));
-                let cookies = stored_cookies(&config, tenant, &host, &mut store, source.name());
-                let tx = tx.clone();
-                let name = source.name().to_string();
-                let handle = realtime::stream(&config, ldap, cookies, buffer.clone(), stop.clone(), move || {
-                    let _ = tx.send(Trigger { source: name.clone(), reason: Reason::Realtime });
-                })
-                .map_err(|e| format!("tenant '{}': {e}", tenant.id))?;
-                threads.push(handle);
-                buffers.insert(source.name().to_string(), buffer);
+                let every = poll_interval(source, &mode, true).unwrap_or(Duration::from_secs(10));
+                tracing::warn!(tenant = %tenant.id, source = %source.name(), every_secs = every.as_secs(),
+                    "the server does not offer RFC 4533 content synchronization (no syncprov): polling instead of streaming");
+                let _ =
+                    store.set_source_state(&tenant.id, source.name(), "serve.mode", "realtime (polling: no syncprov)");
+                no_stream.insert((tenant.id.clone(), source.name().to_string()));
+            }
+            let streamless = no_stream.contains(&(tenant.id.clone(), source.name().to_string()));
+            if poll_interval(source, &mode, streamless).is_some() {
+                work.polls.insert(resource, (tx.clone(), source.name().to_string()));
             }
         }
+        channels.push((tx, rx));
+        tenant_buffers.push(buffers);
+    }
+    for tenant in &config.tenants {
+        resources.extend(tenant.scim_push.iter().map(|t| cluster::scim_push_resource(&tenant.id, &t.name)));
+        resources.extend(tenant.webhooks.iter().map(|h| cluster::webhook_resource(&tenant.id, &h.name)));
+    }
+
+    // Leases first: a single node holds everything before its first trigger.
+    let info = format!("pid {} api {addr}", std::process::id());
+    let lease_store = crate::store::open(&config).map_err(|e| e.to_string())?;
+    let mut threads = vec![http];
+    threads.push(
+        cluster::run(cluster.clone(), lease_store, resources, info, stop.clone(), move |store, change| {
+            work.change(store, change)
+        })
+        .map_err(|e| e.to_string())?,
+    );
+
+    let mut senders: Vec<Sender<Trigger>> = Vec::new();
+    for (t_index, ((tx, rx), buffers)) in channels.into_iter().zip(tenant_buffers).enumerate() {
+        senders.push(tx);
         let worker = Worker {
             config: config.clone(),
             tenant_index: t_index,
@@ -224,10 +262,12 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
             buffers,
             stop: stop.clone(),
             locks: locks.clone(),
+            cluster: cluster.clone(),
         };
+        let store = crate::store::open(&config).map_err(|e| e.to_string())?;
         threads.push(
             std::thread::Builder::new()
-                .name(format!("roster-{}", tenant.id))
+                .name(format!("roster-{}", config.tenants[t_index].id))
                 .spawn(move || worker.run(rx, store))
                 .map_err(|e| e.to_string())?,
         );
@@ -235,20 +275,28 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     threads.push(scheduler(config.clone(), senders, no_stream, stop.clone())?);
     for tenant in &config.tenants {
         for target in &tenant.scim_push {
+            let resource = cluster::scim_push_resource(&tenant.id, &target.name);
             let (config, tenant, target, stop) = (config.clone(), tenant.id.clone(), target.clone(), stop.clone());
+            let cluster = cluster.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("roster-scim-{}", target.name))
-                    .spawn(move || crate::delivery::scim_push::push(config, tenant, target, stop))
+                    .spawn(move || {
+                        crate::delivery::scim_push::push(config, tenant, target, || cluster.holds(&resource), stop)
+                    })
                     .map_err(|e| e.to_string())?,
             );
         }
         for hook in &tenant.webhooks {
+            let resource = cluster::webhook_resource(&tenant.id, &hook.name);
             let (config, tenant, hook, stop) = (config.clone(), tenant.id.clone(), hook.clone(), stop.clone());
+            let cluster = cluster.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("roster-hook-{}", hook.name))
-                    .spawn(move || crate::delivery::webhooks::deliver(config, tenant, hook, stop))
+                    .spawn(move || {
+                        crate::delivery::webhooks::deliver(config, tenant, hook, || cluster.holds(&resource), stop)
+                    })
                     .map_err(|e| e.to_string())?,
             );
         }
@@ -280,6 +328,19 @@ fn offers_syncrepl(config: &Config, ldap: &crate::config::LdapSourceConfig) -> b
     !matches!(source.supports_syncrepl(), Ok(Some(false)))
 }
 
+/// Whether a realtime stream could start with these settings (its secret
+/// resolves, its endpoint and TLS settings are valid), without connecting.
+fn stream_settings_ok(config: &Config, ldap: &crate::config::LdapSourceConfig) -> Result<(), SourceError> {
+    let password = match &ldap.bind_password {
+        Some(r) => Some(r.resolve(&config.base_dir).map_err(|e| SourceError::Other {
+            source_name: ldap.name.clone(),
+            message: format!("bind_password: {e}"),
+        })?),
+        None => None,
+    };
+    crate::source::ldap::LdapSource::new(ldap, &config.base_dir, password).map(|_| ())
+}
+
 /// The cookies a realtime source continues from, if they were made with the
 /// current pipeline (otherwise the stream starts over: a full refresh).
 fn stored_cookies(
@@ -296,6 +357,71 @@ fn stored_cookies(
     }
     let get = |k: &str| state.get(k).and_then(|v| realtime::decode_cookie(v));
     (get(realtime::USERS_COOKIE), get(realtime::GROUPS_COOKIE))
+}
+
+/// What starts and stops with a source's lease: its realtime stream, started
+/// when the node takes the lease and stopped when it gives it up; a polled
+/// source is polled at once when taken over.
+struct Work {
+    config: Arc<Config>,
+    host: Arc<PluginHost>,
+    streams: HashMap<String, StreamSlot>,
+    polls: HashMap<String, (Sender<Trigger>, String)>,
+}
+
+struct StreamSlot {
+    tenant_index: usize,
+    source: crate::config::LdapSourceConfig,
+    buffer: Arc<Mutex<Buffer>>,
+    trigger: Sender<Trigger>,
+    running: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
+}
+
+impl Work {
+    fn change(&mut self, store: &mut dyn Store, change: Change) {
+        match change {
+            Change::Gained(resource) => {
+                if let Some((tx, source)) = self.polls.get(&resource) {
+                    let _ = tx.send(Trigger { source: source.clone(), reason: Reason::Poll });
+                }
+                self.start(store, &resource)
+            }
+            Change::Lost(resource) => self.stop(&resource),
+        }
+    }
+
+    fn start(&mut self, store: &mut dyn Store, resource: &str) {
+        let Some(slot) = self.streams.get_mut(resource) else { return };
+        let tenant = &self.config.tenants[slot.tenant_index];
+        // Continue from what is stored: the previous holder's last applied
+        // cookie, not whatever this node buffered when it last held the source.
+        if let Ok(mut b) = slot.buffer.lock() {
+            *b = Buffer::default();
+        }
+        let cookies = stored_cookies(&self.config, tenant, &self.host, store, &slot.source.name);
+        let (tx, name) = (slot.trigger.clone(), slot.source.name.clone());
+        let stop = Arc::new(AtomicBool::new(false));
+        match realtime::stream(&self.config, &slot.source, cookies, slot.buffer.clone(), stop.clone(), move || {
+            let _ = tx.send(Trigger { source: name.clone(), reason: Reason::Realtime });
+        }) {
+            Ok(handle) => slot.running = Some((stop, handle)),
+            Err(e) => {
+                tracing::error!(tenant = %tenant.id, source = %slot.source.name, error = %e, "cannot start the realtime stream");
+                if let Ok(mut b) = slot.buffer.lock() {
+                    b.stream_error = Some(e.to_string());
+                }
+                let _ = slot.trigger.send(Trigger { source: slot.source.name.clone(), reason: Reason::Realtime });
+            }
+        }
+    }
+
+    fn stop(&mut self, resource: &str) {
+        let Some(slot) = self.streams.get_mut(resource) else { return };
+        if let Some((stop, handle)) = slot.running.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+    }
 }
 
 /// Sends cron, reconcile and poll triggers.
@@ -378,6 +504,7 @@ struct Worker {
     buffers: Buffers,
     stop: Arc<AtomicBool>,
     locks: Arc<TenantLocks>,
+    cluster: Arc<Cluster>,
 }
 
 #[derive(Default)]
@@ -391,7 +518,7 @@ impl Worker {
         &self.config.tenants[self.tenant_index]
     }
 
-    fn run(self, rx: Receiver<Trigger>, mut store: SqliteStore) {
+    fn run(self, rx: Receiver<Trigger>, mut store: BoxStore) {
         let mut health: HashMap<String, Health> = HashMap::new();
         loop {
             let wait = health
@@ -440,10 +567,18 @@ impl Worker {
         }
     }
 
-    fn run_once(&self, store: &mut SqliteStore, pending: &BTreeSet<Trigger>, health: &mut HashMap<String, Health>) {
+    fn run_once(&self, store: &mut dyn Store, pending: &BTreeSet<Trigger>, health: &mut HashMap<String, Health>) {
         let tenant = self.tenant();
         let reconcile = pending.iter().any(|t| t.reason == Reason::Reconcile);
-        let sources: BTreeSet<String> = pending.iter().map(|t| t.source.clone()).collect();
+        // Another node works on the sources this one does not hold.
+        let sources: BTreeSet<String> = pending
+            .iter()
+            .map(|t| t.source.clone())
+            .filter(|s| self.cluster.holds(&cluster::source_resource(&tenant.id, s)))
+            .collect();
+        if sources.is_empty() {
+            return;
+        }
         let reason = pending.iter().map(|t| t.reason).max().unwrap_or(Reason::Schedule);
         // Realtime streams that are down: say so (once), then run what can run.
         for name in &sources {
@@ -495,7 +630,7 @@ impl Worker {
             dry_run: false,
             allow_deletes: false,
             full: reconcile,
-            only_sources: if reconcile { None } else { Some(runnable.clone()) },
+            only_sources: Some(runnable.clone()),
             trigger: reason.as_str().into(),
             approved_deletes: None,
         };
@@ -505,8 +640,11 @@ impl Worker {
         let started = Instant::now();
         let acks: Vec<(String, u64)> = batches.iter().map(|(name, b)| (name.clone(), b.upto)).collect();
         let mut provider = Provider { batches };
+        // The run's writes count only while this node still holds its sources.
+        store.set_fence(Some(self.cluster.fence(runnable.iter().map(|s| cluster::source_resource(&tenant.id, s)))));
         let result =
             crate::sync::sync_tenant_with(&self.config, tenant, store, &self.host, &opts, &NoProgress, &mut provider);
+        store.set_fence(None);
         let elapsed = started.elapsed();
         match result {
             Ok(report) => {
@@ -600,7 +738,7 @@ impl Worker {
         }
     }
 
-    fn succeeded(&self, store: &mut SqliteStore, health: &mut HashMap<String, Health>, source: &str) {
+    fn succeeded(&self, store: &mut dyn Store, health: &mut HashMap<String, Health>, source: &str) {
         let tenant = &self.tenant().id;
         let h = health.entry(source.to_string()).or_default();
         let was_failing = h.failures > 0;
@@ -615,7 +753,7 @@ impl Worker {
 
     fn failed(
         &self,
-        store: &mut SqliteStore,
+        store: &mut dyn Store,
         health: &mut HashMap<String, Health>,
         source: &str,
         error: &str,

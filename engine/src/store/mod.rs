@@ -10,6 +10,8 @@ pub mod sqlite;
 
 use serde::Serialize;
 
+use crate::config::{Config, StoreLocation};
+
 use crate::diff::Snapshot;
 use crate::model::Stored;
 use crate::plan::Plan;
@@ -27,6 +29,8 @@ pub enum StoreError {
     NoSuchPlugin { tenant: String, kind: String, version: i64 },
     #[error("store: stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("store: node '{node}' no longer holds the lease on {resource}; another node took it over")]
+    LeaseLost { node: String, resource: String },
 }
 
 /// One entry that could not be synced, kept for an admin to see.
@@ -199,6 +203,40 @@ pub enum Settled {
     Nothing,
 }
 
+/// Who works on a resource (`source:<tenant>/<source>`, `webhook:…`), until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseRecord {
+    pub resource: String,
+    pub owner: String,
+    /// Milliseconds since the epoch, by the store's clock.
+    pub acquired_at: i64,
+    pub renewed_at: i64,
+    pub expires_at: i64,
+    /// Whether it had run out when it was read.
+    pub expired: bool,
+}
+
+/// A `roster serve` process sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    pub node: String,
+    /// What the node says about itself (host, pid, API address).
+    pub info: String,
+    pub started_at: i64,
+    pub seen_at: i64,
+    /// Seen within the liveness window asked for.
+    pub alive: bool,
+}
+
+/// The leases a write must still hold: a node that lost a lease (it stalled
+/// past the expiry and another node took over) must not apply a plan or move a
+/// cookie on. Set with [`Store::set_fence`]; checked inside the write's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub node: String,
+    pub resources: Vec<String>,
+}
+
 pub trait Store {
     /// Creates the tenant row if it does not exist.
     fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError>;
@@ -349,4 +387,274 @@ pub trait Store {
         source: &str,
     ) -> Result<std::collections::BTreeMap<String, String>, StoreError>;
     fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError>;
+
+    // Leases (`serve::cluster`): several `roster serve` nodes on one store
+    // share the work, each resource done by one node at a time.
+
+    /// Takes `resource` for `node` for `ttl_ms`, or renews it, if it is free,
+    /// run out or already the node's. Returns whether the node holds it now.
+    fn claim_lease(&mut self, resource: &str, node: &str, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Gives a lease up (a clean stop, or a rebalance), if the node holds it.
+    fn release_lease(&mut self, resource: &str, node: &str) -> Result<(), StoreError>;
+    fn leases(&mut self) -> Result<Vec<LeaseRecord>, StoreError>;
+    /// Records that `node` is alive.
+    fn node_heartbeat(&mut self, node: &str, info: &str) -> Result<(), StoreError>;
+    /// Every node that ever beat, `alive` when seen within `alive_ms`.
+    fn nodes(&mut self, alive_ms: i64) -> Result<Vec<NodeRecord>, StoreError>;
+    /// Forgets a node (it stopped cleanly).
+    fn remove_node(&mut self, node: &str) -> Result<(), StoreError>;
+    /// Makes `apply` and `set_source_state` fail with [`StoreError::LeaseLost`]
+    /// unless these leases are still held; `None` lifts the check.
+    fn set_fence(&mut self, fence: Option<Fence>);
+}
+
+/// A store of either backend, as the commands, `serve` and the API hold it.
+pub type BoxStore = Box<dyn Store + Send>;
+
+/// Opens (creating and migrating if needed) the store the configuration names:
+/// PostgreSQL with `[store] url` (or `ROSTER_STORE_URL`), else SQLite in the data directory.
+pub fn open(config: &Config) -> Result<BoxStore, StoreError> {
+    match config.store_location() {
+        StoreLocation::Sqlite(dir) => Ok(Box::new(sqlite::SqliteStore::open(&dir)?)),
+        StoreLocation::Postgres { url, .. } => {
+            Err(StoreError::Open { path: url, message: "PostgreSQL is not supported by this build".into() })
+        }
+    }
+}
+
+/// Whether the configured store already exists (a check must not create one).
+pub fn exists(config: &Config) -> bool {
+    match config.store_location() {
+        StoreLocation::Sqlite(dir) => dir.join(sqlite::DB_FILE).is_file(),
+        StoreLocation::Postgres { .. } => true,
+    }
+}
+
+/// A boxed store is a store: the commands, `serve` and the API hold one of
+/// either backend behind [`BoxStore`].
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn ensure_tenant(&mut self, tenant: &str) -> Result<(), StoreError> {
+        (**self).ensure_tenant(tenant)
+    }
+    fn snapshot(&mut self, tenant: &str, source: &str) -> Result<Snapshot, StoreError> {
+        (**self).snapshot(tenant, source)
+    }
+    fn source_anchors(
+        &mut self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<std::collections::BTreeMap<EntryKind, std::collections::BTreeSet<String>>, StoreError> {
+        (**self).source_anchors(tenant, source)
+    }
+    fn objects_by_ids(&mut self, tenant: &str, source: &str, ids: &[String]) -> Result<Vec<Stored>, StoreError> {
+        (**self).objects_by_ids(tenant, source, ids)
+    }
+    fn objects_by_anchors(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        anchors: &[String],
+    ) -> Result<Vec<Stored>, StoreError> {
+        (**self).objects_by_anchors(tenant, source, anchors)
+    }
+    fn objects_by_dn_keys(&mut self, tenant: &str, source: &str, keys: &[String]) -> Result<Vec<Stored>, StoreError> {
+        (**self).objects_by_dn_keys(tenant, source, keys)
+    }
+    fn users_by_user_name_keys(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        keys: &[String],
+    ) -> Result<Vec<Stored>, StoreError> {
+        (**self).users_by_user_name_keys(tenant, source, keys)
+    }
+    fn memberships_touching(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        ids: &[String],
+        end: MembershipEnd,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        (**self).memberships_touching(tenant, source, ids, end)
+    }
+    fn member_keys(&mut self, tenant: &str, source: &str, group_ids: &[String]) -> Result<Vec<MemberKey>, StoreError> {
+        (**self).member_keys(tenant, source, group_ids)
+    }
+    fn object_count(&mut self, tenant: &str, source: &str) -> Result<u64, StoreError> {
+        (**self).object_count(tenant, source)
+    }
+    fn begin_run(&mut self, tenant: &str, trigger: &str, dry_run: bool) -> Result<i64, StoreError> {
+        (**self).begin_run(tenant, trigger, dry_run)
+    }
+    fn finish_run(&mut self, run_id: i64, outcome: &RunOutcome) -> Result<(), StoreError> {
+        (**self).finish_run(run_id, outcome)
+    }
+    fn runs(&mut self, tenant: &str, limit: u32) -> Result<Vec<RunRecord>, StoreError> {
+        (**self).runs(tenant, limit)
+    }
+    fn run(&mut self, tenant: &str, id: i64) -> Result<Option<RunRecord>, StoreError> {
+        (**self).run(tenant, id)
+    }
+    fn mark_run_approved(&mut self, blocked_run: i64, by_run: i64) -> Result<bool, StoreError> {
+        (**self).mark_run_approved(blocked_run, by_run)
+    }
+    fn apply(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError> {
+        (**self).apply(plan, run_id)
+    }
+    fn record_quarantine(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        run_id: i64,
+        items: &[QuarantineItem],
+        settled: &Settled,
+    ) -> Result<(), StoreError> {
+        (**self).record_quarantine(tenant, source, run_id, items, settled)
+    }
+    fn quarantine(&mut self, tenant: &str) -> Result<Vec<QuarantineRecord>, StoreError> {
+        (**self).quarantine(tenant)
+    }
+    fn users(&mut self, tenant: &str) -> Result<Vec<Stored>, StoreError> {
+        (**self).users(tenant)
+    }
+    fn groups(&mut self, tenant: &str) -> Result<Vec<Stored>, StoreError> {
+        (**self).groups(tenant)
+    }
+    fn memberships(&mut self, tenant: &str) -> Result<Vec<(String, String)>, StoreError> {
+        (**self).memberships(tenant)
+    }
+    fn add_plugin(&mut self, record: &PluginRecord, wasm: &[u8]) -> Result<i64, StoreError> {
+        (**self).add_plugin(record, wasm)
+    }
+    fn plugins(&mut self, tenant: &str) -> Result<Vec<PluginRecord>, StoreError> {
+        (**self).plugins(tenant)
+    }
+    fn activate_plugin(&mut self, tenant: &str, kind: &str, version: i64) -> Result<(), StoreError> {
+        (**self).activate_plugin(tenant, kind, version)
+    }
+    fn active_plugin(&mut self, tenant: &str, kind: &str) -> Result<Option<(PluginRecord, Vec<u8>)>, StoreError> {
+        (**self).active_plugin(tenant, kind)
+    }
+    fn plugin_health(&mut self, tenant: &str, kind: &str, sha256: &str) -> Result<PluginHealth, StoreError> {
+        (**self).plugin_health(tenant, kind, sha256)
+    }
+    fn record_plugin_run(
+        &mut self,
+        tenant: &str,
+        kind: &str,
+        sha256: &str,
+        error: Option<&str>,
+        disable_after: u32,
+    ) -> Result<PluginHealth, StoreError> {
+        (**self).record_plugin_run(tenant, kind, sha256, error, disable_after)
+    }
+    fn enable_plugin(&mut self, tenant: &str, kind: &str) -> Result<(), StoreError> {
+        (**self).enable_plugin(tenant, kind)
+    }
+    fn conflict_decisions(&mut self, tenant: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        (**self).conflict_decisions(tenant)
+    }
+    fn decide_conflict(&mut self, tenant: &str, key: &str, value: &str, winner: &str) -> Result<(), StoreError> {
+        (**self).decide_conflict(tenant, key, value, winner)
+    }
+    fn audit(&mut self, tenant: &str, kind: &str, actor: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
+        (**self).audit(tenant, kind, actor, detail)
+    }
+    fn put_raw_attributes(&mut self, tenant: &str, source: &str, rows: &[(String, String)]) -> Result<(), StoreError> {
+        (**self).put_raw_attributes(tenant, source, rows)
+    }
+    fn clear_raw_attributes(&mut self, tenant: &str) -> Result<usize, StoreError> {
+        (**self).clear_raw_attributes(tenant)
+    }
+    fn raw_attributes(&mut self, tenant: &str, object_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        (**self).raw_attributes(tenant, object_id)
+    }
+    fn audit_records(&mut self, tenant: Option<&str>, since: Option<&str>) -> Result<Vec<AuditRecord>, StoreError> {
+        (**self).audit_records(tenant, since)
+    }
+    fn audit_verify(&mut self) -> Result<u64, String> {
+        (**self).audit_verify()
+    }
+    fn audit_prune(&mut self, tenant: &str, before: &str) -> Result<u64, StoreError> {
+        (**self).audit_prune(tenant, before)
+    }
+    fn add_token(&mut self, token: &TokenRecord, hash: &str) -> Result<(), StoreError> {
+        (**self).add_token(token, hash)
+    }
+    fn tokens(&mut self) -> Result<Vec<TokenRecord>, StoreError> {
+        (**self).tokens()
+    }
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        (**self).token_by_hash(hash)
+    }
+    fn revoke_token(&mut self, id: &str) -> Result<bool, StoreError> {
+        (**self).revoke_token(id)
+    }
+    fn events(&mut self, tenant: &str, after: i64, limit: u32) -> Result<Vec<EventRecord>, StoreError> {
+        (**self).events(tenant, after, limit)
+    }
+    fn prune_events(&mut self, tenant: &str, before: &str) -> Result<usize, StoreError> {
+        (**self).prune_events(tenant, before)
+    }
+    fn webhook_state(&mut self, tenant: &str, endpoint: &str) -> Result<WebhookState, StoreError> {
+        (**self).webhook_state(tenant, endpoint)
+    }
+    fn set_webhook_state(&mut self, tenant: &str, endpoint: &str, state: &WebhookState) -> Result<(), StoreError> {
+        (**self).set_webhook_state(tenant, endpoint, state)
+    }
+    fn dead_letter(&mut self, tenant: &str, endpoint: &str, seq: i64, error: &str) -> Result<(), StoreError> {
+        (**self).dead_letter(tenant, endpoint, seq, error)
+    }
+    fn dead_letters(&mut self, tenant: &str, endpoint: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        (**self).dead_letters(tenant, endpoint)
+    }
+    fn clear_dead_letter(&mut self, tenant: &str, endpoint: &str, seq: i64) -> Result<(), StoreError> {
+        (**self).clear_dead_letter(tenant, endpoint, seq)
+    }
+    fn record_app_edit(&mut self, tenant: &str, edit: &AppEdit) -> Result<(), StoreError> {
+        (**self).record_app_edit(tenant, edit)
+    }
+    fn app_edits(&mut self, tenant: &str) -> Result<Vec<AppEdit>, StoreError> {
+        (**self).app_edits(tenant)
+    }
+    fn settle_app_edits(&mut self, tenant: &str, actions: &[crate::conflict::EditAction]) -> Result<(), StoreError> {
+        (**self).settle_app_edits(tenant, actions)
+    }
+    fn dismiss_quarantine(&mut self, tenant: &str, anchor: &str) -> Result<usize, StoreError> {
+        (**self).dismiss_quarantine(tenant, anchor)
+    }
+    fn source_state(&mut self, tenant: &str, source: &str, key: &str) -> Result<Option<String>, StoreError> {
+        (**self).source_state(tenant, source, key)
+    }
+    fn source_states(
+        &mut self,
+        tenant: &str,
+        source: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        (**self).source_states(tenant, source)
+    }
+    fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        (**self).set_source_state(tenant, source, key, value)
+    }
+    fn claim_lease(&mut self, resource: &str, node: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        (**self).claim_lease(resource, node, ttl_ms)
+    }
+    fn release_lease(&mut self, resource: &str, node: &str) -> Result<(), StoreError> {
+        (**self).release_lease(resource, node)
+    }
+    fn leases(&mut self) -> Result<Vec<LeaseRecord>, StoreError> {
+        (**self).leases()
+    }
+    fn node_heartbeat(&mut self, node: &str, info: &str) -> Result<(), StoreError> {
+        (**self).node_heartbeat(node, info)
+    }
+    fn nodes(&mut self, alive_ms: i64) -> Result<Vec<NodeRecord>, StoreError> {
+        (**self).nodes(alive_ms)
+    }
+    fn remove_node(&mut self, node: &str) -> Result<(), StoreError> {
+        (**self).remove_node(node)
+    }
+    fn set_fence(&mut self, fence: Option<Fence>) {
+        (**self).set_fence(fence)
+    }
 }

@@ -4,7 +4,9 @@
 
 pub mod graph;
 pub mod peers;
+pub mod pg;
 pub mod samba;
+pub mod serve;
 pub mod slapd;
 
 use std::path::{Path, PathBuf};
@@ -45,9 +47,11 @@ pub fn build_scaffold(krate: &Path, file_stem: &str) -> PathBuf {
     wasm
 }
 
-/// A temp dir with a `roster.toml` in it.
+/// A temp dir with a `roster.toml` in it, and, when the suite runs against
+/// PostgreSQL (`ROSTER_TEST_STORE=postgres`), a database of its own.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    pub pg: Option<pg::TestDatabase>,
 }
 
 /// What one `roster` invocation did.
@@ -87,7 +91,16 @@ impl Run {
 impl Env {
     pub fn new(config: &str) -> Env {
         let dir = tempfile::tempdir().expect("creating a temp dir");
-        let env = Env { dir };
+        let env = Env { dir, pg: pg::TestDatabase::for_this_run() };
+        env.write_config(config);
+        env
+    }
+
+    /// An environment on a PostgreSQL database of its own, whatever the run's
+    /// store (what several `roster serve` nodes share).
+    pub fn new_postgres(config: &str) -> Env {
+        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let env = Env { dir, pg: Some(pg::TestDatabase::create()) };
         env.write_config(config);
         env
     }
@@ -105,9 +118,80 @@ impl Env {
     }
 
     pub fn cmd(&self) -> Command {
+        self.cmd_with_config(&self.config_path())
+    }
+
+    /// `roster --config FILE` on this environment's store.
+    pub fn cmd_with_config(&self, config: &Path) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_roster"));
-        c.arg("--config").arg(self.config_path()).env_remove("RUST_LOG").env("NO_COLOR", "1");
+        c.arg("--config").arg(config).env_remove("RUST_LOG").env("NO_COLOR", "1");
+        match &self.pg {
+            Some(db) => c.env("ROSTER_STORE_URL", db.url()),
+            None => c.env_remove("ROSTER_STORE_URL"),
+        };
         c
+    }
+
+    /// Which backend the store of this run is.
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// Runs SQL statements on the store directly (what a tamperer with
+    /// database access could do).
+    pub fn store_sql(&self, sql: &str) {
+        match &self.pg {
+            Some(db) => db.execute(sql),
+            None => self.sqlite().execute_batch(sql).expect("running SQL on the store"),
+        }
+    }
+
+    /// One integer from the store (`SELECT count(*) …`).
+    pub fn store_count(&self, sql: &str) -> i64 {
+        match &self.pg {
+            Some(db) => db.query_i64(sql),
+            None => self.sqlite().query_row(sql, [], |r| r.get(0)).expect("querying the store"),
+        }
+    }
+
+    /// One row of text columns from the store.
+    pub fn store_texts(&self, sql: &str) -> Vec<String> {
+        match &self.pg {
+            Some(db) => db.query_texts(sql),
+            None => self
+                .sqlite()
+                .query_row(sql, [], |r| (0..r.as_ref().column_count()).map(|i| r.get::<_, String>(i)).collect())
+                .expect("querying the store"),
+        }
+    }
+
+    /// Everything the store holds, as bytes: the SQLite file, or a dump of
+    /// every table for PostgreSQL (to search for what must not be stored).
+    pub fn store_bytes(&self) -> Vec<u8> {
+        match &self.pg {
+            Some(db) => db.dump(),
+            None => std::fs::read(self.path().join("data").join("roster.db")).expect("reading the store"),
+        }
+    }
+
+    /// Keeps a copy of the store under `name`, for [`Env::restore_store`].
+    pub fn save_store(&self, name: &str) {
+        match &self.pg {
+            Some(db) => db.copy_to(name),
+            None => copy_files(&self.path().join("data"), &self.path().join(name)),
+        }
+    }
+
+    /// Puts back the copy [`Env::save_store`] kept.
+    pub fn restore_store(&self, name: &str) {
+        match &self.pg {
+            Some(db) => db.restore_from(name),
+            None => copy_files(&self.path().join(name), &self.path().join("data")),
+        }
+    }
+
+    fn sqlite(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path().join("data").join("roster.db")).expect("opening the SQLite store")
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
@@ -149,6 +233,16 @@ impl Env {
     pub fn runs(&self, tenant: &str) -> Vec<Value> {
         let r = self.run(&["runs", "list", "--tenant", tenant, "--json"]).ok();
         r.json().as_array().cloned().unwrap_or_default()
+    }
+}
+
+fn copy_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
     }
 }
 

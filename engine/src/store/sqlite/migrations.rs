@@ -313,6 +313,27 @@ DROP INDEX memberships_member;
 CREATE INDEX memberships_member ON memberships (tenant, member_id, group_id);
 "#,
     ),
+    (
+        12,
+        "leases: which serve node works on a source or a delivery target",
+        r#"
+-- Times are milliseconds since the epoch by the store's clock, so nodes with
+-- skewed clocks still agree on when a lease ran out (see serve::cluster).
+CREATE TABLE leases (
+    resource TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    acquired_at INTEGER NOT NULL,
+    renewed_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE nodes (
+    node TEXT PRIMARY KEY,
+    info TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    seen_at INTEGER NOT NULL
+);
+"#,
+    ),
 ];
 
 /// The migration whose new columns [`super::backfill_lookup_keys`] fills.

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    AppEdit, ApplyStats, AuditRecord, EventRecord, MemberKey, MembershipEnd, PluginHealth, PluginRecord,
-    QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError, TokenRecord, WebhookState,
+    AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, NodeRecord,
+    PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
+    TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;
 use crate::model::{Attributes, Stored, is_active};
@@ -22,6 +23,30 @@ pub const DB_FILE: &str = "roster.db";
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    fence: Option<Fence>,
+}
+
+/// Now, in milliseconds since the epoch, computed by SQLite.
+const NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+/// Fails unless the fence's leases are all held (inside the write's transaction).
+fn check_fence(conn: &Connection, fence: Option<&Fence>) -> Result<(), StoreError> {
+    let Some(fence) = fence else { return Ok(()) };
+    for resource in &fence.resources {
+        let held: bool = conn
+            .query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM leases WHERE resource = ?1 AND owner = ?2 AND expires_at > {NOW_MS})"
+                ),
+                params![resource, fence.node],
+                |r| r.get(0),
+            )
+            .map_err(q("checking the lease"))?;
+        if !held {
+            return Err(StoreError::LeaseLost { node: fence.node.clone(), resource: resource.clone() });
+        }
+    }
+    Ok(())
 }
 
 fn q(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
@@ -41,7 +66,7 @@ impl SqliteStore {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
         )
         .map_err(|e| open_err(e.to_string()))?;
-        let mut store = Self { conn, path };
+        let mut store = Self { conn, path, fence: None };
         store.migrate()?;
         Ok(store)
     }
@@ -50,7 +75,7 @@ impl SqliteStore {
     pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory()
             .map_err(|e| StoreError::Open { path: ":memory:".into(), message: e.to_string() })?;
-        let mut store = Self { conn, path: PathBuf::from(":memory:") };
+        let mut store = Self { conn, path: PathBuf::from(":memory:"), fence: None };
         store.migrate()?;
         Ok(store)
     }
@@ -458,6 +483,7 @@ impl Store for SqliteStore {
         let now = now_rfc3339();
         let started = std::time::Instant::now();
         let tx = self.conn.transaction().map_err(q("starting apply"))?;
+        check_fence(&tx, self.fence.as_ref())?;
         let mut outbox = Outbox::start(&tx, tenant, run_id, &now)?;
         let (mut objects_time, mut memberships_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
         let mut written = 0u64;
@@ -1302,14 +1328,113 @@ impl Store for SqliteStore {
 
     fn set_source_state(&mut self, tenant: &str, source: &str, key: &str, value: &str) -> Result<(), StoreError> {
         self.ensure_tenant(tenant)?;
+        let tx = self.conn.transaction().map_err(q("starting a source state write"))?;
+        check_fence(&tx, self.fence.as_ref())?;
+        tx.execute(
+            "INSERT INTO source_state (tenant, source, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (tenant, source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![tenant, source, key, value, now_rfc3339()],
+        )
+        .map_err(q("writing source state"))?;
+        tx.commit().map_err(q("committing source state"))?;
+        Ok(())
+    }
+
+    fn claim_lease(&mut self, resource: &str, node: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        // One statement: the row is taken only when free, run out or ours, so
+        // two nodes claiming at once cannot both win.
+        let owner: Option<String> = self
+            .conn
+            .query_row(
+                &format!(
+                    "INSERT INTO leases (resource, owner, acquired_at, renewed_at, expires_at)
+                     VALUES (?1, ?2, {NOW_MS}, {NOW_MS}, {NOW_MS} + ?3)
+                     ON CONFLICT (resource) DO UPDATE SET
+                         owner = excluded.owner,
+                         acquired_at = CASE WHEN leases.owner = excluded.owner THEN leases.acquired_at ELSE excluded.acquired_at END,
+                         renewed_at = excluded.renewed_at,
+                         expires_at = excluded.expires_at
+                     WHERE leases.owner = excluded.owner OR leases.expires_at <= excluded.renewed_at
+                     RETURNING owner"
+                ),
+                params![resource, node, ttl_ms],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(q("claiming a lease"))?;
+        Ok(owner.as_deref() == Some(node))
+    }
+
+    fn release_lease(&mut self, resource: &str, node: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM leases WHERE resource = ?1 AND owner = ?2", params![resource, node])
+            .map_err(q("releasing a lease"))?;
+        Ok(())
+    }
+
+    fn leases(&mut self) -> Result<Vec<LeaseRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT resource, owner, acquired_at, renewed_at, expires_at, expires_at <= {NOW_MS} FROM leases ORDER BY resource"
+            ))
+            .map_err(q("preparing leases"))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(LeaseRecord {
+                    resource: r.get(0)?,
+                    owner: r.get(1)?,
+                    acquired_at: r.get(2)?,
+                    renewed_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                    expired: r.get(5)?,
+                })
+            })
+            .map_err(q("reading leases"))?;
+        rows.collect::<Result<_, _>>().map_err(q("reading a lease"))
+    }
+
+    fn node_heartbeat(&mut self, node: &str, info: &str) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO source_state (tenant, source, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (tenant, source, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                params![tenant, source, key, value, now_rfc3339()],
+                &format!(
+                    "INSERT INTO nodes (node, info, started_at, seen_at) VALUES (?1, ?2, {NOW_MS}, {NOW_MS})
+                     ON CONFLICT (node) DO UPDATE SET info = excluded.info, seen_at = excluded.seen_at"
+                ),
+                params![node, info],
             )
-            .map_err(q("writing source state"))?;
+            .map_err(q("recording a node heartbeat"))?;
         Ok(())
+    }
+
+    fn nodes(&mut self, alive_ms: i64) -> Result<Vec<NodeRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT node, info, started_at, seen_at, seen_at > {NOW_MS} - ?1 FROM nodes ORDER BY node"
+            ))
+            .map_err(q("preparing nodes"))?;
+        let rows = stmt
+            .query_map(params![alive_ms], |r| {
+                Ok(NodeRecord {
+                    node: r.get(0)?,
+                    info: r.get(1)?,
+                    started_at: r.get(2)?,
+                    seen_at: r.get(3)?,
+                    alive: r.get(4)?,
+                })
+            })
+            .map_err(q("reading nodes"))?;
+        rows.collect::<Result<_, _>>().map_err(q("reading a node"))
+    }
+
+    fn remove_node(&mut self, node: &str) -> Result<(), StoreError> {
+        self.conn.execute("DELETE FROM nodes WHERE node = ?1", params![node]).map_err(q("removing a node"))?;
+        Ok(())
+    }
+
+    fn set_fence(&mut self, fence: Option<Fence>) {
+        self.fence = fence;
     }
 }
 
