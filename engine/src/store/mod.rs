@@ -6,6 +6,8 @@
 //! - an update applies only to the version it was planned against;
 //! - quarantine and run records are kept even when a run is aborted.
 
+mod common;
+pub mod postgres;
 pub mod sqlite;
 
 use serde::Serialize;
