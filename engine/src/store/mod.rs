@@ -6,6 +6,8 @@
 //! - an update applies only to the version it was planned against;
 //! - quarantine and run records are kept even when a run is aborted.
 
+mod common;
+pub mod postgres;
 pub mod sqlite;
 
 use serde::Serialize;
@@ -416,8 +418,16 @@ pub type BoxStore = Box<dyn Store + Send>;
 pub fn open(config: &Config) -> Result<BoxStore, StoreError> {
     match config.store_location() {
         StoreLocation::Sqlite(dir) => Ok(Box::new(sqlite::SqliteStore::open(&dir)?)),
-        StoreLocation::Postgres { url, .. } => {
-            Err(StoreError::Open { path: url, message: "PostgreSQL is not supported by this build".into() })
+        StoreLocation::Postgres { url, password, ca_file } => {
+            let password =
+                match password {
+                    Some(r) => Some(r.resolve(&config.base_dir).map_err(|e| StoreError::Open {
+                        path: url.clone(),
+                        message: format!("[store] password: {e}"),
+                    })?),
+                    None => None,
+                };
+            Ok(Box::new(postgres::PgStore::open_target(postgres::PgTarget { url, password, ca_file })?))
         }
     }
 }

@@ -7,6 +7,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::common::{
+    AuditChain, ChainCheck, NewAudit, Outbox, StoredRow, USER_COLUMNS, WriteCounter, apply_audit_details, dn_key,
+    edit_list_json, entry_kind, first, label, parse_audit_detail, parse_edit_list, parse_summary, parse_token_tenants,
+    quarantine_key, run_audit_detail, stored_from_row, table, token_tenants_json, user_name_key,
+};
 use super::{
     AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, NodeRecord,
     PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
@@ -195,29 +200,8 @@ fn object_lookup_sql(table: &str, condition: &str) -> String {
     format!("SELECT {USER_COLUMNS} FROM {table} WHERE tenant = ?1 AND {source} = ?2 AND {condition}")
 }
 
-/// The `USER_COLUMNS` of one row, before its attributes are parsed.
-type StoredRow = (String, String, String, Option<String>, String, i64, String, String);
-
 fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
-}
-
-fn stored_from_row(row: StoredRow, kind: EntryKind) -> Result<Stored, StoreError> {
-    let (id, source, anchor, dn, attrs, version, created_at, updated_at) = row;
-    let attrs: Attributes = serde_json::from_str(&attrs)
-        .map_err(|e| StoreError::Corrupt(format!("{kind} {id}: attributes are not valid JSON: {e}")))?;
-    Ok(Stored { id, kind, source, anchor, dn, attrs, version, created_at, updated_at })
-}
-
-const USER_COLUMNS: &str = "id, source, anchor, dn, attrs, version, created_at, updated_at";
-
-/// The host-computed lookup keys of an object's row.
-fn dn_key(dn: Option<&str>) -> Option<String> {
-    dn.map(crate::dn::normalize_dn)
-}
-
-fn user_name_key(attrs: &Attributes) -> Option<String> {
-    first(attrs, "userName").map(|n| n.to_lowercase())
 }
 
 /// Fills the lookup keys of rows stored before they existed.
@@ -280,12 +264,6 @@ fn in_chunks<T>(
         }
     }
     Ok(out)
-}
-
-/// Test hook: abort the process after this many object writes inside apply, to
-/// prove that a crash mid-apply leaves the store consistent.
-fn crash_after_writes() -> Option<u64> {
-    std::env::var("ROSTER_TEST_CRASH_AFTER_WRITES").ok().and_then(|v| v.parse().ok())
 }
 
 impl Store for SqliteStore {
@@ -432,14 +410,7 @@ impl Store for SqliteStore {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .map_err(q("reading run"))?;
-        let s = &outcome.summary;
-        let detail = serde_json::json!({
-            "run_id": run_id, "status": outcome.status, "trigger": trigger,
-            "counts": s.get("counts"), "plugins": s.get("plugins"), "positions": s.get("positions"),
-            "sources": s.get("sources").and_then(|v| v.as_array()).map(|a| a.iter().map(|x| x.get("source").cloned().unwrap_or_default()).collect::<Vec<_>>()),
-            "detail": s.get("detail").or_else(|| s.get("error")),
-        });
-        audit_append(&self.conn, &tenant, "run", &trigger, &detail)
+        audit_append(&self.conn, &tenant, "run", &trigger, &run_audit_detail(run_id, outcome, &trigger))
     }
 
     fn mark_run_approved(&mut self, blocked_run: i64, by_run: i64) -> Result<bool, StoreError> {
@@ -479,21 +450,18 @@ impl Store for SqliteStore {
     fn apply(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError> {
         let tenant = plan.tenant.as_str();
         self.ensure_tenant(tenant)?;
-        let crash_at = crash_after_writes();
+        let mut written = WriteCounter::new(run_id);
         let now = now_rfc3339();
         let started = std::time::Instant::now();
         let tx = self.conn.transaction().map_err(q("starting apply"))?;
         check_fence(&tx, self.fence.as_ref())?;
-        let mut outbox = Outbox::start(&tx, tenant, run_id, &now)?;
+        let last_seq: i64 = tx
+            .query_row("SELECT last_seq FROM event_sequences WHERE tenant = ?1", params![tenant], |r| r.get(0))
+            .optional()
+            .map_err(q("reading the event sequence"))?
+            .unwrap_or(0);
+        let mut outbox = Outbox::new(tenant, run_id, &now, last_seq);
         let (mut objects_time, mut memberships_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-        let mut written = 0u64;
-        let wrote = |written: &mut u64| {
-            *written += 1;
-            if crash_at == Some(*written) {
-                eprintln!("ROSTER_TEST_CRASH_AFTER_WRITES: aborting after {written} writes (run {run_id})");
-                std::process::abort();
-            }
-        };
         for sp in &plan.sources {
             let source = sp.source.as_str();
             let source_started = std::time::Instant::now();
@@ -501,7 +469,7 @@ impl Store for SqliteStore {
                 match change {
                     Change::Create { object } => {
                         insert_object(&tx, tenant, source, object, &now)?;
-                        outbox.created(&tx, object)?;
+                        outbox.created(object);
                     }
                     Change::Update { object, from_version, changes } => {
                         let n = update_object(&tx, tenant, object, *from_version, &now)?;
@@ -512,7 +480,7 @@ impl Store for SqliteStore {
                                 expected: *from_version,
                             });
                         }
-                        outbox.updated(&tx, object, from_version + 1, changes)?;
+                        outbox.updated(object, from_version + 1, changes);
                     }
                     Change::Delete { id, kind, anchor, dn, label } => {
                         let table = table(*kind);
@@ -525,7 +493,7 @@ impl Store for SqliteStore {
                             .optional()
                             .map_err(q("reading version"))?
                             .unwrap_or(0);
-                        outbox.deleted(&tx, id, *kind, anchor, dn.as_deref(), label, version)?;
+                        outbox.deleted(id, *kind, anchor, dn.as_deref(), label, version);
                         tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1 AND id = ?2"), params![tenant, id])
                             .map_err(q("deleting object"))?;
                         // Two statements, one per index: with `group_id = ?2 OR
@@ -539,7 +507,8 @@ impl Store for SqliteStore {
                         }
                     }
                 }
-                wrote(&mut written);
+                write_events(&tx, &mut outbox)?;
+                written.add(1);
             }
             objects_time += source_started.elapsed();
             let memberships_started = std::time::Instant::now();
@@ -559,39 +528,24 @@ impl Store for SqliteStore {
                     } else {
                         remove.execute(params![tenant, m.group_id, m.member_id]).map_err(q("removing membership"))?;
                     }
-                    outbox.membership(&tx, m)?;
-                    wrote(&mut written);
+                    outbox.membership(m);
+                    write_events(&tx, &mut outbox)?;
+                    written.add(1);
                 }
             }
             memberships_time += memberships_started.elapsed();
         }
-        outbox.finish(&tx)?;
+        tx.execute(
+            "INSERT INTO event_sequences (tenant, last_seq) VALUES (?1, ?2)
+             ON CONFLICT (tenant) DO UPDATE SET last_seq = excluded.last_seq",
+            params![tenant, outbox.last_seq()],
+        )
+        .map_err(q("writing the event sequence"))?;
         let rows_done = started.elapsed();
-        let mut chain = AuditChain::open(&tx, tenant)?;
+        let mut chain = AuditChain::after(tenant, audit_head(&tx, tenant)?);
         let actor = format!("run:{run_id}");
-        for sp in &plan.sources {
-            for change in &sp.changes {
-                let detail = match change {
-                    Change::Create { object } => {
-                        serde_json::json!({ "op": "create", "run_id": run_id, "source": sp.source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "attributes": object.attrs })
-                    }
-                    Change::Update { object, changes, .. } => {
-                        serde_json::json!({ "op": "update", "run_id": run_id, "source": sp.source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "changes": changes })
-                    }
-                    Change::Delete { id, kind, anchor, .. } => {
-                        serde_json::json!({ "op": "delete", "run_id": run_id, "source": sp.source, "id": id, "kind": kind.as_str(), "externalId": anchor })
-                    }
-                };
-                chain.append(&tx, "change", &actor, &detail)?;
-            }
-            if !sp.memberships.is_empty() {
-                let detail = serde_json::json!({
-                    "op": "memberships", "run_id": run_id, "source": sp.source,
-                    "added": sp.memberships.iter().filter(|m| m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
-                    "removed": sp.memberships.iter().filter(|m| !m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
-                });
-                chain.append(&tx, "change", &actor, &detail)?;
-            }
+        for detail in apply_audit_details(plan, run_id) {
+            insert_audit(&tx, tenant, "change", &actor, &chain.next("change", &actor, &detail))?;
         }
         tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
         let audit_done = started.elapsed();
@@ -599,14 +553,14 @@ impl Store for SqliteStore {
         tracing::debug!(
             tenant,
             run_id,
-            rows = written,
+            rows = written.written(),
             objects_ms = objects_time.as_millis() as u64,
             memberships_ms = memberships_time.as_millis() as u64,
             audit_ms = (audit_done - rows_done).as_millis() as u64,
             commit_ms = (started.elapsed() - audit_done).as_millis() as u64,
             "apply transaction"
         );
-        Ok(ApplyStats { rows_written: written })
+        Ok(ApplyStats { rows_written: written.written() })
     }
 
     fn record_quarantine(
@@ -651,12 +605,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(q("preparing quarantine upsert"))?;
             for it in items {
-                let key = it
-                    .anchor
-                    .as_deref()
-                    .map(|a| format!("anchor:{a}"))
-                    .or_else(|| it.dn.as_deref().map(|d| format!("dn:{}", crate::dn::normalize_dn(d))))
-                    .unwrap_or_else(|| format!("reason:{}", it.reason));
+                let key = quarantine_key(it);
                 upsert
                     .execute(params![
                         tenant,
@@ -700,7 +649,7 @@ impl Store for SqliteStore {
                     item: QuarantineItem {
                         source: r.get(0)?,
                         anchor: r.get(1)?,
-                        kind: kind.as_deref().map(|k| if k == "group" { EntryKind::Group } else { EntryKind::User }),
+                        kind: kind.as_deref().map(entry_kind),
                         dn: r.get(3)?,
                         stage: r.get(4)?,
                         reason: r.get(5)?,
@@ -944,45 +893,19 @@ impl Store for SqliteStore {
                 })
                 .optional()
                 .map_err(|e| e.to_string())?;
-            let (mut expected_seq, mut prev) = match checkpoint {
-                Some((seq, hash)) => (seq + 1, hash),
-                None => (1, GENESIS.to_string()),
-            };
+            let mut chain = ChainCheck::new(&tenant, checkpoint);
             let mut stmt = self
                 .conn
                 .prepare(
                     "SELECT seq, tenant, at, kind, actor, detail, prev_hash, hash FROM audit WHERE tenant = ?1 ORDER BY rowid",
                 )
                 .map_err(|e| e.to_string())?;
-            // Hash the stored text, not a re-serialisation: verification must
-            // see exactly the bytes that were chained.
             let rows = stmt
                 .query_map(params![tenant], |r| Ok((audit_row(r)?, r.get::<_, String>(5)?)))
                 .map_err(|e| e.to_string())?;
             for row in rows {
                 let (r, raw_detail) = row.map_err(|e| e.to_string())?;
-                if r.seq != expected_seq {
-                    return Err(format!(
-                        "tenant '{tenant}': record {expected_seq} is missing or out of order (found record {} in its place)",
-                        r.seq
-                    ));
-                }
-                if r.prev_hash != prev {
-                    return Err(format!(
-                        "tenant '{tenant}': record {} does not follow record {} (the chain is broken: a record was removed or reordered)",
-                        r.seq,
-                        r.seq - 1
-                    ));
-                }
-                let h = audit_hash(r.seq, &r.tenant, &r.at, &r.kind, &r.actor, &raw_detail, &r.prev_hash);
-                if h != r.hash {
-                    return Err(format!(
-                        "tenant '{tenant}': record {}: its content does not match its hash (edited)",
-                        r.seq
-                    ));
-                }
-                prev = r.hash;
-                expected_seq += 1;
+                chain.check(r, &raw_detail)?;
                 n += 1;
             }
         }
@@ -1022,7 +945,7 @@ impl Store for SqliteStore {
         self.conn
             .execute(
                 "INSERT INTO api_tokens (id, hash, name, tenants, role, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![t.id, hash, t.name, serde_json::to_string(&t.tenants).unwrap_or_default(), t.role, t.created_at, t.expires_at],
+                params![t.id, hash, t.name, token_tenants_json(&t.tenants), t.role, t.created_at, t.expires_at],
             )
             .map_err(q("storing token"))?;
         Ok(())
@@ -1219,7 +1142,6 @@ impl Store for SqliteStore {
     }
 
     fn record_app_edit(&mut self, tenant: &str, edit: &AppEdit) -> Result<(), StoreError> {
-        let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
         self.conn
             .execute(
                 "INSERT INTO app_edits (tenant, object_id, attribute, base, value, recorded_at, recorded_by)
@@ -1230,8 +1152,8 @@ impl Store for SqliteStore {
                     tenant,
                     edit.object_id,
                     edit.attribute,
-                    json(&edit.base),
-                    json(&edit.value),
+                    edit_list_json(&edit.base),
+                    edit_list_json(&edit.value),
                     edit.recorded_at,
                     edit.recorded_by
                 ],
@@ -1263,13 +1185,9 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (object_id, attribute, base, value, recorded_at, recorded_by) = row.map_err(q("reading app edit"))?;
-            let parse = |s: &str| -> Result<Vec<String>, StoreError> {
-                serde_json::from_str(s)
-                    .map_err(|e| StoreError::Corrupt(format!("app edit {object_id}/{attribute}: not a JSON list: {e}")))
-            };
             out.push(AppEdit {
-                base: parse(&base)?,
-                value: parse(&value)?,
+                base: parse_edit_list(&base, &object_id, &attribute)?,
+                value: parse_edit_list(&value, &object_id, &attribute)?,
                 object_id,
                 attribute,
                 recorded_at,
@@ -1290,7 +1208,7 @@ impl Store for SqliteStore {
                 ),
                 EditAction::Rebase { object_id, attribute, base } => tx.execute(
                     "UPDATE app_edits SET base = ?4 WHERE tenant = ?1 AND object_id = ?2 AND attribute = ?3",
-                    params![tenant, object_id, attribute, serde_json::to_string(base).unwrap_or_else(|_| "[]".into())],
+                    params![tenant, object_id, attribute, edit_list_json(base)],
                 ),
             }
             .map_err(q("settling app edit"))?;
@@ -1438,64 +1356,40 @@ impl Store for SqliteStore {
     }
 }
 
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-fn audit_hash(seq: i64, tenant: &str, at: &str, kind: &str, actor: &str, detail: &str, prev: &str) -> String {
-    crate::util::sha256_hex(format!("{seq}\n{tenant}\n{at}\n{kind}\n{actor}\n{detail}\n{prev}").as_bytes())
-}
-
-/// A tenant's chain head within one transaction: read once, then extended
-/// record by record (an apply writes one record per change).
-struct AuditChain<'t> {
-    tenant: &'t str,
-    next_seq: i64,
-    prev: String,
-}
-
-impl<'t> AuditChain<'t> {
-    fn open(conn: &rusqlite::Connection, tenant: &'t str) -> Result<Self, StoreError> {
-        let last: Option<(i64, String)> = conn
-            .query_row(
-                "SELECT seq, hash FROM audit WHERE tenant = ?1 ORDER BY seq DESC LIMIT 1",
-                params![tenant],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+/// The seq and hash a tenant's chain continues from: its last record, or the
+/// checkpoint pruning left.
+fn audit_head(conn: &rusqlite::Connection, tenant: &str) -> Result<Option<(i64, String)>, StoreError> {
+    let last = conn
+        .query_row("SELECT seq, hash FROM audit WHERE tenant = ?1 ORDER BY seq DESC LIMIT 1", params![tenant], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()
+        .map_err(q("reading the audit chain"))?;
+    match last {
+        Some(head) => Ok(Some(head)),
+        None => conn
+            .query_row("SELECT seq, hash FROM audit_checkpoints WHERE tenant = ?1", params![tenant], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
-            .map_err(q("reading the audit chain"))?;
-        let (next_seq, prev) = match last {
-            Some((s, h)) => (s + 1, h),
-            None => conn
-                .query_row("SELECT seq + 1, hash FROM audit_checkpoints WHERE tenant = ?1", params![tenant], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
-                .optional()
-                .map_err(q("reading the audit checkpoint"))?
-                .unwrap_or((1, GENESIS.to_string())),
-        };
-        Ok(AuditChain { tenant, next_seq, prev })
+            .map_err(q("reading the audit checkpoint")),
     }
+}
 
-    fn append(
-        &mut self,
-        conn: &rusqlite::Connection,
-        kind: &str,
-        actor: &str,
-        detail: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let (seq, tenant) = (self.next_seq, self.tenant);
-        let at = now_rfc3339();
-        let detail = detail.to_string();
-        let hash = audit_hash(seq, tenant, &at, kind, actor, &detail, &self.prev);
-        conn.prepare_cached(
-            "INSERT INTO audit (seq, tenant, at, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .map_err(q("preparing audit insert"))?
-        .execute(params![seq, tenant, at, kind, actor, detail, self.prev, hash])
-        .map_err(q("appending to the audit trail"))?;
-        self.next_seq += 1;
-        self.prev = hash;
-        Ok(())
-    }
+fn insert_audit(
+    conn: &rusqlite::Connection,
+    tenant: &str,
+    kind: &str,
+    actor: &str,
+    a: &NewAudit,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO audit (seq, tenant, at, kind, actor, detail, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .map_err(q("preparing audit insert"))?
+    .execute(params![a.seq, tenant, a.at, kind, actor, a.detail, a.prev_hash, a.hash])
+    .map_err(q("appending to the audit trail"))?;
+    Ok(())
 }
 
 /// Appends one record to the chain, inside the caller's transaction.
@@ -1506,7 +1400,8 @@ fn audit_append(
     actor: &str,
     detail: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    AuditChain::open(conn, tenant)?.append(conn, kind, actor, detail)
+    let record = AuditChain::after(tenant, audit_head(conn, tenant)?).next(kind, actor, detail);
+    insert_audit(conn, tenant, kind, actor, &record)
 }
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
@@ -1518,7 +1413,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         status: r.get(4)?,
         started_at: r.get(5)?,
         finished_at: r.get(6)?,
-        summary: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or(serde_json::Value::Null),
+        summary: parse_summary(&r.get::<_, String>(7)?),
     })
 }
 
@@ -1530,7 +1425,7 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
         at: r.get(2)?,
         kind: r.get(3)?,
         actor: r.get(4)?,
-        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+        detail: parse_audit_detail(detail),
         prev_hash: r.get(6)?,
         hash: r.get(7)?,
     })
@@ -1541,7 +1436,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     Ok(TokenRecord {
         id: r.get(0)?,
         name: r.get(1)?,
-        tenants: serde_json::from_str(&tenants).unwrap_or_default(),
+        tenants: parse_token_tenants(&tenants),
         role: r.get(3)?,
         created_at: r.get(4)?,
         expires_at: r.get(5)?,
@@ -1565,223 +1460,30 @@ fn plugin_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PluginRecord> {
     })
 }
 
-fn table(kind: EntryKind) -> &'static str {
-    match kind {
-        EntryKind::User => "users",
-        EntryKind::Group => "groups",
-    }
-}
-
-fn label(o: &PlannedObject) -> String {
-    let key = if o.kind == EntryKind::User { "userName" } else { "displayName" };
-    o.attrs.get(key).and_then(|v| v.first()).cloned().unwrap_or_else(|| o.anchor.clone())
-}
-
-fn first(attrs: &BTreeMap<String, Vec<String>>, key: &str) -> Option<String> {
-    attrs.get(key).and_then(|v| v.first()).cloned()
-}
-
-/// Writes the events of one apply, inside its transaction.
-struct Outbox<'a> {
-    tenant: &'a str,
-    run_id: i64,
-    now: &'a str,
-    seq: i64,
-}
-
-impl<'a> Outbox<'a> {
-    fn start(tx: &rusqlite::Transaction<'_>, tenant: &'a str, run_id: i64, now: &'a str) -> Result<Self, StoreError> {
-        let seq: i64 = tx
-            .query_row("SELECT last_seq FROM event_sequences WHERE tenant = ?1", params![tenant], |r| r.get(0))
-            .optional()
-            .map_err(q("reading the event sequence"))?
-            .unwrap_or(0);
-        Ok(Self { tenant, run_id, now, seq })
-    }
-
-    fn finish(&self, tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
-        tx.execute(
-            "INSERT INTO event_sequences (tenant, last_seq) VALUES (?1, ?2)
-             ON CONFLICT (tenant) DO UPDATE SET last_seq = excluded.last_seq",
-            params![self.tenant, self.seq],
-        )
-        .map_err(q("writing the event sequence"))?;
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        event_type: &str,
-        object_id: &str,
-        kind: EntryKind,
-        version: i64,
-        key_extra: &str,
-        mut body: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        self.seq += 1;
-        // The same change always gets the same key: a consumer that sees it
-        // twice (a redelivery) knows it is the same event.
-        let key = crate::util::sha256_hex(
-            format!("{}\u{0}{object_id}\u{0}{version}\u{0}{event_type}\u{0}{key_extra}", self.tenant).as_bytes(),
-        )[..32]
-            .to_string();
-        body["type"] = serde_json::json!(event_type);
-        body["tenant"] = serde_json::json!(self.tenant);
-        body["sequence"] = serde_json::json!(self.seq);
-        body["idempotency_key"] = serde_json::json!(key);
-        body["occurred_at"] = serde_json::json!(self.now);
+/// Writes the events the outbox holds, inside the apply's transaction.
+fn write_events(tx: &rusqlite::Transaction<'_>, outbox: &mut Outbox<'_>) -> Result<(), StoreError> {
+    let (tenant, run_id, now) = (outbox.tenant(), outbox.run_id(), outbox.now());
+    for e in outbox.drain() {
         tx.prepare_cached(
             "INSERT INTO events (tenant, seq, type, object_id, object_kind, version, idempotency_key, run_id, payload, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(q("preparing event insert"))?
         .execute(params![
-            self.tenant,
-            self.seq,
-            event_type,
-            object_id,
-            kind.as_str(),
-            version,
-            key,
-            self.run_id,
-            body.to_string(),
-            self.now
+            tenant,
+            e.seq,
+            e.event_type,
+            e.object_id,
+            e.object_kind,
+            e.version,
+            e.idempotency_key,
+            run_id,
+            e.payload,
+            now
         ])
         .map_err(q("writing event"))?;
-        Ok(())
     }
-
-    fn object_json(o: &PlannedObject, version: i64) -> serde_json::Value {
-        serde_json::json!({ "id": o.id, "kind": o.kind.as_str(), "externalId": o.anchor, "dn": o.dn, "version": version, "attributes": o.attrs })
-    }
-
-    fn created(&mut self, tx: &rusqlite::Transaction<'_>, o: &PlannedObject) -> Result<(), StoreError> {
-        let kind = o.kind.as_str();
-        let object = Self::object_json(o, 1);
-        let changes: Vec<serde_json::Value> =
-            o.attrs.iter().map(|(k, v)| serde_json::json!({ "attr": k, "old": [], "new": v })).collect();
-        self.emit(
-            tx,
-            &format!("{kind}.created"),
-            &o.id,
-            o.kind,
-            1,
-            "",
-            serde_json::json!({ "object": object, "changes": changes }),
-        )?;
-        for role in o.attrs.get("roles").into_iter().flatten() {
-            self.emit(
-                tx,
-                "user.role_assigned",
-                &o.id,
-                o.kind,
-                1,
-                role,
-                serde_json::json!({ "object": Self::object_json(o, 1), "role": role }),
-            )?;
-        }
-        Ok(())
-    }
-
-    fn updated(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        o: &PlannedObject,
-        version: i64,
-        changes: &[crate::plan::AttrChange],
-    ) -> Result<(), StoreError> {
-        let kind = o.kind.as_str();
-        let object = Self::object_json(o, version);
-        self.emit(
-            tx,
-            &format!("{kind}.updated"),
-            &o.id,
-            o.kind,
-            version,
-            "",
-            serde_json::json!({ "object": object, "changes": changes }),
-        )?;
-        for c in changes {
-            if c.attr == "active" && o.kind == EntryKind::User {
-                let active = c.new.first().map(String::as_str) != Some("false");
-                let t = if active { "user.activated" } else { "user.deactivated" };
-                self.emit(
-                    tx,
-                    t,
-                    &o.id,
-                    o.kind,
-                    version,
-                    "",
-                    serde_json::json!({ "object": Self::object_json(o, version) }),
-                )?;
-            }
-            if c.attr == "roles" {
-                for role in c.new.iter().filter(|r| !c.old.contains(r)) {
-                    self.emit(
-                        tx,
-                        "user.role_assigned",
-                        &o.id,
-                        o.kind,
-                        version,
-                        role,
-                        serde_json::json!({ "object": Self::object_json(o, version), "role": role }),
-                    )?;
-                }
-                for role in c.old.iter().filter(|r| !c.new.contains(r)) {
-                    self.emit(
-                        tx,
-                        "user.role_removed",
-                        &o.id,
-                        o.kind,
-                        version,
-                        role,
-                        serde_json::json!({ "object": Self::object_json(o, version), "role": role }),
-                    )?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn deleted(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        id: &str,
-        kind: EntryKind,
-        anchor: &str,
-        dn: Option<&str>,
-        label: &str,
-        version: i64,
-    ) -> Result<(), StoreError> {
-        let object = serde_json::json!({ "id": id, "kind": kind.as_str(), "externalId": anchor, "dn": dn, "label": label, "version": version });
-        self.emit(
-            tx,
-            &format!("{}.deleted", kind.as_str()),
-            id,
-            kind,
-            version,
-            "",
-            serde_json::json!({ "object": object }),
-        )
-    }
-
-    fn membership(
-        &mut self,
-        tx: &rusqlite::Transaction<'_>,
-        m: &crate::plan::MembershipChange,
-    ) -> Result<(), StoreError> {
-        let t = if m.add { "group.member_added" } else { "group.member_removed" };
-        let body = serde_json::json!({
-            "group": { "id": m.group_id, "label": m.group_label },
-            "member": { "id": m.member_id, "kind": m.member_kind.as_str(), "label": m.member_label },
-        });
-        // Keyed by the run: adding the same member again in a later run is a new event.
-        let extra = format!("{}\u{0}{}", m.member_id, self.run_id);
-        self.emit(tx, t, &m.group_id, EntryKind::Group, 0, &extra, body)
-    }
+    Ok(())
 }
 
 fn insert_object(

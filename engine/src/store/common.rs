@@ -1,0 +1,457 @@
+//! What every backend computes the same way: lookup keys, event payloads and
+//! their idempotency keys, the audit hash chain, the detail of audit records.
+//! Kept free of any database so that SQLite and PostgreSQL write byte-identical
+//! rows for the same plan.
+
+use std::collections::BTreeMap;
+
+use super::{AuditRecord, QuarantineItem, RunOutcome};
+use crate::model::{Attributes, Stored};
+use crate::plan::{AttrChange, Change, MembershipChange, Plan, PlannedObject};
+use crate::source::EntryKind;
+use crate::util::now_rfc3339;
+
+use super::StoreError;
+
+/// The columns an object is read with, in the order [`StoredRow`] holds them.
+pub(crate) const USER_COLUMNS: &str = "id, source, anchor, dn, attrs, version, created_at, updated_at";
+
+/// The `USER_COLUMNS` of one row, before its attributes are parsed.
+pub(crate) type StoredRow = (String, String, String, Option<String>, String, i64, String, String);
+
+pub(crate) fn stored_from_row(row: StoredRow, kind: EntryKind) -> Result<Stored, StoreError> {
+    let (id, source, anchor, dn, attrs, version, created_at, updated_at) = row;
+    let attrs: Attributes = serde_json::from_str(&attrs)
+        .map_err(|e| StoreError::Corrupt(format!("{kind} {id}: attributes are not valid JSON: {e}")))?;
+    Ok(Stored { id, kind, source, anchor, dn, attrs, version, created_at, updated_at })
+}
+
+pub(crate) fn table(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::User => "users",
+        EntryKind::Group => "groups",
+    }
+}
+
+/// The kind stored as text (`EntryKind::as_str`).
+pub(crate) fn entry_kind(s: &str) -> EntryKind {
+    if s == "group" { EntryKind::Group } else { EntryKind::User }
+}
+
+pub(crate) fn label(o: &PlannedObject) -> String {
+    let key = if o.kind == EntryKind::User { "userName" } else { "displayName" };
+    o.attrs.get(key).and_then(|v| v.first()).cloned().unwrap_or_else(|| o.anchor.clone())
+}
+
+pub(crate) fn first(attrs: &BTreeMap<String, Vec<String>>, key: &str) -> Option<String> {
+    attrs.get(key).and_then(|v| v.first()).cloned()
+}
+
+/// The host-computed lookup keys of an object's row (a database's own
+/// `lower()` or collation would not agree with `dn::normalize_dn`).
+pub(crate) fn dn_key(dn: Option<&str>) -> Option<String> {
+    dn.map(crate::dn::normalize_dn)
+}
+
+pub(crate) fn user_name_key(attrs: &Attributes) -> Option<String> {
+    first(attrs, "userName").map(|n| n.to_lowercase())
+}
+
+/// What identifies a quarantined entry across runs: its anchor, else its
+/// normalised DN, else the problem itself.
+pub(crate) fn quarantine_key(it: &QuarantineItem) -> String {
+    it.anchor
+        .as_deref()
+        .map(|a| format!("anchor:{a}"))
+        .or_else(|| it.dn.as_deref().map(|d| format!("dn:{}", crate::dn::normalize_dn(d))))
+        .unwrap_or_else(|| format!("reason:{}", it.reason))
+}
+
+pub(crate) fn parse_summary(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or(serde_json::Value::Null)
+}
+
+pub(crate) fn parse_audit_detail(detail: String) -> serde_json::Value {
+    serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail))
+}
+
+pub(crate) fn parse_token_tenants(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+pub(crate) fn token_tenants_json(tenants: &[String]) -> String {
+    serde_json::to_string(tenants).unwrap_or_default()
+}
+
+/// An app edit's value list as stored.
+pub(crate) fn edit_list_json(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn parse_edit_list(s: &str, object_id: &str, attribute: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(s)
+        .map_err(|e| StoreError::Corrupt(format!("app edit {object_id}/{attribute}: not a JSON list: {e}")))
+}
+
+/// Test hook: abort the process after this many object writes inside apply, to
+/// prove that a crash mid-apply leaves the store consistent.
+pub(crate) struct WriteCounter {
+    written: u64,
+    crash_at: Option<u64>,
+    run_id: i64,
+}
+
+impl WriteCounter {
+    pub(crate) fn new(run_id: i64) -> Self {
+        let crash_at = std::env::var("ROSTER_TEST_CRASH_AFTER_WRITES").ok().and_then(|v| v.parse().ok());
+        Self { written: 0, crash_at, run_id }
+    }
+
+    /// Counts `n` more rows written; a backend that writes rows in batches
+    /// crosses the crash point within a batch, and aborts right after it.
+    pub(crate) fn add(&mut self, n: u64) {
+        let before = self.written;
+        self.written += n;
+        if let Some(at) = self.crash_at
+            && at > before
+            && at <= self.written
+        {
+            eprintln!("ROSTER_TEST_CRASH_AFTER_WRITES: aborting after {at} writes (run {})", self.run_id);
+            std::process::abort();
+        }
+    }
+
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+/// One outbox event, ready to be written.
+pub(crate) struct NewEvent {
+    pub seq: i64,
+    pub event_type: String,
+    pub object_id: String,
+    pub object_kind: &'static str,
+    pub version: i64,
+    pub idempotency_key: String,
+    pub payload: String,
+}
+
+/// The events of one apply, numbered on from the tenant's last sequence
+/// number; the backend writes what [`Outbox::drain`] hands it, inside the
+/// apply's transaction.
+pub(crate) struct Outbox<'a> {
+    tenant: &'a str,
+    run_id: i64,
+    now: &'a str,
+    seq: i64,
+    pending: Vec<NewEvent>,
+}
+
+impl<'a> Outbox<'a> {
+    pub(crate) fn new(tenant: &'a str, run_id: i64, now: &'a str, last_seq: i64) -> Self {
+        Self { tenant, run_id, now, seq: last_seq, pending: Vec::new() }
+    }
+
+    pub(crate) fn tenant(&self) -> &'a str {
+        self.tenant
+    }
+
+    pub(crate) fn run_id(&self) -> i64 {
+        self.run_id
+    }
+
+    /// When the apply happened: every event's `created_at`.
+    pub(crate) fn now(&self) -> &'a str {
+        self.now
+    }
+
+    /// The sequence number of the last event emitted (the tenant's new high mark).
+    pub(crate) fn last_seq(&self) -> i64 {
+        self.seq
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, NewEvent> {
+        self.pending.drain(..)
+    }
+
+    fn emit(
+        &mut self,
+        event_type: &str,
+        object_id: &str,
+        kind: EntryKind,
+        version: i64,
+        key_extra: &str,
+        mut body: serde_json::Value,
+    ) {
+        self.seq += 1;
+        // The same change always gets the same key: a consumer that sees it
+        // twice (a redelivery) knows it is the same event.
+        let key = crate::util::sha256_hex(
+            format!("{}\u{0}{object_id}\u{0}{version}\u{0}{event_type}\u{0}{key_extra}", self.tenant).as_bytes(),
+        )[..32]
+            .to_string();
+        body["type"] = serde_json::json!(event_type);
+        body["tenant"] = serde_json::json!(self.tenant);
+        body["sequence"] = serde_json::json!(self.seq);
+        body["idempotency_key"] = serde_json::json!(key);
+        body["occurred_at"] = serde_json::json!(self.now);
+        self.pending.push(NewEvent {
+            seq: self.seq,
+            event_type: event_type.to_string(),
+            object_id: object_id.to_string(),
+            object_kind: kind.as_str(),
+            version,
+            idempotency_key: key,
+            payload: body.to_string(),
+        });
+    }
+
+    fn object_json(o: &PlannedObject, version: i64) -> serde_json::Value {
+        serde_json::json!({ "id": o.id, "kind": o.kind.as_str(), "externalId": o.anchor, "dn": o.dn, "version": version, "attributes": o.attrs })
+    }
+
+    pub(crate) fn created(&mut self, o: &PlannedObject) {
+        let kind = o.kind.as_str();
+        let object = Self::object_json(o, 1);
+        let changes: Vec<serde_json::Value> =
+            o.attrs.iter().map(|(k, v)| serde_json::json!({ "attr": k, "old": [], "new": v })).collect();
+        self.emit(
+            &format!("{kind}.created"),
+            &o.id,
+            o.kind,
+            1,
+            "",
+            serde_json::json!({ "object": object, "changes": changes }),
+        );
+        for role in o.attrs.get("roles").into_iter().flatten() {
+            self.emit(
+                "user.role_assigned",
+                &o.id,
+                o.kind,
+                1,
+                role,
+                serde_json::json!({ "object": Self::object_json(o, 1), "role": role }),
+            );
+        }
+    }
+
+    pub(crate) fn updated(&mut self, o: &PlannedObject, version: i64, changes: &[AttrChange]) {
+        let kind = o.kind.as_str();
+        let object = Self::object_json(o, version);
+        self.emit(
+            &format!("{kind}.updated"),
+            &o.id,
+            o.kind,
+            version,
+            "",
+            serde_json::json!({ "object": object, "changes": changes }),
+        );
+        for c in changes {
+            if c.attr == "active" && o.kind == EntryKind::User {
+                let active = c.new.first().map(String::as_str) != Some("false");
+                let t = if active { "user.activated" } else { "user.deactivated" };
+                self.emit(
+                    t,
+                    &o.id,
+                    o.kind,
+                    version,
+                    "",
+                    serde_json::json!({ "object": Self::object_json(o, version) }),
+                );
+            }
+            if c.attr == "roles" {
+                for role in c.new.iter().filter(|r| !c.old.contains(r)) {
+                    self.emit(
+                        "user.role_assigned",
+                        &o.id,
+                        o.kind,
+                        version,
+                        role,
+                        serde_json::json!({ "object": Self::object_json(o, version), "role": role }),
+                    );
+                }
+                for role in c.old.iter().filter(|r| !c.new.contains(r)) {
+                    self.emit(
+                        "user.role_removed",
+                        &o.id,
+                        o.kind,
+                        version,
+                        role,
+                        serde_json::json!({ "object": Self::object_json(o, version), "role": role }),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn deleted(
+        &mut self,
+        id: &str,
+        kind: EntryKind,
+        anchor: &str,
+        dn: Option<&str>,
+        label: &str,
+        version: i64,
+    ) {
+        let object = serde_json::json!({ "id": id, "kind": kind.as_str(), "externalId": anchor, "dn": dn, "label": label, "version": version });
+        self.emit(
+            &format!("{}.deleted", kind.as_str()),
+            id,
+            kind,
+            version,
+            "",
+            serde_json::json!({ "object": object }),
+        );
+    }
+
+    pub(crate) fn membership(&mut self, m: &MembershipChange) {
+        let t = if m.add { "group.member_added" } else { "group.member_removed" };
+        let body = serde_json::json!({
+            "group": { "id": m.group_id, "label": m.group_label },
+            "member": { "id": m.member_id, "kind": m.member_kind.as_str(), "label": m.member_label },
+        });
+        // Keyed by the run: adding the same member again in a later run is a new event.
+        let extra = format!("{}\u{0}{}", m.member_id, self.run_id);
+        self.emit(t, &m.group_id, EntryKind::Group, 0, &extra, body);
+    }
+}
+
+/// The hash of the first record's predecessor.
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+pub(crate) fn audit_hash(
+    seq: i64,
+    tenant: &str,
+    at: &str,
+    kind: &str,
+    actor: &str,
+    detail: &str,
+    prev: &str,
+) -> String {
+    crate::util::sha256_hex(format!("{seq}\n{tenant}\n{at}\n{kind}\n{actor}\n{detail}\n{prev}").as_bytes())
+}
+
+/// One audit record, ready to be written (its tenant, kind and actor are the caller's).
+pub(crate) struct NewAudit {
+    pub seq: i64,
+    pub at: String,
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A tenant's chain head within one transaction: read once, then extended
+/// record by record (an apply writes one record per change).
+pub(crate) struct AuditChain<'t> {
+    tenant: &'t str,
+    next_seq: i64,
+    prev: String,
+}
+
+impl<'t> AuditChain<'t> {
+    /// `head`: the seq and hash of the tenant's last record or, when pruning
+    /// removed them all, of its checkpoint; `None` for a new chain.
+    pub(crate) fn after(tenant: &'t str, head: Option<(i64, String)>) -> Self {
+        let (next_seq, prev) = match head {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS.to_string()),
+        };
+        Self { tenant, next_seq, prev }
+    }
+
+    pub(crate) fn next(&mut self, kind: &str, actor: &str, detail: &serde_json::Value) -> NewAudit {
+        let seq = self.next_seq;
+        let at = now_rfc3339();
+        let detail = detail.to_string();
+        let hash = audit_hash(seq, self.tenant, &at, kind, actor, &detail, &self.prev);
+        let prev_hash = std::mem::replace(&mut self.prev, hash.clone());
+        self.next_seq += 1;
+        NewAudit { seq, at, detail, prev_hash, hash }
+    }
+}
+
+/// Walks one tenant's stored chain in write order.
+pub(crate) struct ChainCheck<'t> {
+    tenant: &'t str,
+    expected_seq: i64,
+    prev: String,
+}
+
+impl<'t> ChainCheck<'t> {
+    /// `checkpoint`: where pruning left the chain, if it did.
+    pub(crate) fn new(tenant: &'t str, checkpoint: Option<(i64, String)>) -> Self {
+        let (expected_seq, prev) = match checkpoint {
+            Some((seq, hash)) => (seq + 1, hash),
+            None => (1, GENESIS.to_string()),
+        };
+        Self { tenant, expected_seq, prev }
+    }
+
+    /// `raw_detail`: the detail as stored. Verification hashes the stored
+    /// text, not a re-serialisation: it must see exactly the bytes that were chained.
+    pub(crate) fn check(&mut self, r: AuditRecord, raw_detail: &str) -> Result<(), String> {
+        let tenant = self.tenant;
+        if r.seq != self.expected_seq {
+            return Err(format!(
+                "tenant '{tenant}': record {} is missing or out of order (found record {} in its place)",
+                self.expected_seq, r.seq
+            ));
+        }
+        if r.prev_hash != self.prev {
+            return Err(format!(
+                "tenant '{tenant}': record {} does not follow record {} (the chain is broken: a record was removed or reordered)",
+                r.seq,
+                r.seq - 1
+            ));
+        }
+        let h = audit_hash(r.seq, &r.tenant, &r.at, &r.kind, &r.actor, raw_detail, &r.prev_hash);
+        if h != r.hash {
+            return Err(format!("tenant '{tenant}': record {}: its content does not match its hash (edited)", r.seq));
+        }
+        self.prev = r.hash;
+        self.expected_seq += 1;
+        Ok(())
+    }
+}
+
+/// The audit detail of a finished run.
+pub(crate) fn run_audit_detail(run_id: i64, outcome: &RunOutcome, trigger: &str) -> serde_json::Value {
+    let s = &outcome.summary;
+    serde_json::json!({
+        "run_id": run_id, "status": outcome.status, "trigger": trigger,
+        "counts": s.get("counts"), "plugins": s.get("plugins"), "positions": s.get("positions"),
+        "sources": s.get("sources").and_then(|v| v.as_array()).map(|a| a.iter().map(|x| x.get("source").cloned().unwrap_or_default()).collect::<Vec<_>>()),
+        "detail": s.get("detail").or_else(|| s.get("error")),
+    })
+}
+
+/// The audit details an applied plan writes, in order: one per change, then
+/// one for each source's membership changes.
+pub(crate) fn apply_audit_details(plan: &Plan, run_id: i64) -> impl Iterator<Item = serde_json::Value> + '_ {
+    plan.sources.iter().flat_map(move |sp| {
+        let changes = sp.changes.iter().map(move |change| match change {
+            Change::Create { object } => {
+                serde_json::json!({ "op": "create", "run_id": run_id, "source": sp.source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "attributes": object.attrs })
+            }
+            Change::Update { object, changes, .. } => {
+                serde_json::json!({ "op": "update", "run_id": run_id, "source": sp.source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "changes": changes })
+            }
+            Change::Delete { id, kind, anchor, .. } => {
+                serde_json::json!({ "op": "delete", "run_id": run_id, "source": sp.source, "id": id, "kind": kind.as_str(), "externalId": anchor })
+            }
+        });
+        let memberships = (!sp.memberships.is_empty()).then(|| {
+            serde_json::json!({
+                "op": "memberships", "run_id": run_id, "source": sp.source,
+                "added": sp.memberships.iter().filter(|m| m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
+                "removed": sp.memberships.iter().filter(|m| !m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
+            })
+        });
+        changes.chain(memberships)
+    })
+}
