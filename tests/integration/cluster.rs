@@ -143,7 +143,10 @@ fn three_nodes_share_the_sources_and_a_killed_owner_is_taken_over_exactly_once()
         for i in 0..CHANGES {
             let created = events
                 .iter()
-                .filter(|e| e["type"] == "user.created" && e["payload"]["object"]["userName"] == uid(i).as_str())
+                .filter(|e| {
+                    e["type"] == "user.created"
+                        && e["payload"]["object"]["attributes"]["userName"][0] == uid(i).as_str()
+                })
                 .count();
             assert_eq!(created, 1, "tenant {t}: {} created {created} times", uid(i));
         }

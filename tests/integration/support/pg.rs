@@ -27,6 +27,14 @@ fn connect(url: &str) -> postgres::Client {
         .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {url}: {e} (start it, or set ROSTER_TEST_PG)"))
 }
 
+/// Runs one statement, or fails the test with the server's message.
+fn run(client: &mut postgres::Client, sql: &str) {
+    if let Err(e) = client.batch_execute(sql) {
+        let message = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string());
+        panic!("{sql}: {message}");
+    }
+}
+
 /// A database created for one test and dropped after it.
 pub struct TestDatabase {
     name: String,
@@ -44,9 +52,10 @@ impl TestDatabase {
         let name = format!("roster_it_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let admin = admin_url();
         let mut client = connect(&admin);
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+        // One statement each: several in one query string form a transaction,
+        // which CREATE DATABASE refuses.
+        run(&mut client, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        run(&mut client, &format!("CREATE DATABASE {name}"));
         let mut url = url::Url::parse(&admin).expect("ROSTER_TEST_PG is a URL");
         url.set_path(&format!("/{name}"));
         TestDatabase { name, url: url.to_string() }
@@ -57,7 +66,7 @@ impl TestDatabase {
     }
 
     pub fn execute(&self, sql: &str) {
-        connect(&self.url).batch_execute(sql).unwrap_or_else(|e| panic!("running {sql}: {e}"));
+        run(&mut connect(&self.url), sql);
     }
 
     pub fn query_i64(&self, sql: &str) -> i64 {
@@ -73,20 +82,17 @@ impl TestDatabase {
     /// Copies the database to `<name>_<suffix>` (no one may be connected to it).
     pub fn copy_to(&self, suffix: &str) {
         let copy = format!("{}_{suffix}", self.name);
-        connect(&admin_url())
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {copy}; CREATE DATABASE {copy} TEMPLATE {}", self.name))
-            .unwrap_or_else(|e| panic!("copying {} to {copy}: {e}", self.name));
+        let mut admin = connect(&admin_url());
+        run(&mut admin, &format!("DROP DATABASE IF EXISTS {copy} WITH (FORCE)"));
+        run(&mut admin, &format!("CREATE DATABASE {copy} TEMPLATE {}", self.name));
     }
 
     /// Replaces the database with the copy [`TestDatabase::copy_to`] made.
     pub fn restore_from(&self, suffix: &str) {
         let copy = format!("{}_{suffix}", self.name);
-        connect(&admin_url())
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name} TEMPLATE {copy}",
-                name = self.name
-            ))
-            .unwrap_or_else(|e| panic!("restoring {} from {copy}: {e}", self.name));
+        let mut admin = connect(&admin_url());
+        run(&mut admin, &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        run(&mut admin, &format!("CREATE DATABASE {} TEMPLATE {copy}", self.name));
     }
 
     /// Every row of every table of the database, as text.
