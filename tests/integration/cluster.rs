@@ -20,29 +20,7 @@ fn cluster_env(s: &Slapd) -> Env {
     std::fs::write(env.path().join("ldap-password"), &s.svc_pw).expect("write");
     let mut config = format!("[serve]\nlease_secs = {LEASE_SECS}\n[store]\npath = \"data\"\n");
     for t in TENANTS {
-        config.push_str(&format!(
-            r#"[[tenant]]
-id = "{t}"
-[[tenant.source]]
-name = "corp"
-kind = "ldap"
-url = "{url}"
-starttls = true
-ca_file = {ca:?}
-bind_dn = "{svc}"
-bind_password = {{ file = "ldap-password" }}
-user_base = "ou=people,{base}"
-group_base = "ou=groups,{base}"
-sync = {{ mode = "realtime" }}
-[tenant.mapping]
-userName = "lower(uid)"
-displayName = "coalesce(displayName, cn)"
-"#,
-            url = s.ldap_url,
-            ca = s.ca_file.display().to_string(),
-            svc = s.svc_dn,
-            base = s.base,
-        ));
+        config.push_str(&s.realtime_tenant_toml(t, r#"{ mode = "realtime" }"#));
     }
     env.write_config(&config);
     env

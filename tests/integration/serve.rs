@@ -32,31 +32,8 @@ fn realtime_env(s: &Slapd) -> Env {
     // Short leases: a killed node's successor (the restart below) takes its
     // source over after 3 s, not the default 15.
     env.write_config(&format!(
-        r#"[serve]
-lease_secs = 3
-[store]
-path = "data"
-[[tenant]]
-id = "t"
-[[tenant.source]]
-name = "corp"
-kind = "ldap"
-url = "{url}"
-starttls = true
-ca_file = {ca:?}
-bind_dn = "{svc}"
-bind_password = {{ file = "ldap-password" }}
-user_base = "ou=people,{base}"
-group_base = "ou=groups,{base}"
-sync = {{ mode = "realtime", reconcile_cron = "*/2 * * * * *" }}
-[tenant.mapping]
-userName = "lower(uid)"
-displayName = "coalesce(displayName, cn)"
-"#,
-        url = s.ldap_url,
-        ca = s.ca_file.display().to_string(),
-        svc = s.svc_dn,
-        base = s.base,
+        "[serve]\nlease_secs = 3\n[store]\npath = \"data\"\n{}",
+        s.realtime_tenant_toml("t", r#"{ mode = "realtime", reconcile_cron = "*/2 * * * * *" }"#)
     ));
     env
 }

@@ -242,6 +242,34 @@ impl Slapd {
         self.run_admin("ldapmodify", &[], Some(ldif));
     }
 
+    /// A `[[tenant]]` reading this server as the service account (its
+    /// password in the file `ldap-password`) over StartTLS, with `sync`.
+    pub fn realtime_tenant_toml(&self, tenant: &str, sync: &str) -> String {
+        format!(
+            r#"[[tenant]]
+id = "{tenant}"
+[[tenant.source]]
+name = "corp"
+kind = "ldap"
+url = "{url}"
+starttls = true
+ca_file = {ca:?}
+bind_dn = "{svc}"
+bind_password = {{ file = "ldap-password" }}
+user_base = "ou=people,{base}"
+group_base = "ou=groups,{base}"
+sync = {sync}
+[tenant.mapping]
+userName = "lower(uid)"
+displayName = "coalesce(displayName, cn)"
+"#,
+            url = self.ldap_url,
+            ca = self.ca_file.display().to_string(),
+            svc = self.svc_dn,
+            base = self.base,
+        )
+    }
+
     /// Adds the entries of an LDIF (content records; `changetype` optional) as the admin.
     pub fn ldapadd(&self, ldif: &str) {
         self.run_admin("ldapmodify", &["-a"], Some(ldif));

@@ -13,7 +13,7 @@ use crate::plan::{AttrChange, Change, MembershipChange, Plan, PlannedObject, Sou
 use crate::source::EntryKind;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    AppEdit, MembershipEnd, PluginRecord, QuarantineItem, RunOutcome, Settled, Store, StoreError, TokenRecord,
+    AppEdit, Fence, MembershipEnd, PluginRecord, QuarantineItem, RunOutcome, Settled, Store, StoreError, TokenRecord,
     WebhookState,
 };
 
@@ -742,4 +742,58 @@ fn answers_as_the_sqlite_store_does() {
         }
         panic!("the answers differ");
     }
+}
+
+/// Two nodes (two connections) and one lease: one holder at a time; the other
+/// takes it only once it runs out; the old holder's fenced writes then fail.
+fn a_lease_has_one_holder_and_fences_the_previous_one(a: &mut dyn Store, b: &mut dyn Store) {
+    let r = "source:t/corp";
+    assert!(a.claim_lease(r, "a", 60_000).expect("claim"), "a free lease is taken");
+    assert!(!b.claim_lease(r, "b", 60_000).expect("claim"), "a held lease is not");
+    assert!(a.claim_lease(r, "a", 300).expect("renew"), "the holder renews (here, shortly)");
+    std::thread::sleep(std::time::Duration::from_millis(450));
+    assert!(a.leases().expect("leases")[0].expired, "run out");
+    assert!(b.claim_lease(r, "b", 60_000).expect("claim"), "a run-out lease is taken over");
+    assert_eq!(a.leases().expect("leases")[0].owner, "b");
+
+    a.set_fence(Some(Fence { node: "a".into(), resources: vec![r.into()] }));
+    match a.set_source_state("t", "corp", "cookie", "stale") {
+        Err(StoreError::LeaseLost { node, resource }) => assert_eq!((node.as_str(), resource.as_str()), ("a", r)),
+        other => panic!("a cookie write after the takeover: {other:?}"),
+    }
+    match apply(a, &plan("t", vec![create(user("u-late", "late"))], vec![])) {
+        Err(StoreError::LeaseLost { .. }) => {}
+        other => panic!("an apply after the takeover: {other:?}"),
+    }
+    assert!(a.users("t").expect("users").is_empty(), "the fenced apply wrote nothing");
+    b.set_fence(Some(Fence { node: "b".into(), resources: vec![r.into()] }));
+    b.set_source_state("t", "corp", "cookie", "fresh").expect("the holder writes");
+    apply(b, &plan("t", vec![create(user("u-1", "one"))], vec![])).expect("the holder applies");
+    assert_eq!(a.source_state("t", "corp", "cookie").expect("state").as_deref(), Some("fresh"));
+
+    b.release_lease(r, "a").expect("release");
+    assert_eq!(a.leases().expect("leases").len(), 1, "only the holder releases");
+    b.release_lease(r, "b").expect("release");
+    assert!(a.leases().expect("leases").is_empty());
+
+    a.node_heartbeat("a", "pid 1").expect("beat");
+    b.node_heartbeat("b", "pid 2").expect("beat");
+    let nodes = a.nodes(60_000).expect("nodes");
+    assert_eq!(nodes.iter().filter(|n| n.alive).map(|n| n.node.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert!(a.nodes(-1_000).expect("nodes").iter().all(|n| !n.alive), "outside the window: not alive");
+    a.remove_node("a").expect("remove");
+    assert_eq!(b.nodes(60_000).expect("nodes").len(), 1);
+}
+
+#[test]
+fn postgres_leases_have_one_holder_and_fence_the_previous_one() {
+    let db = TestDb::new();
+    a_lease_has_one_holder_and_fences_the_previous_one(&mut db.open(), &mut db.open());
+}
+
+#[test]
+fn sqlite_leases_have_one_holder_and_fence_the_previous_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut a, mut b) = (SqliteStore::open(dir.path()).expect("open"), SqliteStore::open(dir.path()).expect("open"));
+    a_lease_has_one_holder_and_fences_the_previous_one(&mut a, &mut b);
 }
