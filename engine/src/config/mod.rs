@@ -1680,6 +1680,28 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_store_url_never_holds_a_password() {
+        let with = |url: &str| parse(&format!("[store]\nurl = \"{url}\"\npassword = {{ env = \"DBPW\" }}\n"));
+        let c = with("postgres://roster@db.internal:5432/roster").expect("a URL without a password");
+        match c.store_location() {
+            // The test environment may point the store elsewhere (ROSTER_STORE_URL).
+            StoreLocation::Postgres { password, .. } => {
+                assert_eq!(password, Some(SecretRef::Env { env: "DBPW".into() }))
+            }
+            StoreLocation::Sqlite(_) => panic!("url selects PostgreSQL"),
+        }
+        for (url, says) in [
+            ("postgres://roster:hunter2@db/roster", "holds a password"),
+            ("postgres://db/roster?password=hunter2", "holds a password"),
+            ("mysql://db/roster", "not a PostgreSQL URL"),
+        ] {
+            let e = with(url).expect_err(url).to_string();
+            assert!(e.contains("[store] url") && e.contains(says), "{url}: {e}");
+            assert!(!e.contains("hunter2"), "the password is not repeated: {e}");
+        }
+    }
+
+    #[test]
     fn notify_channels_take_only_their_own_keys() {
         let base = "[store]\npath = \"d\"\n[[tenant]]\nid = \"t\"\n";
         let ok = parse(&format!(

@@ -419,14 +419,13 @@ pub fn open(config: &Config) -> Result<BoxStore, StoreError> {
     match config.store_location() {
         StoreLocation::Sqlite(dir) => Ok(Box::new(sqlite::SqliteStore::open(&dir)?)),
         StoreLocation::Postgres { url, password, ca_file } => {
-            let password =
-                match password {
-                    Some(r) => Some(r.resolve(&config.base_dir).map_err(|e| StoreError::Open {
-                        path: url.clone(),
-                        message: format!("[store] password: {e}"),
-                    })?),
-                    None => None,
-                };
+            let password = match password {
+                Some(r) => Some(r.resolve(&config.base_dir).map_err(|e| StoreError::Open {
+                    path: postgres::redacted(&url),
+                    message: format!("[store] password: {e}"),
+                })?),
+                None => None,
+            };
             Ok(Box::new(postgres::PgStore::open_target(postgres::PgTarget { url, password, ca_file })?))
         }
     }

@@ -91,7 +91,7 @@ pub(super) fn connect(target: &PgTarget) -> Result<Client, StoreError> {
 }
 
 /// The URL without its password, for messages and logs.
-pub(super) fn redacted(url: &str) -> String {
+pub(crate) fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
