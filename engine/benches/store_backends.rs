@@ -14,7 +14,7 @@
 //! new database), a no-change re-sync, and a sync after 1,000 users changed
 //! their display name. PostgreSQL is `ROSTER_TEST_PG` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`, trust auth), on loopback.
-//! Results go to `bench-results/store-backends.json` and are printed as a
+//! Results go to `bench-results/store-backends-u<users>.json` and are printed as a
 //! Markdown table (BENCHMARKS.md).
 
 use std::path::{Path, PathBuf};
@@ -210,7 +210,7 @@ fn run() -> Result<()> {
     let out = root.join("bench-results");
     std::fs::create_dir_all(&out)?;
     let doc = json!({ "users": args.users, "groups": groups, "runs": args.runs, "results": results });
-    std::fs::write(out.join("store-backends.json"), serde_json::to_string_pretty(&doc)?)?;
+    std::fs::write(out.join(format!("store-backends-u{}.json", args.users)), serde_json::to_string_pretty(&doc)?)?;
 
     println!(
         "| {} users, {groups} groups (LDIF source), median of {} | SQLite | PostgreSQL | ratio |",
