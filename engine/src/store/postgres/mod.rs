@@ -17,9 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use postgres::{GenericClient, Row};
 
-use self::db::{Conn, Db, connect, get};
 pub use self::db::PgTarget;
 pub(crate) use self::db::redacted;
+use self::db::{Conn, Db, connect, get};
 use super::common::{
     StoredRow, USER_COLUMNS, edit_list_json, entry_kind, parse_edit_list, parse_summary, parse_token_tenants,
     quarantine_key, run_audit_detail, stored_from_row, table, token_tenants_json,
