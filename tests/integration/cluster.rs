@@ -1,26 +1,34 @@
 //! Several `roster serve` nodes on one PostgreSQL store and a real slapd:
 //! every source has exactly one owner, a killed owner's realtime source is
 //! taken over with every change applied exactly once, a restarted node gets
-//! its share back, and the audit chain and event sequences stay whole.
+//! its share back, a webhook endpoint is delivered in order whichever node
+//! holds it, and the audit chain and event sequences stay whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::serve::{Serve, wait_until};
+use crate::support::serve::{Serve, receiver, wait_until};
 use crate::support::slapd::{Slapd, gen_ldif};
 use crate::support::{Env, user};
 
 const TENANTS: [&str; 3] = ["a", "b", "c"];
 const LEASE_SECS: u64 = 2;
 
-fn cluster_env(s: &Slapd) -> Env {
+/// Three tenants on one slapd; tenant a also delivers its events to `hook`.
+fn cluster_env(s: &Slapd, hook: &str) -> Env {
     let env = Env::new_postgres("");
     std::fs::write(env.path().join("ldap-password"), &s.svc_pw).expect("write");
+    std::fs::write(env.path().join("hook-secret"), "whsec-cluster").expect("write");
     let mut config = format!("[serve]\nlease_secs = {LEASE_SECS}\n[store]\npath = \"data\"\n");
     for t in TENANTS {
         config.push_str(&s.realtime_tenant_toml(t, r#"{ mode = "realtime" }"#));
+        if t == "a" {
+            config.push_str(&format!(
+                "[[tenant.webhook]]\nname = \"app\"\nurl = \"{hook}\"\nsecret = {{ file = \"hook-secret\" }}\n"
+            ));
+        }
     }
     env.write_config(&config);
     env
@@ -37,12 +45,37 @@ fn owners(env: &Env) -> BTreeMap<String, Option<String>> {
         .collect()
 }
 
-/// Each of `nodes` holds exactly one tenant's source.
-fn one_each(env: &Env, nodes: &[&str]) -> bool {
-    let owners = owners(env);
-    let held: Vec<&str> = owners.values().filter_map(|o| o.as_deref()).collect();
-    let distinct: BTreeSet<&str> = held.iter().copied().collect();
-    held.len() == TENANTS.len() && distinct == nodes.iter().copied().collect()
+/// Every source has an owner, and each of `nodes` holds its share of the four
+/// resources (three sources and the webhook endpoint): one or two.
+fn shared(env: &Env, nodes: &[&str]) -> bool {
+    if owners(env).values().any(Option::is_none) {
+        return false;
+    }
+    let text = env.run(&["status"]).ok().stdout;
+    nodes.iter().all(|n| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(*n))
+            .and_then(|l| l.split(" holds ").nth(1))
+            .is_some_and(|held| {
+                let count = held.split(", ").filter(|r| *r != "-").count();
+                (1..=2).contains(&count)
+            })
+    })
+}
+
+/// The sequence numbers the receiver got, in the order it got them.
+fn delivered(got: &std::sync::Mutex<Vec<(String, String)>>) -> Vec<i64> {
+    got.lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|(head, _)| {
+            head.lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase().strip_prefix("roster-event-sequence:").map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
 }
 
 fn events(env: &Env, tenant: &str) -> Vec<Value> {
@@ -64,20 +97,26 @@ fn events(env: &Env, tenant: &str) -> Vec<Value> {
 #[test]
 fn three_nodes_share_the_sources_and_a_killed_owner_is_taken_over_exactly_once() {
     let s = Slapd::start(&[&gen_ldif(40, 4, 11)]);
-    let env = cluster_env(&s);
+    let (hook, got) = receiver();
+    let env = cluster_env(&s, &hook);
     let start = |node: &str| Serve::start_with(&env, &["--node-id", node], &[]);
     let names = ["n1", "n2", "n3"];
     let mut nodes: BTreeMap<&str, Serve> = names.iter().map(|n| (*n, start(n))).collect();
 
     // Every source gets one owner; nodes that started later get their share.
-    wait_until("each node holds one source", Duration::from_secs(60), || one_each(&env, &names));
+    wait_until("each node holds its share", Duration::from_secs(60), || shared(&env, &names));
     for t in TENANTS {
         wait_until("the initial refresh is applied", Duration::from_secs(60), || env.users(t).len() == 40);
     }
 
     // A stream of changes to the directory; the owner of tenant a's source is
     // killed in the middle of it.
-    let victim = owners(&env)["a"].clone().expect("tenant a has an owner");
+    let mut victim = None;
+    wait_until("tenant a's source has an owner", Duration::from_secs(10), || {
+        victim = owners(&env)["a"].clone();
+        victim.is_some()
+    });
+    let victim = victim.expect("tenant a has an owner");
     let victim: &str = names.iter().copied().find(|n| *n == victim).expect("a known node");
     const CHANGES: usize = 30;
     let uid = |i: usize| format!("stream-{i:02}");
@@ -132,7 +171,17 @@ fn three_nodes_share_the_sources_and_a_killed_owner_is_taken_over_exactly_once()
 
     // The killed node comes back: the leases rebalance to one each.
     nodes.insert(victim, start(victim));
-    wait_until("the restarted node gets its share back", Duration::from_secs(60), || one_each(&env, &names));
+    wait_until("the restarted node gets its share back", Duration::from_secs(60), || shared(&env, &names));
+
+    // The webhook endpoint, delivered by whichever node held it: every event
+    // at least once, and the first delivery of each in sequence order.
+    let last = events(&env, "a").last().and_then(|e| e["seq"].as_i64()).expect("tenant a has events");
+    wait_until("every event of tenant a is delivered", Duration::from_secs(60), || {
+        delivered(&got).into_iter().collect::<BTreeSet<i64>>() == (1..=last).collect()
+    });
+    let mut seen = BTreeSet::new();
+    let firsts: Vec<i64> = delivered(&got).into_iter().filter(|s| seen.insert(*s)).collect();
+    assert_eq!(firsts, (1..=last).collect::<Vec<_>>(), "first deliveries in sequence order");
 
     // One audit chain per tenant, intact although three processes wrote it.
     let verified = env.run(&["audit", "verify"]).ok();

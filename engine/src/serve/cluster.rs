@@ -5,8 +5,9 @@
 //! holds the resource's lease: a row in the store with an expiry, renewed every
 //! third of `[serve] lease_secs`. Each node aims at its fair share,
 //! ⌈resources ÷ live nodes⌉: it takes free or run-out leases up to that share,
-//! and gives up what is above it when more nodes are alive, so a restarted or
-//! added node gets work within a few renewals.
+//! and gives up what is above it when more nodes are alive. While some live
+//! node holds less than ⌊resources ÷ live nodes⌋, the others keep only that
+//! floor, so a restarted or added node gets work within a few renewals.
 //!
 //! A node that dies keeps its leases until they run out; then the others take
 //! them over and continue from the stored state (cookies, delivery positions).
@@ -180,8 +181,14 @@ fn keep_leases(
     if let Err(e) = store.node_heartbeat(node, info) {
         tracing::warn!(node, error = %e, "cannot record this node's heartbeat");
     }
-    let alive = store.nodes(ttl_ms).map(|n| n.iter().filter(|n| n.alive).count()).unwrap_or(1).max(1);
+    let live: Vec<String> = match store.nodes(ttl_ms) {
+        Ok(nodes) => nodes.into_iter().filter(|n| n.alive).map(|n| n.node).collect(),
+        Err(_) => vec![node.to_string()],
+    };
+    let alive = live.len().max(1);
+    // Each node holds between ⌊R÷n⌋ and ⌈R÷n⌉ of the R resources.
     let share = resources.len().div_ceil(alive);
+    let floor = resources.len() / alive;
 
     for resource in held.clone() {
         match store.claim_lease(&resource, node, ttl_ms) {
@@ -204,10 +211,25 @@ fn keep_leases(
         }
     }
 
-    if held.len() > share {
+    let leases = match store.leases() {
+        Ok(leases) => leases,
+        Err(e) => {
+            tracing::warn!(node, error = %e, "cannot read the leases");
+            cluster.set_held(held);
+            return;
+        }
+    };
+    // Up to the ceiling, normally. While another live node is below the floor
+    // (4 resources on 3 nodes held 2, 2, 0), only up to the floor: the
+    // ceiling alone would leave that node idle for ever, and a node that gave
+    // a lease up for it must not take it straight back.
+    let held_by = |n: &str| leases.iter().filter(|l| !l.expired && l.owner == n).count();
+    let starving = live.iter().any(|n| n != node && held_by(n) < floor);
+    let keep = if starving { floor } else { share };
+    if held.len() > keep {
         let mut mine: Vec<String> = held.iter().cloned().collect();
         mine.sort_by_key(|r| preference(node, r));
-        for resource in mine.into_iter().skip(share) {
+        for resource in mine.into_iter().skip(keep) {
             tracing::info!(node, %resource, share, alive, "handing a lease over to rebalance");
             renewed.remove(&resource);
             lose(store, held, &resource, true);
@@ -215,19 +237,13 @@ fn keep_leases(
     }
 
     let mut gained = Vec::new();
-    if held.len() < share {
-        let taken: HashMap<String, bool> = match store.leases() {
-            Ok(leases) => leases.into_iter().map(|l| (l.resource, l.expired)).collect(),
-            Err(e) => {
-                tracing::warn!(node, error = %e, "cannot read the leases");
-                return;
-            }
-        };
+    if held.len() < keep {
+        let taken: HashMap<String, bool> = leases.into_iter().map(|l| (l.resource, l.expired)).collect();
         let mut free: Vec<&String> =
             resources.iter().filter(|r| !held.contains(*r) && taken.get(*r).is_none_or(|expired| *expired)).collect();
         free.sort_by_key(|r| preference(node, r));
         for resource in free {
-            if held.len() >= share {
+            if held.len() >= keep {
                 break;
             }
             match store.claim_lease(resource, node, ttl_ms) {
@@ -246,5 +262,98 @@ fn keep_leases(
     for resource in gained {
         tracing::info!(node, %resource, "lease taken");
         on_change(store, Change::Gained(resource));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    struct Node {
+        cluster: Arc<Cluster>,
+        store: SqliteStore,
+        held: BTreeSet<String>,
+        renewed: HashMap<String, Instant>,
+        changes: Vec<Change>,
+    }
+
+    impl Node {
+        fn new(name: &str, dir: &std::path::Path) -> Node {
+            Node {
+                cluster: Cluster::new(name.into(), Duration::from_secs(60)),
+                store: SqliteStore::open(dir).expect("store"),
+                held: BTreeSet::new(),
+                renewed: HashMap::new(),
+                changes: Vec::new(),
+            }
+        }
+
+        fn round(&mut self, resources: &[String]) {
+            let changes = &mut self.changes;
+            keep_leases(
+                &self.cluster,
+                &mut self.store,
+                resources,
+                "test",
+                &mut self.held,
+                &mut self.renewed,
+                &mut |_: &mut dyn Store, c| changes.push(c),
+            );
+        }
+    }
+
+    /// Every resource held by exactly one node; each node's count in `range`.
+    fn assert_shared(nodes: &[Node], resources: &[String], range: std::ops::RangeInclusive<usize>) {
+        let mut all: Vec<&String> = nodes.iter().flat_map(|n| n.held.iter()).collect();
+        all.sort();
+        assert_eq!(all, resources.iter().collect::<Vec<_>>(), "each resource once");
+        for n in nodes {
+            assert!(range.contains(&n.held.len()), "{} holds {:?}", n.cluster.node, n.held);
+            assert!(n.held.iter().all(|r| n.cluster.holds(r)), "what the threads see is what is held");
+        }
+    }
+
+    #[test]
+    fn nodes_converge_on_a_fair_share_and_one_joining_gets_work() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let resources: Vec<String> = ["a", "b", "c", "d"].iter().map(|t| source_resource(t, "corp")).collect();
+        let mut nodes = vec![Node::new("n1", dir.path())];
+        nodes[0].round(&resources);
+        assert_shared(&nodes, &resources, 4..=4);
+
+        // Two more join. 4 on 3 has a ceiling of 2, and without the floor rule
+        // 2, 2, 0 would be stable.
+        nodes.push(Node::new("n2", dir.path()));
+        nodes.push(Node::new("n3", dir.path()));
+        for _ in 0..6 {
+            for n in nodes.iter_mut() {
+                n.round(&resources);
+            }
+        }
+        assert_shared(&nodes, &resources, 1..=2);
+        // Work moved by giving leases up and taking them: a loss before every gain elsewhere.
+        assert!(nodes[0].changes.iter().any(|c| matches!(c, Change::Lost(_))));
+        assert!(nodes[1].changes.iter().chain(&nodes[2].changes).all(|c| matches!(c, Change::Gained(_))));
+
+        // Stable: another round changes nothing.
+        let before: Vec<BTreeSet<String>> = nodes.iter().map(|n| n.held.clone()).collect();
+        for n in nodes.iter_mut() {
+            n.round(&resources);
+        }
+        assert_eq!(before, nodes.iter().map(|n| n.held.clone()).collect::<Vec<_>>());
+
+        // n3 stops cleanly: its leases and its node row go; the others take over.
+        let mut gone = nodes.pop().expect("n3");
+        for r in std::mem::take(&mut gone.held) {
+            gone.store.release_lease(&r, "n3").expect("release");
+        }
+        gone.store.remove_node("n3").expect("remove");
+        for _ in 0..3 {
+            for n in nodes.iter_mut() {
+                n.round(&resources);
+            }
+        }
+        assert_shared(&nodes, &resources, 2..=2);
     }
 }

@@ -189,7 +189,13 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     let mut resources: Vec<String> = Vec::new();
     // Realtime LDAP sources whose server cannot stream.
     let mut no_stream: HashSet<(String, String)> = HashSet::new();
-    let mut work = Work { config: config.clone(), host: host.clone(), streams: HashMap::new(), polls: HashMap::new() };
+    let mut work = Work {
+        config: config.clone(),
+        host: host.clone(),
+        streams: HashMap::new(),
+        polls: HashMap::new(),
+        shutdown: stop.clone(),
+    };
     let mut store = crate::store::open(&config).map_err(|e| e.to_string())?;
     for (t_index, tenant) in config.tenants.iter().enumerate() {
         let (tx, rx) = channel::<Trigger>();
@@ -243,10 +249,8 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     let lease_store = crate::store::open(&config).map_err(|e| e.to_string())?;
     let mut threads = vec![http];
     threads.push(
-        cluster::run(cluster.clone(), lease_store, resources, info, stop.clone(), move |store, change| {
-            work.change(store, change)
-        })
-        .map_err(|e| e.to_string())?,
+        cluster::run(cluster.clone(), lease_store, resources, info, stop.clone(), move |_, change| work.change(change))
+            .map_err(|e| e.to_string())?,
     );
 
     let mut senders: Vec<Sender<Trigger>> = Vec::new();
@@ -367,6 +371,8 @@ struct Work {
     host: Arc<PluginHost>,
     streams: HashMap<String, StreamSlot>,
     polls: HashMap<String, (Sender<Trigger>, String)>,
+    /// The service is stopping: streams are waited for as they stop.
+    shutdown: Arc<AtomicBool>,
 }
 
 struct StreamSlot {
@@ -374,52 +380,89 @@ struct StreamSlot {
     source: crate::config::LdapSourceConfig,
     buffer: Arc<Mutex<Buffer>>,
     trigger: Sender<Trigger>,
+    /// The stream's stop flag and its thread, stopped or not (see [`Work::stop`]).
     running: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl Work {
-    fn change(&mut self, store: &mut dyn Store, change: Change) {
+    fn change(&mut self, change: Change) {
         match change {
             Change::Gained(resource) => {
                 if let Some((tx, source)) = self.polls.get(&resource) {
                     let _ = tx.send(Trigger { source: source.clone(), reason: Reason::Poll });
                 }
-                self.start(store, &resource)
+                self.start(&resource)
             }
             Change::Lost(resource) => self.stop(&resource),
         }
     }
 
-    fn start(&mut self, store: &mut dyn Store, resource: &str) {
+    /// Starts the source's stream on a thread of its own: reading the stored
+    /// cookies (which loads the tenant's plugins for the pipeline fingerprint)
+    /// and waiting for a previous stream to end take time the lease thread
+    /// must not spend, or its other leases would run out meanwhile.
+    fn start(&mut self, resource: &str) {
         let Some(slot) = self.streams.get_mut(resource) else { return };
-        let tenant = &self.config.tenants[slot.tenant_index];
-        // Continue from what is stored: the previous holder's last applied
-        // cookie, not whatever this node buffered when it last held the source.
-        if let Ok(mut b) = slot.buffer.lock() {
-            *b = Buffer::default();
-        }
-        let cookies = stored_cookies(&self.config, tenant, &self.host, store, &slot.source.name);
-        let (tx, name) = (slot.trigger.clone(), slot.source.name.clone());
+        let previous = slot.running.take();
         let stop = Arc::new(AtomicBool::new(false));
-        match realtime::stream(&self.config, &slot.source, cookies, slot.buffer.clone(), stop.clone(), move || {
-            let _ = tx.send(Trigger { source: name.clone(), reason: Reason::Realtime });
-        }) {
+        let (config, host, tenant_index) = (self.config.clone(), self.host.clone(), slot.tenant_index);
+        let (source, buffer, trigger) = (slot.source.clone(), slot.buffer.clone(), slot.trigger.clone());
+        let stopping = stop.clone();
+        let starter = std::thread::Builder::new().name(format!("roster-rt-start-{}", source.name)).spawn(move || {
+            if let Some((_, handle)) = previous {
+                let _ = handle.join();
+            }
+            // Continue from what is stored: the previous holder's last applied
+            // cookie, not whatever this node buffered when it last held the source.
+            if let Ok(mut b) = buffer.lock() {
+                *b = Buffer::default();
+            }
+            let tenant = &config.tenants[tenant_index];
+            let cookies = match crate::store::open(&config) {
+                Ok(mut store) => stored_cookies(&config, tenant, &host, store.as_mut(), &source.name),
+                Err(e) => {
+                    tracing::warn!(tenant = %tenant.id, source = %source.name, error = %e, "cannot read the stored cookies; refreshing from nothing");
+                    (None, None)
+                }
+            };
+            if stopping.load(Ordering::Relaxed) {
+                return;
+            }
+            let (tx, name) = (trigger.clone(), source.name.clone());
+            match realtime::stream(&config, &source, cookies, buffer.clone(), stopping, move || {
+                let _ = tx.send(Trigger { source: name.clone(), reason: Reason::Realtime });
+            }) {
+                Ok(stream) => {
+                    let _ = stream.join();
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.id, source = %source.name, error = %e, "cannot start the realtime stream");
+                    if let Ok(mut b) = buffer.lock() {
+                        b.stream_error = Some(e.to_string());
+                    }
+                    let _ = trigger.send(Trigger { source: source.name.clone(), reason: Reason::Realtime });
+                }
+            }
+        });
+        match starter {
             Ok(handle) => slot.running = Some((stop, handle)),
             Err(e) => {
-                tracing::error!(tenant = %tenant.id, source = %slot.source.name, error = %e, "cannot start the realtime stream");
-                if let Ok(mut b) = slot.buffer.lock() {
-                    b.stream_error = Some(e.to_string());
-                }
-                let _ = slot.trigger.send(Trigger { source: slot.source.name.clone(), reason: Reason::Realtime });
+                tracing::error!(source = %slot.source.name, error = %e, "cannot start a thread for the realtime stream")
             }
         }
     }
 
+    /// Asks the stream to end. It is waited for by the next start of the same
+    /// source, or here when the service stops.
     fn stop(&mut self, resource: &str) {
         let Some(slot) = self.streams.get_mut(resource) else { return };
         if let Some((stop, handle)) = slot.running.take() {
             stop.store(true, Ordering::Relaxed);
-            let _ = handle.join();
+            if self.shutdown.load(Ordering::Relaxed) {
+                let _ = handle.join();
+            } else {
+                slot.running = Some((stop, handle));
+            }
         }
     }
 }
