@@ -1453,18 +1453,38 @@ impl Config {
                 }
             }
         }
+        // Settings checked here rather than in `validate`, which has no text
+        // to find their line in.
+        let at = |table: &str, key: &str| -> String {
+            text.find(&format!("[{table}]"))
+                .and_then(|start| find_key(text, start..text.len(), key))
+                .map(|offset| {
+                    let (line, col) = line_col(text, offset);
+                    format!("line {line}, column {col}: ")
+                })
+                .unwrap_or_default()
+        };
+        if let Some(url) = &config.store.url {
+            if let Err(message) = check_store_url(url) {
+                let place = at("store", "url");
+                return Err(ConfigError::Syntax { path: shown, message: format!("{place}[store] url: {message}") });
+            }
+        }
+        if config.serve.lease_secs == 0 {
+            let place = at("serve", "lease_secs");
+            return Err(ConfigError::Syntax {
+                path: shown,
+                message: format!(
+                    "{place}[serve] lease_secs must be at least 1 (seconds a lease lasts without renewal)"
+                ),
+            });
+        }
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         let path = self.path.display().to_string();
-        if let Some(url) = &self.store.url {
-            check_store_url(url).map_err(|message| ConfigError::Syntax {
-                path: path.clone(),
-                message: format!("[store] url: {message}"),
-            })?;
-        }
         let mut ids = HashSet::new();
         for t in &self.tenants {
             let invalid = |message: String| ConfigError::Invalid { path: path.clone(), tenant: t.id.clone(), message };
@@ -1690,6 +1710,10 @@ mod tests {
             }
             StoreLocation::Sqlite(_) => panic!("url selects PostgreSQL"),
         }
+        let e = with("postgres://roster:hunter2@db/roster").expect_err("a password").to_string();
+        assert!(e.contains("line 2, column 1"), "the error names the line: {e}");
+        let e = parse("[serve]\nlease_secs = 0\n").expect_err("no lease").to_string();
+        assert!(e.contains("line 2, column 1") && e.contains("lease_secs"), "{e}");
         for (url, says) in [
             ("postgres://roster:hunter2@db/roster", "holds a password"),
             ("postgres://db/roster?password=hunter2", "holds a password"),

@@ -180,7 +180,7 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     println!("roster serve: {} tenant(s); metrics on {scheme}://{addr}/metrics", config.tenants.len());
 
     let node = config.serve.node_id.clone().unwrap_or_else(cluster::default_node_id);
-    let cluster = Cluster::new(node.clone(), Duration::from_secs(config.serve.lease_secs.max(1)));
+    let cluster = Cluster::new(node.clone(), Duration::from_secs(config.serve.lease_secs));
     tracing::info!(node = %node, lease_secs = config.serve.lease_secs, "serving as node");
 
     // What each tenant's worker gets, and every resource a node can hold.
@@ -249,7 +249,7 @@ pub fn run(config: Config, listen: Option<String>, stop: Arc<AtomicBool>) -> Res
     let lease_store = crate::store::open(&config).map_err(|e| e.to_string())?;
     let mut threads = vec![http];
     threads.push(
-        cluster::run(cluster.clone(), lease_store, resources, info, stop.clone(), move |_, change| work.change(change))
+        cluster::run(cluster.clone(), lease_store, resources, info, stop.clone(), move |change| work.change(change))
             .map_err(|e| e.to_string())?,
     );
 
