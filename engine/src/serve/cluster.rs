@@ -112,7 +112,7 @@ pub fn run(
     resources: Vec<String>,
     info: String,
     stop: Arc<AtomicBool>,
-    mut on_change: impl FnMut(&mut dyn Store, Change) + Send + 'static,
+    mut on_change: impl FnMut(Change) + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let tick = (cluster.ttl / 3).max(Duration::from_millis(100));
     let mut held: BTreeSet<String> = BTreeSet::new();
@@ -141,7 +141,7 @@ pub fn run(
         // A clean stop hands the work over at once instead of after the expiry.
         for resource in std::mem::take(&mut held) {
             cluster.set_held(&held_without(&cluster, &resource));
-            on_change(store.as_mut(), Change::Lost(resource.clone()));
+            on_change(Change::Lost(resource.clone()));
             let _ = store.release_lease(&resource, &cluster.node);
         }
         cluster.set_held(&BTreeSet::new());
@@ -164,7 +164,7 @@ fn keep_leases(
     info: &str,
     held: &mut BTreeSet<String>,
     renewed: &mut HashMap<String, Instant>,
-    on_change: &mut impl FnMut(&mut dyn Store, Change),
+    on_change: &mut impl FnMut(Change),
 ) {
     let node = cluster.node.as_str();
     let ttl_ms = cluster.ttl_ms();
@@ -172,7 +172,7 @@ fn keep_leases(
         held.remove(resource);
         // The other threads stop seeing it as ours before its work stops: no new run starts.
         cluster.set_held(held);
-        on_change(store, Change::Lost(resource.to_string()));
+        on_change(Change::Lost(resource.to_string()));
         if release {
             let _ = store.release_lease(resource, node);
         }
@@ -261,7 +261,7 @@ fn keep_leases(
     cluster.set_held(held);
     for resource in gained {
         tracing::info!(node, %resource, "lease taken");
-        on_change(store, Change::Gained(resource));
+        on_change(Change::Gained(resource));
     }
 }
 
@@ -298,7 +298,7 @@ mod tests {
                 "test",
                 &mut self.held,
                 &mut self.renewed,
-                &mut |_: &mut dyn Store, c| changes.push(c),
+                &mut |c| changes.push(c),
             );
         }
     }

@@ -19,7 +19,8 @@ use crate::model::is_active;
 use crate::plan::{Change, MembershipChange, Plan, PlannedObject};
 use crate::source::EntryKind;
 use crate::store::common::{
-    AuditChain, Outbox, WriteCounter, apply_audit_details, dn_key, first, label, table, user_name_key,
+    ApplyTimes, AuditChain, Outbox, WriteCounter, apply_audit_details, dn_key, first, label, log_apply, table,
+    user_name_key,
 };
 use crate::store::{ApplyStats, Fence, StoreError};
 use crate::util::now_rfc3339;
@@ -102,16 +103,8 @@ pub(super) fn apply(
         tx.execute("marking run", "UPDATE runs SET status = 'applying' WHERE id = $1", &[&run_id])?;
         Ok((objects_time, memberships_time, rows_done, started.elapsed()))
     })?;
-    tracing::debug!(
-        tenant,
-        run_id,
-        rows = written.written(),
-        objects_ms = objects_time.as_millis() as u64,
-        memberships_ms = memberships_time.as_millis() as u64,
-        audit_ms = (audit_done - rows_done).as_millis() as u64,
-        commit_ms = (started.elapsed() - audit_done).as_millis() as u64,
-        "apply transaction"
-    );
+    let times = ApplyTimes { started, objects: objects_time, memberships: memberships_time, rows_done, audit_done };
+    log_apply(tenant, run_id, written.written(), &times);
     Ok(ApplyStats { rows_written: written.written() })
 }
 

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::common::{
-    AuditChain, ChainCheck, NewAudit, Outbox, StoredRow, USER_COLUMNS, WriteCounter, apply_audit_details, dn_key,
-    edit_list_json, entry_kind, first, label, parse_audit_detail, parse_edit_list, parse_summary, parse_token_tenants,
-    quarantine_key, run_audit_detail, stored_from_row, table, token_tenants_json, user_name_key,
+    ApplyTimes, AuditChain, ChainCheck, NewAudit, Outbox, StoredRow, USER_COLUMNS, WriteCounter, apply_audit_details,
+    dn_key, edit_list_json, entry_kind, first, label, log_apply, parse_audit_detail, parse_edit_list, parse_summary,
+    parse_token_tenants, quarantine_key, run_audit_detail, stored_from_row, table, token_tenants_json, user_name_key,
 };
 use super::{
     AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, NodeRecord,
@@ -550,16 +550,8 @@ impl Store for SqliteStore {
         tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
         let audit_done = started.elapsed();
         tx.commit().map_err(q("committing apply"))?;
-        tracing::debug!(
-            tenant,
-            run_id,
-            rows = written.written(),
-            objects_ms = objects_time.as_millis() as u64,
-            memberships_ms = memberships_time.as_millis() as u64,
-            audit_ms = (audit_done - rows_done).as_millis() as u64,
-            commit_ms = (started.elapsed() - audit_done).as_millis() as u64,
-            "apply transaction"
-        );
+        let times = ApplyTimes { started, objects: objects_time, memberships: memberships_time, rows_done, audit_done };
+        log_apply(tenant, run_id, written.written(), &times);
         Ok(ApplyStats { rows_written: written.written() })
     }
 
