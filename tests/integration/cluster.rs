@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::serve::{Serve, receiver, wait_until};
+use crate::support::receiver::{Log, receiver};
+use crate::support::serve::{Serve, wait_until};
 use crate::support::slapd::{Slapd, gen_ldif};
 use crate::support::{Env, user};
 
@@ -64,17 +65,11 @@ fn shared(env: &Env, nodes: &[&str]) -> bool {
 }
 
 /// The sequence numbers the receiver got, in the order it got them.
-fn delivered(got: &std::sync::Mutex<Vec<(String, String)>>) -> Vec<i64> {
-    got.lock()
+fn delivered(log: &Log) -> Vec<i64> {
+    log.lock()
         .expect("lock")
         .iter()
-        .filter_map(|(head, _)| {
-            head.lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase().strip_prefix("roster-event-sequence:").map(|v| v.trim().to_string())
-                })
-                .and_then(|v| v.parse().ok())
-        })
+        .filter_map(|(_, headers, _)| headers.get("roster-event-sequence")?.parse().ok())
         .collect()
 }
 
@@ -97,8 +92,8 @@ fn events(env: &Env, tenant: &str) -> Vec<Value> {
 #[test]
 fn three_nodes_share_the_sources_and_a_killed_owner_is_taken_over_exactly_once() {
     let s = Slapd::start(&[&gen_ldif(40, 4, 11)]);
-    let (hook, got) = receiver();
-    let env = cluster_env(&s, &hook);
+    let rx = receiver(0);
+    let env = cluster_env(&s, &rx.url);
     let start = |node: &str| Serve::start_with(&env, &["--node-id", node], &[]);
     let names = ["n1", "n2", "n3"];
     let mut nodes: BTreeMap<&str, Serve> = names.iter().map(|n| (*n, start(n))).collect();
@@ -177,10 +172,10 @@ fn three_nodes_share_the_sources_and_a_killed_owner_is_taken_over_exactly_once()
     // at least once, and the first delivery of each in sequence order.
     let last = events(&env, "a").last().and_then(|e| e["seq"].as_i64()).expect("tenant a has events");
     wait_until("every event of tenant a is delivered", Duration::from_secs(60), || {
-        delivered(&got).into_iter().collect::<BTreeSet<i64>>() == (1..=last).collect()
+        delivered(&rx.log).into_iter().collect::<BTreeSet<i64>>() == (1..=last).collect()
     });
     let mut seen = BTreeSet::new();
-    let firsts: Vec<i64> = delivered(&got).into_iter().filter(|s| seen.insert(*s)).collect();
+    let firsts: Vec<i64> = delivered(&rx.log).into_iter().filter(|s| seen.insert(*s)).collect();
     assert_eq!(firsts, (1..=last).collect::<Vec<_>>(), "first deliveries in sequence order");
 
     // One audit chain per tenant, intact although three processes wrote it.

@@ -3,15 +3,14 @@
 //! survives a receiver that is down for a while and a killed server.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::receiver::{receiver, receiver_on};
 use crate::support::{Env, repo_root};
 
 fn example_env(extra: &str) -> Env {
@@ -78,55 +77,6 @@ fn a_crash_mid_apply_writes_no_events_and_the_next_run_writes_them_once() {
     let seqs: Vec<i64> = all.iter().filter_map(|e| e["seq"].as_i64()).collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     assert!(!all.is_empty());
-}
-
-/// A receiver that refuses the first `fail_first` requests with 503.
-struct Receiver {
-    url: String,
-    log: Arc<Mutex<Vec<(u16, BTreeMap<String, String>, String)>>>,
-}
-
-fn receiver(fail_first: usize) -> Receiver {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/events", listener.local_addr().expect("addr"));
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let seen = Arc::new(AtomicUsize::new(0));
-    let store = log.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut headers = BTreeMap::new();
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            loop {
-                let mut l = String::new();
-                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = l.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-                }
-            }
-            let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let mut body = vec![0u8; length];
-            if length == 0 || reader.read_exact(&mut body).is_err() {
-                // The sender died mid-request (a test kills `serve`): nothing
-                // arrived, nothing is answered, so it is not a delivery.
-                continue;
-            }
-            let n = seen.fetch_add(1, Ordering::SeqCst);
-            let status = if n < fail_first { 503 } else { 204 };
-            store.lock().expect("lock").push((status, headers, String::from_utf8_lossy(&body).into_owned()));
-            let reply = if status == 503 {
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            } else {
-                "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n"
-            };
-            let _ = stream.write_all(reply.as_bytes());
-        }
-    });
-    Receiver { url, log }
 }
 
 fn start_serve(env: &Env) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
@@ -237,33 +187,12 @@ fn events_an_endpoint_keeps_refusing_are_dead_lettered_and_replayed() {
     let _ = serve.wait();
     // The endpoint comes back: replay delivers every dead letter, in order.
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("rebind");
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let store = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut length = 0usize;
-            loop {
-                let mut l = String::new();
-                if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
-                    break;
-                }
-                if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
-            store.lock().expect("lock").push(String::from_utf8_lossy(&body).into_owned());
-            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-        }
-    });
+    let got = receiver_on(listener, 0).log;
     let replay = env.run(&["webhooks", "replay", "--tenant", "t", "--endpoint", "app"]).ok();
     assert!(replay.stdout.contains(&format!("{groups} dead letters delivered, 0 still failing")), "{}", replay.stdout);
     let bodies = got.lock().expect("lock").clone();
     let seqs: Vec<i64> =
-        bodies.iter().filter_map(|b| serde_json::from_str::<Value>(b).ok()?["sequence"].as_i64()).collect();
+        bodies.iter().filter_map(|(_, _, b)| serde_json::from_str::<Value>(b).ok()?["sequence"].as_i64()).collect();
     let mut sorted = seqs.clone();
     sorted.sort();
     assert_eq!(seqs.len(), groups);

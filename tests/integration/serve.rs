@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::serve::{Serve, receiver, wait_until};
+use crate::support::receiver::receiver;
+use crate::support::serve::{Serve, wait_until};
 use crate::support::slapd::{Slapd, gen_ldif};
 use crate::support::{Env, user};
 
@@ -125,7 +126,8 @@ fn realtime_changes_land_promptly_and_a_crash_misses_nothing() {
 
 #[test]
 fn a_failing_source_is_retried_notified_once_and_its_recovery_reported() {
-    let (hook, got) = receiver();
+    let rx = receiver(0);
+    let (hook, got) = (rx.url, rx.log);
     let smtp = crate::support::peers::SmtpServer::start();
     let env = Env::new("");
     std::fs::write(env.path().join("hook-secret"), "hook-signing-key").expect("write");
@@ -158,22 +160,22 @@ sync = {{ mode = "schedule", cron = "* * * * * *" }}
     // Failing every second, retried: one notification, not one per attempt.
     wait_until("a failure notification", Duration::from_secs(15), || !got.lock().expect("lock").is_empty());
     std::thread::sleep(Duration::from_secs(3));
-    let failures: Vec<(String, String)> = got.lock().expect("lock").clone();
+    let failures = got.lock().expect("lock").clone();
     assert_eq!(failures.len(), 1, "de-duplicated: {failures:?}");
-    let (head, body) = &failures[0];
+    let (_, headers, body) = &failures[0];
     let event: Value = serde_json::from_str(body).expect("json");
     assert_eq!(event["kind"], "failure");
     assert_eq!(event["source"], "files");
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"hook-signing-key");
     let expected = hex::encode(ring::hmac::sign(&key, body.as_bytes()).as_ref());
-    assert!(head.to_ascii_lowercase().contains(&format!("x-roster-signature: sha256={expected}")), "{head}");
+    assert_eq!(headers.get("x-roster-signature"), Some(&format!("sha256={expected}")), "{headers:?}");
     wait_until("an email", Duration::from_secs(10), || smtp.messages().iter().any(|m| m.contains("Failure")));
 
     // The file appears: the next scheduled run recovers, and says so.
     std::fs::copy(crate::support::repo_root().join("examples/directory.ldif"), env.path().join("later.ldif"))
         .expect("copy");
     wait_until("a recovery notification", Duration::from_secs(15), || {
-        got.lock().expect("lock").iter().any(|(_, b)| b.contains("\"recovery\""))
+        got.lock().expect("lock").iter().any(|(_, _, b)| b.contains("\"recovery\""))
     });
     assert!(env.users("t").len() > 100);
     let runs = env.runs("t");
@@ -188,7 +190,8 @@ sync = {{ mode = "schedule", cron = "* * * * * *" }}
 fn without_syncprov_a_realtime_source_polls_and_an_outage_is_retried_notified_and_caught_up() {
     let ldif = gen_ldif(50, 5, 2);
     let mut s = Slapd::start_with(&[&ldif], &[("SYNCPROV", "0")]);
-    let (hook, got) = receiver();
+    let rx = receiver(0);
+    let (hook, got) = (rx.url, rx.log);
     let env = realtime_env(&s);
     std::fs::write(env.path().join("hook-secret"), "hook-signing-key").expect("write");
     let cfg = std::fs::read_to_string(env.config_path()).expect("config");
@@ -221,11 +224,11 @@ fn without_syncprov_a_realtime_source_polls_and_an_outage_is_retried_notified_an
     // The server goes away: failed reads plan no deletes, one notification.
     s.stop();
     wait_until("a failure notification", Duration::from_secs(20), || {
-        got.lock().expect("lock").iter().any(|(_, b)| b.contains("\"failure\""))
+        got.lock().expect("lock").iter().any(|(_, _, b)| b.contains("\"failure\""))
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(env.users("t").len(), 50, "an unreachable server is not an empty directory");
-    let failures = got.lock().expect("lock").iter().filter(|(_, b)| b.contains("\"failure\"")).count();
+    let failures = got.lock().expect("lock").iter().filter(|(_, _, b)| b.contains("\"failure\"")).count();
     assert_eq!(failures, 1, "retried every second, notified once");
 
     // It comes back with a change made meanwhile (offline, as an admin would
@@ -233,7 +236,7 @@ fn without_syncprov_a_realtime_source_polls_and_an_outage_is_retried_notified_an
     s.restart();
     s.ldapmodify(&format!("dn: {dn}\nchangetype: modify\nreplace: displayName\ndisplayName: After Outage\n"));
     wait_until("the recovery notification", Duration::from_secs(20), || {
-        got.lock().expect("lock").iter().any(|(_, b)| b.contains("\"recovery\""))
+        got.lock().expect("lock").iter().any(|(_, _, b)| b.contains("\"recovery\""))
     });
     wait_until("caught up", Duration::from_secs(15), || display_of(&env, &uid).as_deref() == Some("After Outage"));
     assert_eq!(env.users("t").len(), 50);

@@ -5,6 +5,7 @@
 pub mod graph;
 pub mod peers;
 pub mod pg;
+pub mod receiver;
 pub mod samba;
 pub mod serve;
 pub mod slapd;
