@@ -42,6 +42,12 @@ use crate::store::{MembershipEnd, QuarantineItem, RunOutcome, Settled, Store, St
 /// the first entries are too few to judge the plugin by.
 const EARLY_ABORT_MIN_FAILURES: u64 = 10;
 
+/// A read with a stored position (cookie, delta link) is usually a small
+/// incremental one, which maps only what changed and loads only the stored
+/// objects around it; the memo and the whole stored state it needs are loaded
+/// only once such a read turns out to be this big.
+const MEMO_AFTER_ENTRIES: u64 = 10_000;
+
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     pub dry_run: bool,
@@ -110,6 +116,9 @@ pub struct SourceReport {
     /// Stored objects the run loaded to merge over and diff against: all of
     /// the source's, or for an incremental read only those around its changes.
     pub stored_loaded: u64,
+    /// Entries read whose content and pipeline were unchanged since they were
+    /// last mapped: their stored attributes were used, not mapped again.
+    pub not_remapped: u64,
     pub error: Option<String>,
 }
 
@@ -430,6 +439,8 @@ struct SourceOutcome {
     read_time: Duration,
     snapshot_time: Duration,
     resolve_time: Duration,
+    /// Rows for the mapping memo, written unless the run is aborted.
+    memo: Option<crate::mapping::memo::MemoWrites>,
 }
 
 /// Runs one tenant's sync.
@@ -524,6 +535,9 @@ pub fn sync_tenant_with(
     // different mapping makes a delta over the old results wrong, so it forces
     // a full read.
     let fingerprint = pipeline_fingerprint(tenant, &plugins);
+    let memo_seed = (!tenant.limits.plugin_grant_clock).then(|| {
+        crate::mapping::memo::Seed::new(&fingerprint, &tenant.privacy.sensitive_attributes, roles.is_some())
+    });
     let narrow = narrow_runs_possible(tenant, opts);
     let mut read = Vec::new();
     for source_cfg in &tenant.sources {
@@ -550,6 +564,7 @@ pub fn sync_tenant_with(
             &mut *store,
             narrow,
             &resume,
+            memo_seed.as_ref(),
             progress,
             sources,
             host,
@@ -640,6 +655,7 @@ pub fn sync_tenant_with(
         }
     }
     let mut raws = Vec::new();
+    let mut memos = Vec::new();
     let mut garbage = Vec::with_capacity(read.len());
     for (name, mut outcome) in read {
         plan.sources.push(diff(name, &outcome.snapshot, &outcome.desired));
@@ -650,6 +666,9 @@ pub fn sync_tenant_with(
         let settled = if outcome.desired.read_complete { outcome.settled } else { Settled::Nothing };
         quarantines.push((name.to_string(), outcome.desired.read_complete, settled, outcome.quarantine, outcome.state));
         raws.push((name, std::mem::take(&mut outcome.raw)));
+        if let Some(writes) = outcome.memo.take() {
+            memos.push((name, writes));
+        }
         reports.push(outcome.report);
         garbage.push((outcome.desired, outcome.snapshot));
     }
@@ -735,6 +754,13 @@ pub fn sync_tenant_with(
                 }
             } else {
                 store.clear_raw_attributes(&tenant.id)?;
+            }
+        }
+        // A cache of what mapping made of each entry: true whatever became of
+        // the plan, unless a plugin broke the run.
+        if abort_kind.is_none() {
+            for (source, writes) in &memos {
+                store.put_map_memo(&tenant.id, source, &writes.rows, &writes.removed)?;
             }
         }
         if applied && !conflict_outcome.edit_actions.is_empty() {
@@ -871,6 +897,7 @@ fn carried_over(source_cfg: &SourceConfig, snapshot: crate::diff::Snapshot) -> S
         read_time: Duration::ZERO,
         snapshot_time: Duration::ZERO,
         resolve_time: Duration::ZERO,
+        memo: None,
     }
 }
 
@@ -1214,6 +1241,7 @@ fn read_and_map(
     store: &mut dyn Store,
     narrow: bool,
     resume: &std::collections::BTreeMap<String, String>,
+    memo_seed: Option<&crate::mapping::memo::Seed>,
     progress: &dyn Progress,
     sources: &mut dyn SourceProvider,
     host: &PluginHost,
@@ -1247,7 +1275,28 @@ fn read_and_map(
         failed: 0,
         failed_custom: 0,
         aborted: None,
+        memo: None,
     };
+    // Without a stored position the read is of the whole source: load the
+    // memo now, so not even the first entries are mapped again needlessly.
+    let mut memo_pending = memo_seed;
+    let mut memo_error: Option<crate::store::StoreError> = None;
+    let load_memo = |store: &mut dyn Store,
+                     seed: &crate::mapping::memo::Seed|
+     -> Result<crate::mapping::memo::Memo, crate::store::StoreError> {
+        let started = Instant::now();
+        let snapshot = store.snapshot(&tenant.id, &source_name)?;
+        let rows = store.map_memo(&tenant.id, &source_name)?;
+        tracing::debug!(tenant = %tenant.id, source = %source_name, rows = rows.len(), ms = started.elapsed().as_millis() as u64, "mapping memo loaded");
+        Ok(crate::mapping::memo::Memo::new(seed.clone(), rows, snapshot))
+    };
+    let mut memo_load_time = Duration::ZERO;
+    if let Some(seed) = memo_pending.filter(|_| resume.is_empty()) {
+        memo_pending = None;
+        let started = Instant::now();
+        acc.memo = Some(load_memo(&mut *store, seed)?);
+        memo_load_time += started.elapsed();
+    }
 
     let mut plugin_fatal: Option<PluginError> = None;
     let read_started = Instant::now();
@@ -1268,6 +1317,26 @@ fn read_and_map(
                     if acc.seen % 1000 == 0 {
                         progress.entries(acc.source, acc.seen);
                     }
+                    if let Some(seed) = memo_pending.filter(|_| acc.seen >= MEMO_AFTER_ENTRIES) {
+                        memo_pending = None;
+                        let started = Instant::now();
+                        match load_memo(&mut *store, seed) {
+                            Ok(memo) => acc.memo = Some(memo),
+                            Err(e) => {
+                                let msg = e.to_string();
+                                memo_error = Some(e);
+                                return Err(msg);
+                            }
+                        }
+                        memo_load_time += started.elapsed();
+                    }
+                    if let Some(memo) = acc.memo.as_mut() {
+                        let id = object_id(acc.tenant, acc.source, entry.kind, &entry.anchor);
+                        if let Some(attrs) = memo.recall(&id, &entry) {
+                            acc.take_unchanged(id, entry, attrs);
+                            return Ok(());
+                        }
+                    }
                     match mapping.push(entry) {
                         Ok(done) => acc.take(done),
                         Err(e) => {
@@ -1286,9 +1355,12 @@ fn read_and_map(
         };
         source.read(&mut sink)
     };
-    let read_time = read_started.elapsed();
+    let read_time = read_started.elapsed().saturating_sub(memo_load_time);
     if let Some(e) = plugin_fatal {
         return Err(SyncError::Plugin(e));
+    }
+    if let Some(e) = memo_error {
+        return Err(e.into());
     }
     if acc.aborted.is_some() {
         mapping.discard();
@@ -1331,7 +1403,21 @@ fn read_and_map(
     // The stored state to merge over and diff against. An incremental read
     // needs only the part of it around what changed (see `neighborhood`).
     let snapshot_started = Instant::now();
-    let narrow_delta = delta.as_ref().filter(|d| narrow && read_complete && d.present.is_empty());
+    let memo = acc.memo.take();
+    acc.report.not_remapped = memo.as_ref().map_or(0, |m| m.hits);
+    let (memo_snapshot, memo_writes) = match memo {
+        Some(memo) => {
+            // After a complete read of the whole source, rows of what it no longer has go.
+            let seen: Option<HashSet<&str>> = (delta.is_none() && read_complete)
+                .then(|| acc.anchor_index.values().map(String::as_str).collect());
+            let (snapshot, writes) = memo.finish(seen.as_ref());
+            (Some(snapshot), Some(writes))
+        }
+        None => (None, None),
+    };
+    let narrow_delta = delta
+        .as_ref()
+        .filter(|d| narrow && read_complete && d.present.is_empty() && memo_snapshot.is_none());
     let snapshot = match narrow_delta {
         Some(d) => {
             let seeds = Seeds {
@@ -1349,9 +1435,12 @@ fn read_and_map(
     };
     let Neighborhood { snapshot, resolved_dns, resolved_anchors, unloaded } = match snapshot {
         Some(hood) => hood,
-        None => Neighborhood::whole(store.snapshot(&tenant.id, &source_name)?),
+        None => match memo_snapshot {
+            Some(whole) => Neighborhood::whole(whole),
+            None => Neighborhood::whole(store.snapshot(&tenant.id, &source_name)?),
+        },
     };
-    let snapshot_time = snapshot_started.elapsed();
+    let snapshot_time = snapshot_started.elapsed() + memo_load_time;
     let settled = match (&delta, read_complete) {
         (_, false) => Settled::Nothing,
         (None, true) => Settled::All,
@@ -1568,6 +1657,7 @@ fn read_and_map(
         read_time,
         snapshot_time,
         resolve_time: resolve_started.elapsed(),
+        memo: memo_writes,
     })
 }
 
@@ -1625,6 +1715,8 @@ struct Accumulator<'a> {
     /// Of `failed`, those the custom-attributes stage rejected.
     failed_custom: u64,
     aborted: Option<String>,
+    /// Loaded for a big read: entries it recalls are not mapped again.
+    memo: Option<crate::mapping::memo::Memo>,
 }
 
 impl Accumulator<'_> {
@@ -1680,8 +1772,30 @@ impl Accumulator<'_> {
         )
     }
 
+    /// An entry the memo recalled joins the desired state with its stored
+    /// attributes, as if mapped.
+    fn take_unchanged(&mut self, id: String, entry: SourceEntry, attrs: crate::model::Attributes) {
+        if let Some(dn) = &entry.dn {
+            self.dn_index.insert(dn, &id);
+        }
+        self.anchor_index.insert(entry.anchor.clone(), id.clone());
+        let kind = entry.kind;
+        self.admit_as(id, entry, kind, attrs, true);
+    }
+
     /// A mapped entry joins the desired state.
-    fn admit(&mut self, id: String, entry: SourceEntry, kind: EntryKind, mut attrs: crate::model::Attributes) {
+    fn admit(&mut self, id: String, entry: SourceEntry, kind: EntryKind, attrs: crate::model::Attributes) {
+        self.admit_as(id, entry, kind, attrs, false)
+    }
+
+    fn admit_as(
+        &mut self,
+        id: String,
+        entry: SourceEntry,
+        kind: EntryKind,
+        mut attrs: crate::model::Attributes,
+        recalled: bool,
+    ) {
         // Before anything downstream (diff, store, events, audit) sees them.
         for (name, values) in attrs.iter_mut() {
             if self.privacy.is_sensitive(name) {
@@ -1699,6 +1813,11 @@ impl Accumulator<'_> {
         }
         if let Some(raw) = self.raw.as_mut() {
             raw.push((id.clone(), raw_json(self.privacy, &id, &entry)));
+        }
+        if !recalled {
+            if let Some(memo) = self.memo.as_mut() {
+                memo.remember(&id, &entry, &attrs);
+            }
         }
         if entry.kind == EntryKind::Group && !entry.members.is_empty() {
             self.members.insert(id.clone(), entry.members);

@@ -17,6 +17,7 @@ mod delivery;
 mod example;
 mod graph;
 mod ldap;
+mod memo;
 mod plugin_kinds;
 mod plugins;
 mod registry;

@@ -10,6 +10,8 @@ mod common;
 pub mod postgres;
 pub mod sqlite;
 
+use std::collections::HashMap;
+
 use serde::Serialize;
 
 use crate::config::{Config, StoreLocation};
@@ -137,6 +139,16 @@ pub struct EventRecord {
     pub created_at: String,
     /// The event as delivered: type, sequence, key, object, changes.
     pub payload: serde_json::Value,
+}
+
+/// What the pipeline last made of one object's source entry (see
+/// `mapping::memo`): digests only, never the entry or its attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoRow {
+    /// Digest of the entry as read, with everything else the mapping depends on.
+    pub input: String,
+    /// Digest of the attributes the mapping stages produced from it.
+    pub output: String,
 }
 
 /// Where a webhook endpoint's delivery stands.
@@ -350,6 +362,17 @@ pub trait Store {
     fn put_raw_attributes(&mut self, tenant: &str, source: &str, rows: &[(String, String)]) -> Result<(), StoreError>;
     /// Deletes all of a tenant's raw attributes (the option is off).
     fn clear_raw_attributes(&mut self, tenant: &str) -> Result<usize, StoreError>;
+    /// The mapping memo of one source: object id → what its entry was mapped from and to.
+    fn map_memo(&mut self, tenant: &str, source: &str) -> Result<HashMap<String, MemoRow>, StoreError>;
+    /// Records memo rows (upserts by object id) and drops those of `removed`
+    /// ids. A cache of a pure function: any state of it is consistent.
+    fn put_map_memo(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        rows: &[(String, MemoRow)],
+        removed: &[String],
+    ) -> Result<(), StoreError>;
     /// The raw source attributes kept for an object, and when they were read.
     fn raw_attributes(&mut self, tenant: &str, object_id: &str) -> Result<Option<(String, String)>, StoreError>;
     /// Audit records of a tenant (all tenants: `None`) at or after `since`, in order.
@@ -574,6 +597,18 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn clear_raw_attributes(&mut self, tenant: &str) -> Result<usize, StoreError> {
         (**self).clear_raw_attributes(tenant)
+    }
+    fn map_memo(&mut self, tenant: &str, source: &str) -> Result<HashMap<String, MemoRow>, StoreError> {
+        (**self).map_memo(tenant, source)
+    }
+    fn put_map_memo(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        rows: &[(String, MemoRow)],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
+        (**self).put_map_memo(tenant, source, rows, removed)
     }
     fn raw_attributes(&mut self, tenant: &str, object_id: &str) -> Result<Option<(String, String)>, StoreError> {
         (**self).raw_attributes(tenant, object_id)

@@ -286,6 +286,20 @@ CREATE TABLE nodes (
 );
 "#,
     ),
+    (
+        3,
+        "the mapping memo: entries not mapped again while unchanged",
+        r#"
+CREATE TABLE map_memo (
+    tenant        TEXT COLLATE "C" NOT NULL,
+    source        TEXT COLLATE "C" NOT NULL,
+    id            TEXT COLLATE "C" NOT NULL,
+    input_digest  TEXT COLLATE "C" NOT NULL,
+    output_digest TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (tenant, source, id)
+);
+"#,
+    ),
 ];
 
 /// Any fixed number, the same in every roster: the advisory lock that lets

@@ -26,7 +26,7 @@ use super::common::{
 };
 use super::{
     AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, NodeRecord,
-    PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
+    MemoRow, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
     TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;
@@ -829,6 +829,66 @@ impl Store for PgStore {
                 &[&tenant],
             )?;
             Ok(to_usize(n))
+        })
+    }
+
+    fn map_memo(&mut self, tenant: &str, source: &str) -> Result<HashMap<String, MemoRow>, StoreError> {
+        self.with(|c| {
+            let rows = c.db().query(
+                "reading the mapping memo",
+                "SELECT id, input_digest, output_digest FROM map_memo WHERE tenant = $1 AND source = $2",
+                &[&tenant, &source],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    let context = "reading the mapping memo";
+                    Ok((get(r, 0, context)?, MemoRow { input: get(r, 1, context)?, output: get(r, 2, context)? }))
+                })
+                .collect()
+        })
+    }
+
+    fn put_map_memo(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        rows: &[(String, MemoRow)],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        // One statement may touch a row once: the last row of an id stands.
+        let mut last: HashMap<&str, &MemoRow> = HashMap::new();
+        for (id, row) in rows {
+            last.insert(id.as_str(), row);
+        }
+        let puts: Vec<(&str, &MemoRow)> = last.into_iter().collect();
+        self.with(|c| {
+            c.transaction("writing the mapping memo", |tx| {
+                for chunk in puts.chunks(BATCH) {
+                    let ids: Vec<&str> = chunk.iter().map(|(id, _)| *id).collect();
+                    let inputs: Vec<&str> = chunk.iter().map(|(_, r)| r.input.as_str()).collect();
+                    let outputs: Vec<&str> = chunk.iter().map(|(_, r)| r.output.as_str()).collect();
+                    tx.execute(
+                        "writing the mapping memo",
+                        "INSERT INTO map_memo (tenant, source, id, input_digest, output_digest)
+                         SELECT $1, $2, m.id, m.input, m.output FROM UNNEST($3::text[], $4::text[], $5::text[]) AS m(id, input, output)
+                         ON CONFLICT (tenant, source, id) DO UPDATE SET input_digest = excluded.input_digest,
+                            output_digest = excluded.output_digest",
+                        &[&tenant, &source, &ids, &inputs, &outputs],
+                    )?;
+                }
+                for chunk in removed.chunks(BATCH) {
+                    let ids: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                    tx.execute(
+                        "writing the mapping memo",
+                        "DELETE FROM map_memo WHERE tenant = $1 AND source = $2 AND id = ANY($3::text[])",
+                        &[&tenant, &source, &ids],
+                    )?;
+                }
+                Ok(())
+            })
         })
     }
 

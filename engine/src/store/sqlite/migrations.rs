@@ -334,6 +334,22 @@ CREATE TABLE nodes (
 );
 "#,
     ),
+    (
+        13,
+        "the mapping memo: entries not mapped again while unchanged",
+        r#"
+-- Digests only (see mapping::memo). A cache of a pure function, written
+-- outside the apply transaction: any state of it is consistent.
+CREATE TABLE map_memo (
+    tenant TEXT NOT NULL,
+    source TEXT NOT NULL,
+    id TEXT NOT NULL,
+    input_digest TEXT NOT NULL,
+    output_digest TEXT NOT NULL,
+    PRIMARY KEY (tenant, source, id)
+) WITHOUT ROWID;
+"#,
+    ),
 ];
 
 /// The migration whose new columns [`super::backfill_lookup_keys`] fills.

@@ -14,7 +14,7 @@ use super::common::{
 };
 use super::{
     AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, NodeRecord,
-    PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
+    MemoRow, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
     TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;
@@ -1049,6 +1049,51 @@ impl Store for SqliteStore {
         self.conn
             .execute("DELETE FROM raw_attributes WHERE tenant = ?1", params![tenant])
             .map_err(q("deleting raw attributes"))
+    }
+
+    fn map_memo(&mut self, tenant: &str, source: &str) -> Result<HashMap<String, MemoRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, input_digest, output_digest FROM map_memo WHERE tenant = ?1 AND source = ?2")
+            .map_err(q("reading the mapping memo"))?;
+        let rows = stmt
+            .query_map(params![tenant, source], |r| {
+                Ok((r.get::<_, String>(0)?, MemoRow { input: r.get(1)?, output: r.get(2)? }))
+            })
+            .map_err(q("reading the mapping memo"))?;
+        rows.collect::<Result<HashMap<_, _>, _>>().map_err(q("reading the mapping memo"))
+    }
+
+    fn put_map_memo(
+        &mut self,
+        tenant: &str,
+        source: &str,
+        rows: &[(String, MemoRow)],
+        removed: &[String],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction().map_err(q("writing the mapping memo"))?;
+        {
+            let mut put = tx
+                .prepare_cached(
+                    "INSERT INTO map_memo (tenant, source, id, input_digest, output_digest) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant, source, id) DO UPDATE SET input_digest = excluded.input_digest,
+                        output_digest = excluded.output_digest",
+                )
+                .map_err(q("writing the mapping memo"))?;
+            for (id, row) in rows {
+                put.execute(params![tenant, source, id, row.input, row.output]).map_err(q("writing the mapping memo"))?;
+            }
+            let mut drop = tx
+                .prepare_cached("DELETE FROM map_memo WHERE tenant = ?1 AND source = ?2 AND id = ?3")
+                .map_err(q("writing the mapping memo"))?;
+            for id in removed {
+                drop.execute(params![tenant, source, id]).map_err(q("writing the mapping memo"))?;
+            }
+        }
+        tx.commit().map_err(q("writing the mapping memo"))
     }
 
     fn raw_attributes(&mut self, tenant: &str, object_id: &str) -> Result<Option<(String, String)>, StoreError> {

@@ -4,6 +4,8 @@
 //! one entry at a time on a fresh instance, so one bad entry is quarantined
 //! with the plugin's own reason and the rest of the batch still maps.
 
+pub mod memo;
+
 use crate::plugin_host::{MapOutcome, MapperInstance, PluginError, PluginIdentity, Usage};
 use crate::source::SourceEntry;
 
