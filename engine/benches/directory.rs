@@ -1140,6 +1140,7 @@ impl SyncSample {
             "read_mode": src["read"]["mode"],
             "read": { "users": src["read"]["users"], "groups": src["read"]["groups"], "pages": src["read"]["requests"] },
             "quarantined": src["quarantined"],
+            "not_remapped": src["not_remapped"],
             "counts": { "creates": c, "updates": u, "deletes": d, "members_added": ma, "members_removed": mr },
             "plugin_seconds": self.run.summary["plugin_seconds"],
             "phase_ms": self.run.summary["phase_ms"],
@@ -1150,6 +1151,18 @@ impl SyncSample {
 }
 
 fn roster_sync(env: &Env, cfg: &Path, store: &Path, slapd: &Slapd, label: &str, verbose: bool) -> Result<SyncSample> {
+    roster_sync_with(env, cfg, store, slapd, label, verbose, &[])
+}
+
+fn roster_sync_with(
+    env: &Env,
+    cfg: &Path,
+    store: &Path,
+    slapd: &Slapd,
+    label: &str,
+    verbose: bool,
+    sync_args: &[&str],
+) -> Result<SyncSample> {
     let log = env.work.join("logs").join(format!("{label}.log"));
     std::fs::create_dir_all(log.parent().context("log dir")?)?;
     let mut args = vec!["--config".to_string(), cfg.display().to_string(), "--log-format".into(), "json".into()];
@@ -1157,6 +1170,7 @@ fn roster_sync(env: &Env, cfg: &Path, store: &Path, slapd: &Slapd, label: &str, 
         args.push("-vv".into());
     }
     args.push("sync".into());
+    args.extend(sync_args.iter().map(|a| a.to_string()));
     let p = Proc {
         program: &env.roster,
         args,
@@ -1625,8 +1639,33 @@ fn phase_resync(env: &Env, s: &Size) -> Result<Value> {
         writes.push(w);
         samples.push(sample);
     }
+    // The same unchanged directory read whole (`sync --full`, as after a
+    // lost cookie): every entry comes again, and the mapping memo keeps the
+    // plugins from mapping any of them again.
+    let mut full_reads = Vec::new();
+    for r in 0..env.args.runs {
+        let label = format!("fullread-{}-{r}", s.n);
+        let sample = roster_sync_with(env, &s.cfg, &s.store, &s.slapd, &label, true, &["--full"])?;
+        ensure!(sample.run.status == "no-changes", "unchanged full re-read {r}: status '{}'", sample.run.status);
+        let src = &sample.run.summary["sources"][0];
+        eprintln!(
+            "[directory] {} users: unchanged full re-read {:.3} s, {} of {} entries not mapped again, mapper {:.3} s",
+            s.n,
+            sample.timed.wall,
+            src["not_remapped"],
+            s.dir.entries,
+            sample.run.summary["plugin_seconds"]["mapper"].as_f64().unwrap_or(f64::NAN)
+        );
+        full_reads.push(sample);
+    }
     Ok(json!({
         "samples": samples.iter().map(SyncSample::json).collect::<Vec<_>>(),
+        "full_read": {
+            "samples": full_reads.iter().map(SyncSample::json).collect::<Vec<_>>(),
+            "median": medians_of(&full_reads),
+            "median_breakdown_s": median_breakdown(&full_reads),
+            "not_remapped": full_reads.iter().map(|f| f.run.summary["sources"][0]["not_remapped"].clone()).collect::<Vec<_>>(),
+        },
         "store_writes": writes,
         "zero_data_writes_every_run": writes.iter().all(|w| w["zero_data_writes"] == json!(true)),
         "median": medians_of(&samples),
@@ -2150,6 +2189,15 @@ fn markdown(r: &Value) -> String {
     row(&mut s, "no-change resync", &|v| fmt_s(resync(v)), "");
     row(&mut s, "no-change resync / dump", &|v| fmt_x(ratio(resync(v), dump(v))), "≤ 1.3 ×");
     row(&mut s, "no-change resync peak RSS", &|v| fmt_mb(get_f(v, &["resync", "median", "peak_rss_mb"])), "");
+    let full_read = |v: &Value| get_f(v, &["resync", "full_read", "median", "wall_s"]);
+    row(&mut s, "unchanged directory read whole again (`sync --full`)", &|v| fmt_s(full_read(v)), "");
+    row(&mut s, "… / dump", &|v| fmt_x(ratio(full_read(v), dump(v))), "");
+    row(
+        &mut s,
+        "… entries not mapped again (mapping memo) / entries",
+        &|v| format!("{} / {}", v["resync"]["full_read"]["not_remapped"][0], v["info"]["entries"]),
+        "all",
+    );
     row(
         &mut s,
         "no-change resync: data writes (users/groups/memberships/outbox)",
