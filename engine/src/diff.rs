@@ -40,7 +40,15 @@ pub struct DesiredState {
     pub read_complete: bool,
 }
 
-pub fn diff(source: &str, stored: &Snapshot, desired: &DesiredState) -> SourcePlan {
+/// Moves the attributes of created and updated objects out of `desired`
+/// into the plan: nothing reads them after the diff, and a second copy of a
+/// directory's attributes was the largest single part of a full sync's peak
+/// memory.
+pub fn diff(source: &str, stored: &Snapshot, desired: &mut DesiredState) -> SourcePlan {
+    enum Pending {
+        Create,
+        Update { from_version: i64, changes: Vec<AttrChange> },
+    }
     // Only what changes is sorted (a re-sync usually changes nothing), in a
     // deterministic order: plans are read by people and compared by tests.
     let mut changed: Vec<(&Desired, Option<&Stored>)> = desired
@@ -55,23 +63,19 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &DesiredState) -> SourcePl
     changed.sort_unstable_by(|(a, _), (b, _)| {
         (a.kind == EntryKind::User, a.label(), &a.id).cmp(&(b.kind == EntryKind::User, b.label(), &b.id))
     });
-    let mut changes = Vec::with_capacity(changed.len());
-    for (want, have) in changed {
-        match have {
-            None => changes.push(Change::Create { object: PlannedObject::from(want) }),
+    let pending: Vec<(String, Pending)> = changed
+        .into_iter()
+        .filter_map(|(want, have)| match have {
+            None => Some((want.id.clone(), Pending::Create)),
             Some(have) => {
-                let attr_changes = attribute_changes(have, want);
-                if !attr_changes.is_empty() {
-                    changes.push(Change::Update {
-                        object: PlannedObject::from(want),
-                        from_version: have.version,
-                        changes: attr_changes,
-                    });
-                }
+                let changes = attribute_changes(have, want);
+                (!changes.is_empty())
+                    .then(|| (want.id.clone(), Pending::Update { from_version: have.version, changes }))
             }
-        }
-    }
+        })
+        .collect();
 
+    let mut deletes = Vec::new();
     if desired.read_complete {
         let mut gone: Vec<&Stored> = stored
             .objects
@@ -84,7 +88,7 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &DesiredState) -> SourcePl
             .collect();
         gone.sort_by(|a, b| (a.kind, a.label()).cmp(&(b.kind, b.label())));
         for s in gone {
-            changes.push(Change::Delete {
+            deletes.push(Change::Delete {
                 id: s.id.clone(),
                 kind: s.kind,
                 anchor: s.anchor.clone(),
@@ -93,8 +97,25 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &DesiredState) -> SourcePl
             });
         }
     }
-
+    // Labels come from the attributes: before they move.
     let memberships = membership_changes(stored, desired);
+
+    let mut changes = Vec::with_capacity(pending.len() + deletes.len());
+    for (id, p) in pending {
+        let Some(want) = desired.objects.get_mut(&id) else { continue };
+        let object = PlannedObject {
+            id,
+            kind: want.kind,
+            anchor: want.anchor.clone(),
+            dn: want.dn.clone(),
+            attrs: std::mem::take(&mut want.attrs),
+        };
+        changes.push(match p {
+            Pending::Create => Change::Create { object },
+            Pending::Update { from_version, changes } => Change::Update { object, from_version, changes },
+        });
+    }
+    changes.extend(deletes);
     SourcePlan {
         source: source.to_string(),
         changes,
@@ -199,7 +220,7 @@ mod tests {
         let mut want = DesiredState { read_complete: true, ..Default::default() };
         want.objects.insert("1".into(), desired("1", "uid=a,ou=y", attrs(&[("userName", "a")])));
         want.objects.insert("2".into(), desired("2", "uid=b,ou=x", attrs(&[("userName", "b")])));
-        let plan = diff("s", &snap, &want);
+        let plan = diff("s", &snap, &mut want);
         assert_eq!(plan.changes.len(), 1);
         let Change::Update { changes, from_version, .. } = &plan.changes[0] else {
             panic!("expected update: {:?}", plan.changes)
@@ -218,10 +239,10 @@ mod tests {
         snap.objects.insert("2".into(), stored("2", "uid=b", attrs(&[("userName", "b")])));
         snap.memberships.insert(("g".into(), "2".into()));
         let mut want = DesiredState::default();
-        assert!(diff("s", &snap, &want).changes.is_empty(), "partial read deletes nothing");
+        assert!(diff("s", &snap, &mut want).changes.is_empty(), "partial read deletes nothing");
         want.read_complete = true;
         want.protected.insert("2".into());
-        let plan = diff("s", &snap, &want);
+        let plan = diff("s", &snap, &mut want);
         assert_eq!(plan.changes.len(), 1);
         assert!(matches!(&plan.changes[0], Change::Delete { id, .. } if id == "1"));
         assert!(plan.memberships.is_empty(), "membership of a quarantined user is kept");

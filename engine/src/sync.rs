@@ -535,9 +535,8 @@ pub fn sync_tenant_with(
     // different mapping makes a delta over the old results wrong, so it forces
     // a full read.
     let fingerprint = pipeline_fingerprint(tenant, &plugins);
-    let memo_seed = (!tenant.limits.plugin_grant_clock).then(|| {
-        crate::mapping::memo::Seed::new(&fingerprint, &tenant.privacy.sensitive_attributes, roles.is_some())
-    });
+    let memo_seed = (!tenant.limits.plugin_grant_clock)
+        .then(|| crate::mapping::memo::Seed::new(&fingerprint, &tenant.privacy.sensitive_attributes, roles.is_some()));
     let narrow = narrow_runs_possible(tenant, opts);
     let mut read = Vec::new();
     for source_cfg in &tenant.sources {
@@ -658,7 +657,7 @@ pub fn sync_tenant_with(
     let mut memos = Vec::new();
     let mut garbage = Vec::with_capacity(read.len());
     for (name, mut outcome) in read {
-        plan.sources.push(diff(name, &outcome.snapshot, &outcome.desired));
+        plan.sources.push(diff(name, &outcome.snapshot, &mut outcome.desired));
         outcome.report.quarantined = outcome.quarantine.len() as u64;
         if outcome.snapshot.partial_of.is_none() {
             outcome.report.mapped = outcome.desired.objects.len() as u64;
@@ -1408,16 +1407,15 @@ fn read_and_map(
     let (memo_snapshot, memo_writes) = match memo {
         Some(memo) => {
             // After a complete read of the whole source, rows of what it no longer has go.
-            let seen: Option<HashSet<&str>> = (delta.is_none() && read_complete)
-                .then(|| acc.anchor_index.values().map(String::as_str).collect());
+            let seen: Option<HashSet<&str>> =
+                (delta.is_none() && read_complete).then(|| acc.anchor_index.values().map(String::as_str).collect());
             let (snapshot, writes) = memo.finish(seen.as_ref());
             (Some(snapshot), Some(writes))
         }
         None => (None, None),
     };
-    let narrow_delta = delta
-        .as_ref()
-        .filter(|d| narrow && read_complete && d.present.is_empty() && memo_snapshot.is_none());
+    let narrow_delta =
+        delta.as_ref().filter(|d| narrow && read_complete && d.present.is_empty() && memo_snapshot.is_none());
     let snapshot = match narrow_delta {
         Some(d) => {
             let seeds = Seeds {

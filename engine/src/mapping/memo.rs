@@ -284,11 +284,14 @@ mod tests {
         let mut b = entry("x");
         b.attrs = vec![("a".into(), vec![b"bc".to_vec()])];
         assert_ne!(seed.input(&a), seed.input(&b));
-        assert_eq!(seed.output(&attrs(&[("x", "1")])), seed.output(&{
-            let mut m = attrs(&[("x", "1")]);
-            m.insert("empty".into(), Vec::new());
-            m
-        }));
+        assert_eq!(
+            seed.output(&attrs(&[("x", "1")])),
+            seed.output(&{
+                let mut m = attrs(&[("x", "1")]);
+                m.insert("empty".into(), Vec::new());
+                m
+            })
+        );
 
         let mapped = attrs(&[("userName", "ann")]);
         let e = entry("ann@x");

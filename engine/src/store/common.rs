@@ -365,9 +365,13 @@ impl<'t> AuditChain<'t> {
     }
 
     pub(crate) fn next(&mut self, kind: &str, actor: &str, detail: &serde_json::Value) -> NewAudit {
+        self.next_text(kind, actor, detail.to_string())
+    }
+
+    /// [`AuditChain::next`] for a detail already serialised.
+    pub(crate) fn next_text(&mut self, kind: &str, actor: &str, detail: String) -> NewAudit {
         let seq = self.next_seq;
         let at = now_rfc3339();
-        let detail = detail.to_string();
         let hash = audit_hash(seq, self.tenant, &at, kind, actor, &detail, &self.prev);
         let prev_hash = std::mem::replace(&mut self.prev, hash.clone());
         self.next_seq += 1;
@@ -432,24 +436,75 @@ pub(crate) fn run_audit_detail(run_id: i64, outcome: &RunOutcome, trigger: &str)
 
 /// The audit details an applied plan writes, in order: one per change, then
 /// one for each source's membership changes.
-pub(crate) fn apply_audit_details(plan: &Plan, run_id: i64) -> impl Iterator<Item = serde_json::Value> + '_ {
+pub(crate) fn apply_audit_details(plan: &Plan, run_id: i64) -> impl Iterator<Item = String> + '_ {
+    // Serialised straight from the plan, without building `serde_json::Value`s:
+    // a copy of every created object's attributes, and one value per
+    // membership of a full sync, were the largest part of an apply's memory.
+    // Fields in alphabetical order, as a `Value` would have written them.
+    #[derive(serde::Serialize)]
+    struct ObjectDetail<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attributes: Option<&'a crate::model::Attributes>,
+        #[serde(rename = "externalId")]
+        external_id: &'a str,
+        id: &'a str,
+        kind: &'static str,
+        op: &'static str,
+        run_id: i64,
+        source: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct MembershipsDetail<'a> {
+        added: Vec<[&'a str; 2]>,
+        op: &'static str,
+        removed: Vec<[&'a str; 2]>,
+        run_id: i64,
+        source: &'a str,
+    }
+    fn text<T: serde::Serialize>(detail: &T) -> String {
+        // Plain structs of strings and numbers always serialise.
+        serde_json::to_string(detail)
+            .unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }).to_string())
+    }
+    fn pair(m: &crate::plan::MembershipChange) -> [&str; 2] {
+        [&m.group_id, &m.member_id]
+    }
     plan.sources.iter().flat_map(move |sp| {
-        let changes = sp.changes.iter().map(move |change| match change {
-            Change::Create { object } => {
-                serde_json::json!({ "op": "create", "run_id": run_id, "source": sp.source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "attributes": object.attrs })
-            }
-            Change::Update { object, changes, .. } => {
-                serde_json::json!({ "op": "update", "run_id": run_id, "source": sp.source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "changes": changes })
-            }
-            Change::Delete { id, kind, anchor, .. } => {
-                serde_json::json!({ "op": "delete", "run_id": run_id, "source": sp.source, "id": id, "kind": kind.as_str(), "externalId": anchor })
-            }
+        let source = sp.source.as_str();
+        let changes = sp.changes.iter().map(move |change| {
+            let d = match change {
+                Change::Create { object } => ObjectDetail {
+                    attributes: Some(&object.attrs),
+                    external_id: &object.anchor,
+                    id: &object.id,
+                    kind: object.kind.as_str(),
+                    op: "create",
+                    run_id,
+                    source,
+                },
+                // Few, and an `AttrChange`'s own field order is not alphabetical.
+                Change::Update { object, changes, .. } => {
+                    return serde_json::json!({ "op": "update", "run_id": run_id, "source": source, "id": object.id, "kind": object.kind.as_str(), "externalId": object.anchor, "changes": changes }).to_string();
+                }
+                Change::Delete { id, kind, anchor, .. } => ObjectDetail {
+                    attributes: None,
+                    external_id: anchor,
+                    id,
+                    kind: kind.as_str(),
+                    op: "delete",
+                    run_id,
+                    source,
+                },
+            };
+            text(&d)
         });
         let memberships = (!sp.memberships.is_empty()).then(|| {
-            serde_json::json!({
-                "op": "memberships", "run_id": run_id, "source": sp.source,
-                "added": sp.memberships.iter().filter(|m| m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
-                "removed": sp.memberships.iter().filter(|m| !m.add).map(|m| [m.group_id.clone(), m.member_id.clone()]).collect::<Vec<_>>(),
+            text(&MembershipsDetail {
+                added: sp.memberships.iter().filter(|m| m.add).map(pair).collect(),
+                op: "memberships",
+                removed: sp.memberships.iter().filter(|m| !m.add).map(pair).collect(),
+                run_id,
+                source,
             })
         });
         changes.chain(memberships)
@@ -478,4 +533,65 @@ pub(crate) fn log_apply(tenant: &str, run_id: i64, rows: u64, t: &ApplyTimes) {
         commit_ms = (t.started.elapsed() - t.audit_done).as_millis() as u64,
         "apply transaction"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{AttrChange, MembershipChange, PlannedObject, SourcePlan};
+    use crate::source::EntryKind;
+
+    /// The audit trail's text is what its hash chain covers: serialising from
+    /// the plan directly must write exactly what a `serde_json::Value` did.
+    #[test]
+    fn audit_details_are_the_text_a_json_value_would_be() {
+        let object = |id: &str| PlannedObject {
+            id: id.into(),
+            kind: EntryKind::User,
+            anchor: format!("anchor-{id}"),
+            dn: Some("uid=x".into()),
+            attrs: [("userName".to_string(), vec!["ann \"a\" é".to_string()])].into_iter().collect(),
+        };
+        let changes = vec![AttrChange { attr: "email".into(), old: vec!["a@x".into()], new: vec![] }];
+        let membership = |add: bool, g: &str, m: &str| MembershipChange {
+            add,
+            group_id: g.into(),
+            group_label: "g".into(),
+            member_id: m.into(),
+            member_kind: EntryKind::User,
+            member_label: "m".into(),
+        };
+        let plan = Plan {
+            tenant: "t".into(),
+            sources: vec![SourcePlan {
+                source: "s".into(),
+                changes: vec![
+                    Change::Create { object: object("1") },
+                    Change::Update { object: object("2"), from_version: 3, changes: changes.clone() },
+                    Change::Delete {
+                        id: "3".into(),
+                        kind: EntryKind::Group,
+                        anchor: "anchor-3".into(),
+                        dn: None,
+                        label: "x".into(),
+                    },
+                ],
+                memberships: vec![
+                    membership(true, "g1", "1"),
+                    membership(false, "g1", "2"),
+                    membership(true, "g2", "1"),
+                ],
+                read_complete: true,
+                existing_objects: 3,
+            }],
+        };
+        let expected = [
+            serde_json::json!({ "op": "create", "run_id": 7, "source": "s", "id": "1", "kind": "user", "externalId": "anchor-1", "attributes": object("1").attrs }),
+            serde_json::json!({ "op": "update", "run_id": 7, "source": "s", "id": "2", "kind": "user", "externalId": "anchor-2", "changes": changes }),
+            serde_json::json!({ "op": "delete", "run_id": 7, "source": "s", "id": "3", "kind": "group", "externalId": "anchor-3" }),
+            serde_json::json!({ "op": "memberships", "run_id": 7, "source": "s", "added": [["g1", "1"], ["g2", "1"]], "removed": [["g1", "2"]] }),
+        ]
+        .map(|v| v.to_string());
+        assert_eq!(apply_audit_details(&plan, 7).collect::<Vec<_>>(), expected);
+    }
 }

@@ -93,7 +93,7 @@ pub(super) fn apply(
         let actor = format!("run:{run_id}");
         let mut records = Vec::new();
         for detail in apply_audit_details(plan, run_id) {
-            records.push(chain.next("change", &actor, &detail));
+            records.push(chain.next_text("change", &actor, detail));
             if records.len() == BATCH {
                 audit::insert(tx, tenant, "change", &actor, &records)?;
                 records.clear();

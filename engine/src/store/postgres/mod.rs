@@ -25,8 +25,8 @@ use super::common::{
     quarantine_key, run_audit_detail, stored_from_row, table, token_tenants_json,
 };
 use super::{
-    AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, NodeRecord,
-    MemoRow, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
+    AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, MemoRow, NodeRecord,
+    PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
     TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;

@@ -13,8 +13,8 @@ use super::common::{
     parse_token_tenants, quarantine_key, run_audit_detail, stored_from_row, table, token_tenants_json, user_name_key,
 };
 use super::{
-    AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, NodeRecord,
-    MemoRow, PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
+    AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, MemoRow, NodeRecord,
+    PluginHealth, PluginRecord, QuarantineItem, QuarantineRecord, RunOutcome, RunRecord, Settled, Store, StoreError,
     TokenRecord, WebhookState,
 };
 use crate::diff::Snapshot;
@@ -545,7 +545,7 @@ impl Store for SqliteStore {
         let mut chain = AuditChain::after(tenant, audit_head(&tx, tenant)?);
         let actor = format!("run:{run_id}");
         for detail in apply_audit_details(plan, run_id) {
-            insert_audit(&tx, tenant, "change", &actor, &chain.next("change", &actor, &detail))?;
+            insert_audit(&tx, tenant, "change", &actor, &chain.next_text("change", &actor, detail))?;
         }
         tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
         let audit_done = started.elapsed();
@@ -1084,7 +1084,8 @@ impl Store for SqliteStore {
                 )
                 .map_err(q("writing the mapping memo"))?;
             for (id, row) in rows {
-                put.execute(params![tenant, source, id, row.input, row.output]).map_err(q("writing the mapping memo"))?;
+                put.execute(params![tenant, source, id, row.input, row.output])
+                    .map_err(q("writing the mapping memo"))?;
             }
             let mut drop = tx
                 .prepare_cached("DELETE FROM map_memo WHERE tenant = ?1 AND source = ?2 AND id = ?3")
