@@ -126,6 +126,18 @@ impl WriteCounter {
     }
 }
 
+/// An object as events show it.
+#[derive(serde::Serialize)]
+struct ObjectView<'a> {
+    id: &'a str,
+    kind: &'static str,
+    #[serde(rename = "externalId")]
+    external_id: &'a str,
+    dn: Option<&'a str>,
+    version: i64,
+    attributes: &'a crate::model::Attributes,
+}
+
 /// One outbox event, ready to be written.
 pub(crate) struct NewEvent {
     pub seq: i64,
@@ -179,14 +191,16 @@ impl<'a> Outbox<'a> {
         self.pending.drain(..)
     }
 
-    fn emit(
+    /// `body`: the event's own fields (a struct or a JSON object); the
+    /// envelope (type, tenant, sequence, key, time) is added here.
+    fn emit<B: serde::Serialize>(
         &mut self,
         event_type: &str,
         object_id: &str,
         kind: EntryKind,
         version: i64,
         key_extra: &str,
-        mut body: serde_json::Value,
+        body: B,
     ) {
         self.seq += 1;
         // The same change always gets the same key: a consumer that sees it
@@ -195,11 +209,31 @@ impl<'a> Outbox<'a> {
             format!("{}\u{0}{object_id}\u{0}{version}\u{0}{event_type}\u{0}{key_extra}", self.tenant).as_bytes(),
         )[..32]
             .to_string();
-        body["type"] = serde_json::json!(event_type);
-        body["tenant"] = serde_json::json!(self.tenant);
-        body["sequence"] = serde_json::json!(self.seq);
-        body["idempotency_key"] = serde_json::json!(key);
-        body["occurred_at"] = serde_json::json!(self.now);
+        #[derive(serde::Serialize)]
+        struct Envelope<'a, B> {
+            #[serde(flatten)]
+            body: B,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+            tenant: &'a str,
+            sequence: i64,
+            idempotency_key: &'a str,
+            occurred_at: &'a str,
+        }
+        // Serialised straight from the plan's data: building a
+        // `serde_json::Value` copied every attribute of every object twice,
+        // a tenth of a full sync. Bodies are plain structs and maps of
+        // strings, which always serialise.
+        let envelope = Envelope {
+            body,
+            event_type,
+            tenant: self.tenant,
+            sequence: self.seq,
+            idempotency_key: &key,
+            occurred_at: self.now,
+        };
+        let payload = serde_json::to_string(&envelope)
+            .unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }).to_string());
         self.pending.push(NewEvent {
             seq: self.seq,
             event_type: event_type.to_string(),
@@ -207,26 +241,42 @@ impl<'a> Outbox<'a> {
             object_kind: kind.as_str(),
             version,
             idempotency_key: key,
-            payload: body.to_string(),
+            payload,
         });
     }
 
-    fn object_json(o: &PlannedObject, version: i64) -> serde_json::Value {
-        serde_json::json!({ "id": o.id, "kind": o.kind.as_str(), "externalId": o.anchor, "dn": o.dn, "version": version, "attributes": o.attrs })
+    fn object_json(o: &PlannedObject, version: i64) -> ObjectView<'_> {
+        ObjectView {
+            id: &o.id,
+            kind: o.kind.as_str(),
+            external_id: &o.anchor,
+            dn: o.dn.as_deref(),
+            version,
+            attributes: &o.attrs,
+        }
     }
 
     pub(crate) fn created(&mut self, o: &PlannedObject) {
+        #[derive(serde::Serialize)]
+        struct Created<'a> {
+            object: ObjectView<'a>,
+            changes: Vec<CreatedAttr<'a>>,
+        }
+        #[derive(serde::Serialize)]
+        struct CreatedAttr<'a> {
+            attr: &'a str,
+            old: [&'a str; 0],
+            new: &'a [String],
+        }
         let kind = o.kind.as_str();
-        let object = Self::object_json(o, 1);
-        let changes: Vec<serde_json::Value> =
-            o.attrs.iter().map(|(k, v)| serde_json::json!({ "attr": k, "old": [], "new": v })).collect();
+        let changes = o.attrs.iter().map(|(k, v)| CreatedAttr { attr: k, old: [], new: v }).collect();
         self.emit(
             &format!("{kind}.created"),
             &o.id,
             o.kind,
             1,
             "",
-            serde_json::json!({ "object": object, "changes": changes }),
+            Created { object: Self::object_json(o, 1), changes },
         );
         for role in o.attrs.get("roles").into_iter().flatten() {
             self.emit(
@@ -310,11 +360,27 @@ impl<'a> Outbox<'a> {
     }
 
     pub(crate) fn membership(&mut self, m: &MembershipChange) {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            group: Group<'a>,
+            member: Member<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Group<'a> {
+            id: &'a str,
+            label: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct Member<'a> {
+            id: &'a str,
+            kind: &'static str,
+            label: &'a str,
+        }
         let t = if m.add { "group.member_added" } else { "group.member_removed" };
-        let body = serde_json::json!({
-            "group": { "id": m.group_id, "label": m.group_label },
-            "member": { "id": m.member_id, "kind": m.member_kind.as_str(), "label": m.member_label },
-        });
+        let body = Body {
+            group: Group { id: &m.group_id, label: &m.group_label },
+            member: Member { id: &m.member_id, kind: m.member_kind.as_str(), label: &m.member_label },
+        };
         // Keyed by the run: adding the same member again in a later run is a new event.
         let extra = format!("{}\u{0}{}", m.member_id, self.run_id);
         self.emit(t, &m.group_id, EntryKind::Group, 0, &extra, body);
@@ -593,5 +659,62 @@ mod tests {
         ]
         .map(|v| v.to_string());
         assert_eq!(apply_audit_details(&plan, 7).collect::<Vec<_>>(), expected);
+    }
+
+    /// Event payloads are what consumers parse: the same JSON as when they
+    /// were built as `serde_json::Value`s.
+    #[test]
+    fn event_payloads_keep_their_shape() {
+        let o = PlannedObject {
+            id: "u1".into(),
+            kind: EntryKind::User,
+            anchor: "a1".into(),
+            dn: None,
+            attrs: [("userName", vec!["ann"]), ("roles", vec!["admin"])]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+                .collect(),
+        };
+        let m = MembershipChange {
+            add: true,
+            group_id: "g1".into(),
+            group_label: "staff".into(),
+            member_id: "u1".into(),
+            member_kind: EntryKind::User,
+            member_label: "ann".into(),
+        };
+        let mut outbox = Outbox::new("t", 9, "2026-12-07T00:00:00Z", 41);
+        outbox.created(&o);
+        outbox.membership(&m);
+        let events: Vec<NewEvent> = outbox.drain().collect();
+        let payloads: Vec<serde_json::Value> =
+            events.iter().map(|e| serde_json::from_str(&e.payload).expect("payload is JSON")).collect();
+        let object = serde_json::json!({ "id": "u1", "kind": "user", "externalId": "a1", "dn": null, "version": 1, "attributes": o.attrs });
+        let head = |t: &str, seq: i64, key: &str| serde_json::json!({ "type": t, "tenant": "t", "sequence": seq, "idempotency_key": key, "occurred_at": "2026-12-07T00:00:00Z" });
+        let with = |mut body: serde_json::Value, head: serde_json::Value| {
+            for (k, v) in head.as_object().cloned().unwrap_or_default() {
+                body[k] = v;
+            }
+            body
+        };
+        let expected = vec![
+            with(
+                serde_json::json!({ "object": object, "changes": [
+                    { "attr": "roles", "old": [], "new": ["admin"] },
+                    { "attr": "userName", "old": [], "new": ["ann"] },
+                ] }),
+                head("user.created", 42, &events[0].idempotency_key),
+            ),
+            with(
+                serde_json::json!({ "object": object, "role": "admin" }),
+                head("user.role_assigned", 43, &events[1].idempotency_key),
+            ),
+            with(
+                serde_json::json!({ "group": { "id": "g1", "label": "staff" }, "member": { "id": "u1", "kind": "user", "label": "ann" } }),
+                head("group.member_added", 44, &events[2].idempotency_key),
+            ),
+        ];
+        assert_eq!(payloads, expected);
+        assert!(events.iter().all(|e| e.idempotency_key.len() == 32));
     }
 }

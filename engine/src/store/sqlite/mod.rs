@@ -465,10 +465,24 @@ impl Store for SqliteStore {
         for sp in &plan.sources {
             let source = sp.source.as_str();
             let source_started = std::time::Instant::now();
+            // New rows go in in id order: ids are random UUIDs, and inserting
+            // them in the plan's (label) order touched a different page of
+            // every id-keyed index each time. Events keep the plan's order.
+            let mut creates: Vec<&PlannedObject> = sp
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Create { object } => Some(object),
+                    _ => None,
+                })
+                .collect();
+            creates.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            for object in creates {
+                insert_object(&tx, tenant, source, object, &now)?;
+            }
             for change in &sp.changes {
                 match change {
                     Change::Create { object } => {
-                        insert_object(&tx, tenant, source, object, &now)?;
                         outbox.created(object);
                     }
                     Change::Update { object, from_version, changes } => {
