@@ -1290,6 +1290,7 @@ fn read_and_map(
         Ok(crate::mapping::memo::Memo::new(seed.clone(), rows, snapshot))
     };
     let mut memo_load_time = Duration::ZERO;
+    let mut lazy_memo_load_time = Duration::ZERO;
     if let Some(seed) = memo_pending.filter(|_| resume.is_empty()) {
         memo_pending = None;
         let started = Instant::now();
@@ -1327,7 +1328,7 @@ fn read_and_map(
                                 return Err(msg);
                             }
                         }
-                        memo_load_time += started.elapsed();
+                        lazy_memo_load_time = started.elapsed();
                     }
                     if let Some(memo) = acc.memo.as_mut() {
                         let id = object_id(acc.tenant, acc.source, entry.kind, &entry.anchor);
@@ -1354,7 +1355,9 @@ fn read_and_map(
         };
         source.read(&mut sink)
     };
-    let read_time = read_started.elapsed().saturating_sub(memo_load_time);
+    // A memo loaded during the read is stored state, not reading.
+    let read_time = read_started.elapsed().saturating_sub(lazy_memo_load_time);
+    memo_load_time += lazy_memo_load_time;
     if let Some(e) = plugin_fatal {
         return Err(SyncError::Plugin(e));
     }
