@@ -1962,3 +1962,95 @@ impl Accumulator<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{Delta, ReadSummary, Sink, SourceEntry, SourceError, SourceItem};
+
+    const USERS: usize = MEMO_AFTER_ENTRIES as usize + 500;
+
+    /// A directory of `USERS` users, read whole the first time and as an
+    /// incremental read of every entry afterwards (as after a lost session log).
+    struct Directory {
+        incremental: bool,
+        mail_of_last: String,
+    }
+
+    impl Source for Directory {
+        fn name(&self) -> &str {
+            "dir"
+        }
+        fn read(&mut self, sink: &mut dyn Sink) -> Result<ReadSummary, SourceError> {
+            for i in 0..USERS {
+                let mail = if i + 1 == USERS { self.mail_of_last.clone() } else { format!("u{i}@example.com") };
+                let entry = SourceEntry {
+                    anchor: format!("anchor-{i}"),
+                    dn: Some(format!("uid=u{i},ou=people,dc=example")),
+                    kind: EntryKind::User,
+                    attrs: vec![
+                        ("uid".into(), vec![format!("u{i}").into_bytes()]),
+                        ("mail".into(), vec![mail.into_bytes()]),
+                    ],
+                    members: Vec::new(),
+                };
+                sink.item(SourceItem::Entry(entry))
+                    .map_err(|message| SourceError::Stopped { source_name: "dir".into(), message })?;
+            }
+            Ok(ReadSummary {
+                users: USERS as u64,
+                delta: self.incremental.then(|| Delta { since: "1".into(), ..Default::default() }),
+                state: vec![("cookie".into(), "1".into())],
+                ..Default::default()
+            })
+        }
+    }
+
+    struct Provider(Option<Directory>);
+
+    impl SourceProvider for Provider {
+        fn open(
+            &mut self,
+            _: &Config,
+            _: &TenantConfig,
+            _: &SourceConfig,
+            _: &PluginHost,
+        ) -> Result<Box<dyn Source>, SyncError> {
+            Ok(Box::new(self.0.take().expect("opened once per run")))
+        }
+    }
+
+    #[test]
+    fn a_big_incremental_read_loads_the_memo_partway_and_maps_only_what_came_before_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = Config::parse(
+            "[store]\npath = \"data\"\n[[tenant]]\nid = \"t\"\n[[tenant.source]]\nname = \"dir\"\nkind = \"ldif\"\npath = \"unused.ldif\"\n[tenant.mapping]\nuserName = \"lower(uid)\"\nemail = \"lower(mail)\"\n",
+            &dir.path().join("roster.toml"),
+        )
+        .expect("config");
+        let tenant = &config.tenants[0];
+        let mut store = crate::store::sqlite::SqliteStore::open_in_memory().expect("store");
+        let host = PluginHost::new(None).expect("plugin host");
+        let run = |store: &mut crate::store::sqlite::SqliteStore, incremental: bool, mail_of_last: &str| {
+            let mut provider = Provider(Some(Directory { incremental, mail_of_last: mail_of_last.into() }));
+            sync_tenant_with(&config, tenant, store, &host, &SyncOptions::new("test"), &NoProgress, &mut provider)
+                .expect("sync")
+        };
+
+        let first = run(&mut store, false, "last@example.com");
+        assert_eq!(first.counts.creates, USERS as u64);
+        assert_eq!(first.sources[0].not_remapped, 0);
+
+        // The stored cookie makes the next read look incremental: the memo is
+        // loaded only once it has seen MEMO_AFTER_ENTRIES entries, and from
+        // there unchanged entries are not mapped again; the changed last one is.
+        let again = run(&mut store, true, "changed@example.com");
+        assert_eq!((again.counts.creates, again.counts.updates, again.counts.deletes), (0, 1, 0));
+        // Mapped: the entries before the memo loaded, and the changed one.
+        let mapped = (MEMO_AFTER_ENTRIES - 1) + 1;
+        assert_eq!(again.sources[0].not_remapped, USERS as u64 - mapped);
+        let users = store.users("t").expect("users");
+        let last = users.iter().find(|u| u.anchor == format!("anchor-{}", USERS - 1)).expect("last user");
+        assert_eq!(last.attrs["email"], vec!["changed@example.com".to_string()]);
+    }
+}
