@@ -60,10 +60,11 @@ fn only_entries_whose_content_or_pipeline_changed_are_mapped_again() {
     assert_eq!(memo_rows(&env), 4, "one memo row per object");
 
     let (run, again) = env.sync(&[]);
-    run.ok();
+    let run = run.ok();
     assert_eq!(counts(&again), (0, 0, 0), "{again}");
     assert_eq!(not_remapped(&again), 4, "an unchanged directory is not mapped again: {again}");
     assert_eq!(again["sources"][0]["mapped"], 4, "yet every object is still in the desired state");
+    assert!(run.stderr.contains("quarantined 0, unchanged and not mapped again 4 ("), "{}", run.stderr);
 
     // One entry changes: it alone is mapped, and its change lands.
     std::fs::write(env.path().join("dir.ldif"), directory("Ann.New@Example.com", true)).expect("write");

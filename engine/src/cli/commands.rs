@@ -259,6 +259,10 @@ fn sync_cmd(
         let c = report.counts;
         let quarantined: u64 = report.sources.iter().map(|s| s.quarantined).sum();
         let skipped: u64 = report.sources.iter().map(|s| s.skipped).sum();
+        let not_remapped: u64 = report.sources.iter().map(|s| s.not_remapped).sum();
+        // Only when it happened: most runs read incrementally and never see it.
+        let not_remapped =
+            if not_remapped > 0 { format!(", unchanged and not mapped again {not_remapped}") } else { String::new() };
         let read: u64 = report.sources.iter().map(|s| s.read.users + s.read.groups).sum();
         let (code, verdict) = match &report.status {
             RunStatus::Applied => (exit::OK, "applied".to_string()),
@@ -281,7 +285,7 @@ fn sync_cmd(
         };
         // The one summary line, always.
         eprintln!(
-            "{}: {verdict}: read {read}, created {}, updated {}, deleted {}, memberships +{} -{}, skipped {skipped}, quarantined {quarantined} ({} ms{})",
+            "{}: {verdict}: read {read}, created {}, updated {}, deleted {}, memberships +{} -{}, skipped {skipped}, quarantined {quarantined}{not_remapped} ({} ms{})",
             t.id,
             c.creates,
             c.updates,
