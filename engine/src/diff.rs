@@ -51,7 +51,7 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &mut DesiredState) -> Sour
     }
     // Only what changes is sorted (a re-sync usually changes nothing), in a
     // deterministic order: plans are read by people and compared by tests.
-    let mut changed: Vec<(&Desired, Option<&Stored>)> = desired
+    let changed: Vec<(&Desired, Option<&Stored>)> = desired
         .objects
         .values()
         .filter_map(|want| match stored.objects.get(&want.id) {
@@ -60,11 +60,13 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &mut DesiredState) -> Sour
             Some(_) => None,
         })
         .collect();
-    changed.sort_unstable_by(|(a, _), (b, _)| {
-        (a.kind == EntryKind::User, a.label(), &a.id).cmp(&(b.kind == EntryKind::User, b.label(), &b.id))
-    });
+    // Keys looked up once each, not twice per comparison: a full sync sorts
+    // every object it creates.
+    let mut keyed: Vec<((bool, &str, &str), (&Desired, Option<&Stored>))> =
+        changed.into_iter().map(|c| ((c.0.kind == EntryKind::User, c.0.label(), c.0.id.as_str()), c)).collect();
+    keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let changed = keyed.into_iter().map(|(_, c)| c);
     let pending: Vec<(String, Pending)> = changed
-        .into_iter()
         .filter_map(|(want, have)| match have {
             None => Some((want.id.clone(), Pending::Create)),
             Some(have) => {
