@@ -1281,20 +1281,25 @@ fn read_and_map(
     let mut memo_pending = memo_seed;
     let mut memo_error: Option<crate::store::StoreError> = None;
     let load_memo = |store: &mut dyn Store,
-                     seed: &crate::mapping::memo::Seed|
-     -> Result<crate::mapping::memo::Memo, crate::store::StoreError> {
+                     memo: &mut crate::mapping::memo::Memo|
+     -> Result<(), crate::store::StoreError> {
         let started = Instant::now();
         let snapshot = store.snapshot(&tenant.id, &source_name)?;
         let rows = store.map_memo(&tenant.id, &source_name)?;
         tracing::debug!(tenant = %tenant.id, source = %source_name, rows = rows.len(), ms = started.elapsed().as_millis() as u64, "mapping memo loaded");
-        Ok(crate::mapping::memo::Memo::new(seed.clone(), rows, snapshot))
+        memo.load(rows, snapshot);
+        Ok(())
     };
+    // Until it is loaded, the memo records what mapping makes of each entry,
+    // so that entries changed by incremental runs are not mapped again by
+    // the next whole read either.
+    acc.memo = memo_seed.map(|seed| crate::mapping::memo::Memo::recording(seed.clone()));
     let mut memo_load_time = Duration::ZERO;
     let mut lazy_memo_load_time = Duration::ZERO;
-    if let Some(seed) = memo_pending.filter(|_| resume.is_empty()) {
+    if let Some(memo) = acc.memo.as_mut().filter(|_| resume.is_empty()) {
         memo_pending = None;
         let started = Instant::now();
-        acc.memo = Some(load_memo(&mut *store, seed)?);
+        load_memo(&mut *store, memo)?;
         memo_load_time += started.elapsed();
     }
 
@@ -1317,11 +1322,12 @@ fn read_and_map(
                     if acc.seen % 1000 == 0 {
                         progress.entries(acc.source, acc.seen);
                     }
-                    if let Some(seed) = memo_pending.filter(|_| acc.seen >= MEMO_AFTER_ENTRIES) {
+                    let load_now = memo_pending.is_some() && acc.seen >= MEMO_AFTER_ENTRIES;
+                    if let Some(memo) = acc.memo.as_mut().filter(|_| load_now) {
                         memo_pending = None;
                         let started = Instant::now();
-                        match load_memo(&mut *store, seed) {
-                            Ok(memo) => acc.memo = Some(memo),
+                        match load_memo(&mut *store, memo) {
+                            Ok(()) => {}
                             Err(e) => {
                                 let msg = e.to_string();
                                 memo_error = Some(e);
@@ -1330,7 +1336,7 @@ fn read_and_map(
                         }
                         lazy_memo_load_time = started.elapsed();
                     }
-                    if let Some(memo) = acc.memo.as_mut() {
+                    if let Some(memo) = acc.memo.as_mut().filter(|m| m.is_loaded()) {
                         let id = object_id(acc.tenant, acc.source, entry.kind, &entry.anchor);
                         if let Some(attrs) = memo.recall(&id, &entry) {
                             acc.take_unchanged(id, entry, attrs);
@@ -1410,10 +1416,10 @@ fn read_and_map(
     let (memo_snapshot, memo_writes) = match memo {
         Some(memo) => {
             // After a complete read of the whole source, rows of what it no longer has go.
-            let seen: Option<HashSet<&str>> =
-                (delta.is_none() && read_complete).then(|| acc.anchor_index.values().map(String::as_str).collect());
+            let whole = delta.is_none() && read_complete && memo.is_loaded();
+            let seen: Option<HashSet<&str>> = whole.then(|| acc.anchor_index.values().map(String::as_str).collect());
             let (snapshot, writes) = memo.finish(seen.as_ref());
-            (Some(snapshot), Some(writes))
+            (snapshot, Some(writes))
         }
         None => (None, None),
     };

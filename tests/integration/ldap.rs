@@ -197,6 +197,10 @@ fn sync_reads_only_what_changed_since_the_last_applied_run() {
     assert_eq!(report["sources"][0]["read"]["mode"], "full");
     assert_eq!(report["sources"][0]["read"]["users"], (USERS + 1) as u64);
     assert_eq!(report["status"], "no-changes", "the incremental runs missed nothing: {report}");
+    // Every entry was mapped before and is unchanged: none is mapped again.
+    let read = &report["sources"][0]["read"];
+    let entries = read["users"].as_u64().unwrap_or(0) + read["groups"].as_u64().unwrap_or(0);
+    assert_eq!(report["sources"][0]["not_remapped"].as_u64(), Some(entries), "{report}");
 
     // Another filter: the old cookies describe other searches, so the read is full.
     let cfg = std::fs::read_to_string(env.config_path()).expect("config");

@@ -120,13 +120,15 @@ fn short_hex(h: Sha256) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
-/// One run's view of a source's memo, with the whole stored state it checks against.
+/// One run's view of a source's memo. Until it is loaded it only records
+/// what mapping makes of each entry (a small incremental read); once loaded,
+/// with the whole stored state it checks against, it also recalls.
 pub struct Memo {
     seed: Seed,
     rows: HashMap<String, MemoRow>,
-    /// The source's whole stored state: loaded once, used for the checks and
+    /// The source's whole stored state, once loaded: used for the checks and
     /// then as the run's snapshot to merge over and diff against.
-    snapshot: Snapshot,
+    snapshot: Option<Snapshot>,
     /// Entries that were not mapped again.
     pub hits: u64,
     fresh: Vec<(String, MemoRow)>,
@@ -141,14 +143,29 @@ pub struct MemoWrites {
 
 impl Memo {
     pub fn new(seed: Seed, rows: HashMap<String, MemoRow>, snapshot: Snapshot) -> Self {
-        Self { seed, rows, snapshot, hits: 0, fresh: Vec::new() }
+        Self { seed, rows, snapshot: Some(snapshot), hits: 0, fresh: Vec::new() }
+    }
+
+    /// A memo that records only, until [`Memo::load`].
+    pub fn recording(seed: Seed) -> Self {
+        Self { seed, rows: HashMap::new(), snapshot: None, hits: 0, fresh: Vec::new() }
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// From here on, recalls too; what was recorded so far is kept.
+    pub fn load(&mut self, rows: HashMap<String, MemoRow>, snapshot: Snapshot) {
+        self.rows = rows;
+        self.snapshot = Some(snapshot);
     }
 
     /// The attributes of an entry that need no mapping: as stored, when both
     /// digests say they are what mapping would make of it now.
     pub fn recall(&mut self, id: &str, entry: &SourceEntry) -> Option<Attributes> {
         let row = self.rows.get(id)?;
-        let stored = self.snapshot.objects.get(id)?;
+        let stored = self.snapshot.as_ref()?.objects.get(id)?;
         if stored.kind != entry.kind || self.seed.output(&stored.attrs) != row.output {
             return None;
         }
@@ -176,12 +193,13 @@ impl Memo {
         }
     }
 
-    /// The stored state, and the writes: new rows, and — after a complete
-    /// read of the whole source — the rows of objects it no longer has.
-    pub fn finish(self, seen: Option<&HashSet<&str>>) -> (Snapshot, MemoWrites) {
-        let removed = match seen {
-            Some(seen) => self.rows.keys().filter(|id| !seen.contains(id.as_str())).cloned().collect(),
-            None => Vec::new(),
+    /// The stored state if it was loaded, and the writes: new rows, and —
+    /// after a complete read of the whole source — the rows of objects it no
+    /// longer has.
+    pub fn finish(self, seen: Option<&HashSet<&str>>) -> (Option<Snapshot>, MemoWrites) {
+        let removed = match (seen, &self.snapshot) {
+            (Some(seen), Some(_)) => self.rows.keys().filter(|id| !seen.contains(id.as_str())).cloned().collect(),
+            _ => Vec::new(),
         };
         (self.snapshot, MemoWrites { rows: self.fresh, removed })
     }
@@ -258,6 +276,23 @@ mod tests {
         // Never stored.
         let mut memo = memo_after(&seed, &e, &mapped, mapped.clone());
         assert_eq!(memo.recall("id-2", &e), None);
+    }
+
+    #[test]
+    fn a_recording_memo_recalls_nothing_until_loaded_and_keeps_what_it_recorded() {
+        let seed = Seed::new("fp", &[], false);
+        let mapped = attrs(&[("userName", "ann")]);
+        let e = entry("ann@x");
+        let mut memo = Memo::recording(seed.clone());
+        memo.remember("id-1", &e, &mapped);
+        assert_eq!(memo.recall("id-1", &e), None);
+        let earlier = MemoRow { input: seed.input(&e), output: seed.output(&mapped) };
+        memo.load([("id-1".to_string(), earlier)].into_iter().collect(), stored(mapped.clone()));
+        assert!(memo.is_loaded());
+        assert_eq!(memo.recall("id-1", &e), Some(mapped));
+        let (snapshot, writes) = memo.finish(None);
+        assert!(snapshot.is_some());
+        assert_eq!(writes.rows.len(), 1, "the row recorded before loading is still written");
     }
 
     #[test]
