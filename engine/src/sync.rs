@@ -1274,11 +1274,11 @@ fn read_and_map(
         failed: 0,
         failed_custom: 0,
         aborted: None,
-        memo: None,
+        // Until it is loaded, the memo records what mapping makes of each
+        // entry, so that entries changed by incremental runs are not mapped
+        // again by the next whole read either.
+        memo: memo_seed.map(|seed| crate::mapping::memo::Memo::recording(seed.clone())),
     };
-    // Without a stored position the read is of the whole source: load the
-    // memo now, so not even the first entries are mapped again needlessly.
-    let mut memo_pending = memo_seed;
     let mut memo_error: Option<crate::store::StoreError> = None;
     let load_memo = |store: &mut dyn Store,
                      memo: &mut crate::mapping::memo::Memo|
@@ -1290,14 +1290,11 @@ fn read_and_map(
         memo.load(rows, snapshot);
         Ok(())
     };
-    // Until it is loaded, the memo records what mapping makes of each entry,
-    // so that entries changed by incremental runs are not mapped again by
-    // the next whole read either.
-    acc.memo = memo_seed.map(|seed| crate::mapping::memo::Memo::recording(seed.clone()));
     let mut memo_load_time = Duration::ZERO;
     let mut lazy_memo_load_time = Duration::ZERO;
+    // Without a stored position the read is of the whole source: load the
+    // memo now, so not even the first entries are mapped again needlessly.
     if let Some(memo) = acc.memo.as_mut().filter(|_| resume.is_empty()) {
-        memo_pending = None;
         let started = Instant::now();
         load_memo(&mut *store, memo)?;
         memo_load_time += started.elapsed();
@@ -1322,9 +1319,8 @@ fn read_and_map(
                     if acc.seen % 1000 == 0 {
                         progress.entries(acc.source, acc.seen);
                     }
-                    let load_now = memo_pending.is_some() && acc.seen >= MEMO_AFTER_ENTRIES;
-                    if let Some(memo) = acc.memo.as_mut().filter(|_| load_now) {
-                        memo_pending = None;
+                    let big = acc.seen >= MEMO_AFTER_ENTRIES;
+                    if let Some(memo) = acc.memo.as_mut().filter(|m| big && !m.is_loaded()) {
                         let started = Instant::now();
                         match load_memo(&mut *store, memo) {
                             Ok(()) => {}

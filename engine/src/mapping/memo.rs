@@ -142,10 +142,6 @@ pub struct MemoWrites {
 }
 
 impl Memo {
-    pub fn new(seed: Seed, rows: HashMap<String, MemoRow>, snapshot: Snapshot) -> Self {
-        Self { seed, rows, snapshot: Some(snapshot), hits: 0, fresh: Vec::new() }
-    }
-
     /// A memo that records only, until [`Memo::load`].
     pub fn recording(seed: Seed) -> Self {
         Self { seed, rows: HashMap::new(), snapshot: None, hits: 0, fresh: Vec::new() }
@@ -243,12 +239,18 @@ mod tests {
         s
     }
 
+    fn loaded(seed: Seed, rows: HashMap<String, MemoRow>, snapshot: Snapshot) -> Memo {
+        let mut memo = Memo::recording(seed);
+        memo.load(rows, snapshot);
+        memo
+    }
+
     /// A memo as the last run left it: `mapped` is what it made of `e`.
     fn memo_after(seed: &Seed, e: &SourceEntry, mapped: &Attributes, store_holds: Attributes) -> Memo {
-        let mut first = Memo::new(seed.clone(), HashMap::new(), Snapshot::default());
+        let mut first = loaded(seed.clone(), HashMap::new(), Snapshot::default());
         first.remember("id-1", e, mapped);
         let (_, writes) = first.finish(None);
-        Memo::new(seed.clone(), writes.rows.into_iter().collect(), stored(store_holds))
+        loaded(seed.clone(), writes.rows.into_iter().collect(), stored(store_holds))
     }
 
     #[test]
@@ -306,7 +308,7 @@ mod tests {
         assert_eq!(memo.recall("id-1", &e), Some(mapped.clone()), "stored roles are not restored");
 
         // A mapper that sets roles itself is never skipped while the role stage runs.
-        let mut memo = Memo::new(seed, HashMap::new(), Snapshot::default());
+        let mut memo = loaded(seed, HashMap::new(), Snapshot::default());
         memo.remember("id-1", &e, &attrs(&[("userName", "ann"), ("roles", "x")]));
         assert!(memo.finish(None).1.rows.is_empty());
     }
