@@ -44,6 +44,11 @@ struct Rule {
 pub struct RuleRoles {
     highest_only: bool,
     rules: Vec<Rule>,
+    /// Per group of the current batch (by [`Membership::index`]): the rules it
+    /// matches, worked out the first time a user of the batch is in it. Most
+    /// users share their groups, so this turns rules × groups × users checks
+    /// (each lower-casing a name and normalising a DN) into rules × groups.
+    matching: Vec<Option<Vec<usize>>>,
 }
 
 impl RuleRoles {
@@ -69,31 +74,42 @@ impl RuleRoles {
                 format!("expected an array of tables ([[roles.rule]]), found {}", other.type_name()),
             )),
         }
-        if errors.is_empty() { Ok(Self { highest_only: highest_only.unwrap_or(false), rules }) } else { Err(errors) }
-    }
-
-    fn matches(rule: &Rule, group: &GroupRef) -> bool {
-        match &rule.matcher {
-            Matcher::Group(want) => {
-                group.anchor.eq_ignore_ascii_case(want)
-                    || group.name.to_lowercase() == *want
-                    || group.dn.as_deref().is_some_and(|dn| normalise_dn(dn) == *want)
-            }
-            Matcher::Pattern(p) => glob(p, &group.name.to_lowercase()),
+        if errors.is_empty() {
+            Ok(Self { highest_only: highest_only.unwrap_or(false), rules, matching: Vec::new() })
+        } else {
+            Err(errors)
         }
     }
 
-    pub fn roles(&self, user: &UserGroups<'_>) -> Vec<String> {
+    /// The indices of the rules `group` matches.
+    fn rules_matching(rules: &[Rule], group: &GroupRef) -> Vec<usize> {
+        let name = group.name.to_lowercase();
+        let dn = group.dn.as_deref().map(normalise_dn);
+        let matches = |rule: &Rule| match &rule.matcher {
+            Matcher::Group(want) => {
+                group.anchor.eq_ignore_ascii_case(want) || name == *want || dn.as_ref().is_some_and(|dn| dn == want)
+            }
+            Matcher::Pattern(p) => glob(p, &name),
+        };
+        rules.iter().enumerate().filter(|(_, r)| matches(r)).map(|(i, _)| i).collect()
+    }
+
+    pub fn roles(&mut self, user: &UserGroups<'_>) -> Vec<String> {
+        let Self { highest_only, rules, matching } = self;
         let mut best: BTreeMap<&str, i64> = BTreeMap::new();
         for m in &user.groups {
-            for rule in self.rules.iter().filter(|r| Self::matches(r, m.group)) {
+            if matching.len() <= m.index {
+                matching.resize(m.index + 1, None);
+            }
+            let matched = matching[m.index].get_or_insert_with(|| Self::rules_matching(rules, m.group));
+            for rule in matched.iter().map(|&i| &rules[i]) {
                 let p = best.entry(rule.role.as_str()).or_insert(rule.priority);
                 *p = (*p).max(rule.priority);
             }
         }
         let top = best.values().copied().max().unwrap_or(0);
         let mut roles: Vec<(i64, &str)> =
-            best.into_iter().filter(|(_, p)| !self.highest_only || *p == top).map(|(r, p)| (p, r)).collect();
+            best.into_iter().filter(|(_, p)| !*highest_only || *p == top).map(|(r, p)| (p, r)).collect();
         roles.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         roles.into_iter().map(|(_, r)| r.to_string()).collect()
     }
@@ -208,6 +224,11 @@ impl RoleAssigner for RuleRoles {
         Self::compile(config)
     }
 
+    fn prepare(&mut self, groups: &[GroupRef]) {
+        self.matching.clear();
+        self.matching.resize(groups.len(), None);
+    }
+
     fn assign(&mut self, user: &UserGroups<'_>) -> Result<Vec<String>, String> {
         Ok(self.roles(user))
     }
@@ -266,12 +287,38 @@ mod tests {
         let user = UserGroups {
             anchor: "u1",
             attributes: Attrs::parse(&empty).expect("attrs"),
-            groups: groups.iter().enumerate().map(|(i, g)| Membership { group: g, depth: i as u32 + 1 }).collect(),
+            groups: groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Membership { group: g, depth: i as u32 + 1, index: i })
+                .collect(),
         };
         assert_eq!(RuleRoles::compile(&config(false)).expect("valid").roles(&user), ["admin", "engineer", "employee"]);
         assert_eq!(RuleRoles::compile(&config(true)).expect("valid").roles(&user), ["admin"]);
-        let sales_only = UserGroups { groups: vec![Membership { group: &groups[3], depth: 1 }], ..user };
+        let sales_only = UserGroups { groups: vec![Membership { group: &groups[3], depth: 1, index: 3 }], ..user };
         assert!(RuleRoles::compile(&config(false)).expect("valid").roles(&sales_only).is_empty());
+    }
+
+    #[test]
+    fn a_batch_works_out_each_group_once_and_the_next_batch_afresh() {
+        let mut plugin = RuleRoles::compile(&config(false)).expect("valid");
+        let empty = roster_wire::pack::<&str, &str>([]);
+        fn user<'a>(empty: &'a [u8], groups: &[&'a GroupRef]) -> UserGroups<'a> {
+            UserGroups {
+                anchor: "u",
+                attributes: Attrs::parse(empty).expect("attrs"),
+                groups: groups.iter().enumerate().map(|(i, g)| Membership { group: *g, depth: 1, index: i }).collect(),
+            }
+        }
+        let first = [group("admins"), group("sales")];
+        plugin.prepare(&first);
+        assert_eq!(plugin.roles(&user(&empty, &[&first[0], &first[1]])), ["admin"]);
+        assert_eq!(plugin.roles(&user(&empty, &[&first[0]])), ["admin"]);
+        // The next batch puts other groups at the same positions: nothing of
+        // the first batch's answers may leak into it.
+        let second = [group("eng-web"), group("all-staff")];
+        plugin.prepare(&second);
+        assert_eq!(plugin.roles(&user(&empty, &[&second[0], &second[1]])), ["engineer", "employee"]);
     }
 
     #[test]

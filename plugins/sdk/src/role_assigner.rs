@@ -30,6 +30,10 @@ pub use crate::raw::GroupRef;
 #[derive(Debug, Clone, Copy)]
 pub struct Membership<'a> {
     pub group: &'a GroupRef,
+    /// The group's position in the batch's group list, the slice
+    /// [`RoleAssigner::prepare`] was given: a key for what the plugin worked
+    /// out per group.
+    pub index: usize,
     /// 1 for a direct membership, 2 for a group inside that group, …
     pub depth: u32,
 }
@@ -54,6 +58,16 @@ pub trait RoleAssigner: Sized + 'static {
 
     fn info(&self) -> PluginInfo {
         PluginInfo::package()
+    }
+
+    /// Called once per batch, before [`assign`](Self::assign) for each of its
+    /// users, with every group they refer to. The same group is in most users'
+    /// lists, so a plugin whose decision per group does not depend on the user
+    /// can reset a per-group cache here and fill it, keyed by
+    /// [`Membership::index`], as users come in. Nothing is kept from one batch
+    /// to the next: a group's name may change between them.
+    fn prepare(&mut self, groups: &[GroupRef]) {
+        let _ = groups;
     }
 
     /// The user's roles, primary first; `Err` quarantines the user with the message.
@@ -122,11 +136,18 @@ pub mod __private {
         groups: &[raw::GroupRef],
         users: Vec<raw::UserGroups>,
     ) -> Vec<raw::RoleResult> {
+        let mut prepared = false;
         crate::__private::batch(
             instance,
             &users,
             || raw::RoleResult::Error(crate::__private::NOT_INITIALISED.into()),
-            |plugin, user| assign_one(plugin, groups, user),
+            |plugin, user| {
+                if !prepared {
+                    plugin.prepare(groups);
+                    prepared = true;
+                }
+                assign_one(plugin, groups, user)
+            },
         )
     }
 
@@ -142,7 +163,7 @@ pub mod __private {
         let mut memberships = Vec::with_capacity(user.groups.len());
         for m in &user.groups {
             match groups.get(m.group as usize) {
-                Some(group) => memberships.push(Membership { group, depth: m.depth }),
+                Some(group) => memberships.push(Membership { group, depth: m.depth, index: m.group as usize }),
                 None => {
                     return raw::RoleResult::Error(format!(
                         "membership refers to group #{} of {}",
