@@ -84,10 +84,10 @@ impl RolesConfig {
 
 /// Every group each user is in, through any depth of nesting, with the depth
 /// of the shortest path (1 = direct). Cycle-safe.
-pub fn transitive_groups(
-    desired: &HashMap<String, Desired>,
-    memberships: &crate::diff::Memberships,
-) -> BTreeMap<String, Vec<(String, u32)>> {
+pub fn transitive_groups<'a>(
+    desired: &'a HashMap<String, Desired>,
+    memberships: &'a crate::diff::Memberships,
+) -> BTreeMap<&'a str, Vec<(&'a str, u32)>> {
     let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
     for (g, m) in memberships {
         parents.entry(m.as_str()).or_default().push(g.as_str());
@@ -107,7 +107,7 @@ pub fn transitive_groups(
             depth.insert(g, d);
             queue.extend(parents.get(g).into_iter().flatten().map(|p| (*p, d + 1)));
         }
-        out.insert(u.id.clone(), depth.into_iter().map(|(g, d)| (g.to_string(), d)).collect());
+        out.insert(u.id.as_str(), depth.into_iter().collect());
     }
     out
 }
@@ -123,7 +123,12 @@ pub fn assign(
     memberships: &crate::diff::Memberships,
 ) -> Result<Vec<(String, String)>, PluginError> {
     let groups_of = transitive_groups(desired, memberships);
-    let ids: Vec<&String> = groups_of.keys().collect();
+    // Each call is sent every group of its batch once, so users with the
+    // same groups go in the same batch: sorted by their group lists, a batch
+    // refers to far fewer groups than a batch of users in id order.
+    let mut by_groups: Vec<(&str, &Vec<(&str, u32)>)> = groups_of.iter().map(|(id, g)| (*id, g)).collect();
+    by_groups.sort_by(|a, b| a.1.cmp(b.1));
+    let ids: Vec<&str> = by_groups.into_iter().map(|(id, _)| id).collect();
     let mut results: Vec<(String, Result<Vec<String>, String>)> = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(batch_size.max(1)) {
         match assign_batch(plugin, chunk, &groups_of, desired) {
@@ -133,14 +138,14 @@ pub fn assign(
                     match assign_batch(plugin, std::slice::from_ref(id), &groups_of, desired) {
                         Ok(r) => results.extend(r),
                         Err(PluginError::Call { plugin, failure }) => {
-                            results.push(((*id).clone(), Err(format!("plugin {plugin}: {failure}"))))
+                            results.push(((*id).to_string(), Err(format!("plugin {plugin}: {failure}"))))
                         }
                         Err(e) => return Err(e),
                     }
                 }
             }
             Err(PluginError::Call { plugin, failure }) => {
-                results.push((chunk[0].clone(), Err(format!("plugin {plugin}: {failure}"))))
+                results.push((chunk[0].to_string(), Err(format!("plugin {plugin}: {failure}"))))
             }
             Err(e) => return Err(e),
         }
@@ -165,19 +170,19 @@ pub fn assign(
 
 fn assign_batch(
     plugin: &mut PluginInstance,
-    ids: &[&String],
-    groups_of: &BTreeMap<String, Vec<(String, u32)>>,
+    ids: &[&str],
+    groups_of: &BTreeMap<&str, Vec<(&str, u32)>>,
     desired: &HashMap<String, Desired>,
 ) -> Result<Vec<(String, Result<Vec<String>, String>)>, PluginError> {
     let mut index: HashMap<&str, u32> = HashMap::new();
     let mut groups: Vec<GroupInput> = Vec::new();
     let mut users = Vec::with_capacity(ids.len());
     for id in ids {
-        let Some(user) = desired.get(id.as_str()) else { continue };
+        let Some(user) = desired.get(*id) else { continue };
         let mut refs = Vec::new();
-        for (g, depth) in groups_of.get(id.as_str()).into_iter().flatten() {
-            let Some(group) = desired.get(g) else { continue };
-            let i = *index.entry(g.as_str()).or_insert_with(|| {
+        for (g, depth) in groups_of.get(id).into_iter().flatten() {
+            let Some(group) = desired.get(*g) else { continue };
+            let i = *index.entry(*g).or_insert_with(|| {
                 groups.push(GroupInput {
                     anchor: group.anchor.clone(),
                     dn: group.dn.clone(),
@@ -187,7 +192,7 @@ fn assign_batch(
             });
             refs.push((i, *depth));
         }
-        users.push((id.as_str(), UserGroupsInput { anchor: &user.anchor, attributes: &user.attrs, groups: refs }));
+        users.push((*id, UserGroupsInput { anchor: &user.anchor, attributes: &user.attrs, groups: refs }));
     }
     let inputs: Vec<UserGroupsInput<'_>> = users
         .iter()
@@ -245,7 +250,7 @@ mod tests {
                 .map(|(g, m)| (g.to_string(), m.to_string()))
                 .collect();
         let t = transitive_groups(&d, &m);
-        let depths = |u: &str| t[u].iter().map(|(g, d)| (g.as_str(), *d)).collect::<Vec<_>>();
+        let depths = |u: &str| t[u].iter().map(|(g, d)| (*g, *d)).collect::<Vec<_>>();
         assert_eq!(depths("u1"), [("g-admins", 1), ("g-all", 3), ("g-eng", 2)]);
         assert_eq!(depths("u2"), [("g-admins", 2), ("g-all", 1), ("g-eng", 3)]);
     }
