@@ -31,8 +31,11 @@ use roster_expr::Expr;
 use roster_plugin_sdk::prelude::*;
 
 pub struct Declarative {
-    schema: Vec<AttributeDecl>,
-    rules: BTreeMap<String, Expr>,
+    /// Each declared attribute with its `from` expression, if it has one
+    /// (looked up once here, not per user).
+    attributes: Vec<(AttributeDecl, Option<Expr>)>,
+    /// `custom.NAME`, where the mapper may have set a value without `from`.
+    mapped_names: Vec<String>,
 }
 
 impl Declarative {
@@ -58,13 +61,19 @@ impl Declarative {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() { Ok(Self { schema: schema.to_vec(), rules }) } else { Err(errors) }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let attributes: Vec<(AttributeDecl, Option<Expr>)> =
+            schema.iter().map(|d| (d.clone(), rules.remove(&d.name))).collect();
+        let mapped_names = schema.iter().map(|d| format!("custom.{}", d.name)).collect();
+        Ok(Self { attributes, mapped_names })
     }
 
     pub fn compute_user(&self, user: &MappedUser<'_>) -> Result<Vec<(String, Vec<String>)>, String> {
-        let mut out = Vec::with_capacity(self.schema.len());
-        for decl in &self.schema {
-            let raw: Vec<String> = match self.rules.get(&decl.name) {
+        let mut out = Vec::with_capacity(self.attributes.len());
+        for ((decl, rule), mapped_name) in self.attributes.iter().zip(&self.mapped_names) {
+            let raw: Vec<String> = match rule {
                 Some(expr) => expr
                     .eval(user.entry.attrs())
                     .into_iter()
@@ -73,13 +82,13 @@ impl Declarative {
                     .collect(),
                 None => user
                     .mapped
-                    .get(&format!("custom.{}", decl.name))
+                    .get(mapped_name)
                     .map(|a| a.values().map(|v| String::from_utf8_lossy(v).into_owned()).collect())
                     .unwrap_or_default(),
             };
             if raw.is_empty() {
                 if decl.required {
-                    let from = match self.rules.get(&decl.name) {
+                    let from = match rule {
                         Some(e) => format!("expression '{e}' gave no value"),
                         None => format!("the mapper set no custom.{} and it has no `from`", decl.name),
                     };
