@@ -176,7 +176,8 @@ fn assign_batch(
 ) -> Result<Vec<(String, Result<Vec<String>, String>)>, PluginError> {
     let mut index: HashMap<&str, u32> = HashMap::new();
     let mut groups: Vec<GroupInput> = Vec::new();
-    let mut users = Vec::with_capacity(ids.len());
+    let mut user_ids: Vec<&str> = Vec::with_capacity(ids.len());
+    let mut inputs: Vec<UserGroupsInput<'_>> = Vec::with_capacity(ids.len());
     for id in ids {
         let Some(user) = desired.get(*id) else { continue };
         let mut refs = Vec::new();
@@ -192,18 +193,15 @@ fn assign_batch(
             });
             refs.push((i, *depth));
         }
-        users.push((*id, UserGroupsInput { anchor: &user.anchor, attributes: &user.attrs, groups: refs }));
+        user_ids.push(id);
+        inputs.push(UserGroupsInput { anchor: &user.anchor, attributes: &user.attrs, groups: refs });
     }
-    let inputs: Vec<UserGroupsInput<'_>> = users
-        .iter()
-        .map(|(_, u)| UserGroupsInput { anchor: u.anchor, attributes: u.attributes, groups: u.groups.clone() })
-        .collect();
     let label = plugin.identity().to_string();
     let outcomes = plugin.assign(&groups, &inputs)?;
-    Ok(users
-        .iter()
+    Ok(user_ids
+        .into_iter()
         .zip(outcomes)
-        .map(|((id, _), o)| {
+        .map(|(id, o)| {
             (
                 id.to_string(),
                 match o {

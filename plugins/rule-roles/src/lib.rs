@@ -20,8 +20,6 @@
 //! or through nested groups. Roles come out highest priority first (ties by
 //! name): the first is the primary role in SCIM.
 
-use std::collections::BTreeMap;
-
 use roster_plugin_sdk::ConfigValue;
 use roster_plugin_sdk::prelude::*;
 use roster_plugin_sdk::role_assigner::GroupRef;
@@ -96,22 +94,25 @@ impl RuleRoles {
 
     pub fn roles(&mut self, user: &UserGroups<'_>) -> Vec<String> {
         let Self { highest_only, rules, matching } = self;
-        let mut best: BTreeMap<&str, i64> = BTreeMap::new();
+        // Each role with its highest priority. A user has a handful of roles,
+        // so a vector searched in place beats a map.
+        let mut best: Vec<(&str, i64)> = Vec::new();
         for m in &user.groups {
             if matching.len() <= m.index {
                 matching.resize(m.index + 1, None);
             }
             let matched = matching[m.index].get_or_insert_with(|| Self::rules_matching(rules, m.group));
             for rule in matched.iter().map(|&i| &rules[i]) {
-                let p = best.entry(rule.role.as_str()).or_insert(rule.priority);
-                *p = (*p).max(rule.priority);
+                match best.iter_mut().find(|(role, _)| *role == rule.role) {
+                    Some((_, p)) => *p = (*p).max(rule.priority),
+                    None => best.push((rule.role.as_str(), rule.priority)),
+                }
             }
         }
-        let top = best.values().copied().max().unwrap_or(0);
-        let mut roles: Vec<(i64, &str)> =
-            best.into_iter().filter(|(_, p)| !*highest_only || *p == top).map(|(r, p)| (p, r)).collect();
-        roles.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
-        roles.into_iter().map(|(_, r)| r.to_string()).collect()
+        let top = best.iter().map(|(_, p)| *p).max().unwrap_or(0);
+        best.retain(|(_, p)| !*highest_only || *p == top);
+        best.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        best.into_iter().map(|(role, _)| role.to_string()).collect()
     }
 }
 
