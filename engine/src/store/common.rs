@@ -138,6 +138,41 @@ struct ObjectView<'a> {
     attributes: &'a crate::model::Attributes,
 }
 
+fn object_view(o: &PlannedObject, version: i64) -> ObjectView<'_> {
+    ObjectView {
+        id: &o.id,
+        kind: o.kind.as_str(),
+        external_id: &o.anchor,
+        dn: o.dn.as_deref(),
+        version,
+        attributes: &o.attrs,
+    }
+}
+
+/// The bodies of object events: the object, and what the event is about.
+#[derive(serde::Serialize)]
+struct ObjectEvent<'a> {
+    object: ObjectView<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct Changed<'a, C> {
+    object: ObjectView<'a>,
+    changes: C,
+}
+
+#[derive(serde::Serialize)]
+struct RoleEvent<'a> {
+    object: ObjectView<'a>,
+    role: &'a str,
+}
+
+/// JSON text of a value that always serialises (structs and maps of strings
+/// and numbers); should one ever fail, the text says so instead of panicking.
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }).to_string())
+}
+
 /// One outbox event, ready to be written.
 pub(crate) struct NewEvent {
     pub seq: i64,
@@ -232,8 +267,7 @@ impl<'a> Outbox<'a> {
             idempotency_key: &key,
             occurred_at: self.now,
         };
-        let payload = serde_json::to_string(&envelope)
-            .unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }).to_string());
+        let payload = json_text(&envelope);
         self.pending.push(NewEvent {
             seq: self.seq,
             event_type: event_type.to_string(),
@@ -245,23 +279,7 @@ impl<'a> Outbox<'a> {
         });
     }
 
-    fn object_json(o: &PlannedObject, version: i64) -> ObjectView<'_> {
-        ObjectView {
-            id: &o.id,
-            kind: o.kind.as_str(),
-            external_id: &o.anchor,
-            dn: o.dn.as_deref(),
-            version,
-            attributes: &o.attrs,
-        }
-    }
-
     pub(crate) fn created(&mut self, o: &PlannedObject) {
-        #[derive(serde::Serialize)]
-        struct Created<'a> {
-            object: ObjectView<'a>,
-            changes: Vec<CreatedAttr<'a>>,
-        }
         #[derive(serde::Serialize)]
         struct CreatedAttr<'a> {
             attr: &'a str,
@@ -269,50 +287,28 @@ impl<'a> Outbox<'a> {
             new: &'a [String],
         }
         let kind = o.kind.as_str();
-        let changes = o.attrs.iter().map(|(k, v)| CreatedAttr { attr: k, old: [], new: v }).collect();
-        self.emit(
-            &format!("{kind}.created"),
-            &o.id,
-            o.kind,
-            1,
-            "",
-            Created { object: Self::object_json(o, 1), changes },
-        );
+        let changes: Vec<_> = o.attrs.iter().map(|(k, v)| CreatedAttr { attr: k, old: [], new: v }).collect();
+        self.emit(&format!("{kind}.created"), &o.id, o.kind, 1, "", Changed { object: object_view(o, 1), changes });
         for role in o.attrs.get("roles").into_iter().flatten() {
-            self.emit(
-                "user.role_assigned",
-                &o.id,
-                o.kind,
-                1,
-                role,
-                serde_json::json!({ "object": Self::object_json(o, 1), "role": role }),
-            );
+            self.emit("user.role_assigned", &o.id, o.kind, 1, role, RoleEvent { object: object_view(o, 1), role });
         }
     }
 
     pub(crate) fn updated(&mut self, o: &PlannedObject, version: i64, changes: &[AttrChange]) {
         let kind = o.kind.as_str();
-        let object = Self::object_json(o, version);
         self.emit(
             &format!("{kind}.updated"),
             &o.id,
             o.kind,
             version,
             "",
-            serde_json::json!({ "object": object, "changes": changes }),
+            Changed { object: object_view(o, version), changes },
         );
         for c in changes {
             if c.attr == "active" && o.kind == EntryKind::User {
                 let active = c.new.first().map(String::as_str) != Some("false");
                 let t = if active { "user.activated" } else { "user.deactivated" };
-                self.emit(
-                    t,
-                    &o.id,
-                    o.kind,
-                    version,
-                    "",
-                    serde_json::json!({ "object": Self::object_json(o, version) }),
-                );
+                self.emit(t, &o.id, o.kind, version, "", ObjectEvent { object: object_view(o, version) });
             }
             if c.attr == "roles" {
                 for role in c.new.iter().filter(|r| !c.old.contains(r)) {
@@ -322,7 +318,7 @@ impl<'a> Outbox<'a> {
                         o.kind,
                         version,
                         role,
-                        serde_json::json!({ "object": Self::object_json(o, version), "role": role }),
+                        RoleEvent { object: object_view(o, version), role },
                     );
                 }
                 for role in c.old.iter().filter(|r| !c.new.contains(r)) {
@@ -332,7 +328,7 @@ impl<'a> Outbox<'a> {
                         o.kind,
                         version,
                         role,
-                        serde_json::json!({ "object": Self::object_json(o, version), "role": role }),
+                        RoleEvent { object: object_view(o, version), role },
                     );
                 }
             }
@@ -527,11 +523,6 @@ pub(crate) fn apply_audit_details(plan: &Plan, run_id: i64) -> impl Iterator<Ite
         run_id: i64,
         source: &'a str,
     }
-    fn text<T: serde::Serialize>(detail: &T) -> String {
-        // Plain structs of strings and numbers always serialise.
-        serde_json::to_string(detail)
-            .unwrap_or_else(|e| serde_json::json!({ "unserialisable": e.to_string() }).to_string())
-    }
     fn pair(m: &crate::plan::MembershipChange) -> [&str; 2] {
         [&m.group_id, &m.member_id]
     }
@@ -562,10 +553,10 @@ pub(crate) fn apply_audit_details(plan: &Plan, run_id: i64) -> impl Iterator<Ite
                     source,
                 },
             };
-            text(&d)
+            json_text(&d)
         });
         let memberships = (!sp.memberships.is_empty()).then(|| {
-            text(&MembershipsDetail {
+            json_text(&MembershipsDetail {
                 added: sp.memberships.iter().filter(|m| m.add).map(pair).collect(),
                 op: "memberships",
                 removed: sp.memberships.iter().filter(|m| !m.add).map(pair).collect(),
@@ -716,5 +707,48 @@ mod tests {
         ];
         assert_eq!(payloads, expected);
         assert!(events.iter().all(|e| e.idempotency_key.len() == 32));
+    }
+
+    /// An update's events: the update itself, then deactivation and the
+    /// roles that came and went, each with the object as it now is.
+    #[test]
+    fn update_event_payloads_keep_their_shape() {
+        let o = PlannedObject {
+            id: "u1".into(),
+            kind: EntryKind::User,
+            anchor: "a1".into(),
+            dn: Some("uid=ann".into()),
+            attrs: [("active", vec!["false"]), ("roles", vec!["auditor"])]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
+                .collect(),
+        };
+        let changes = vec![
+            AttrChange { attr: "active".into(), old: vec!["true".into()], new: vec!["false".into()] },
+            AttrChange { attr: "roles".into(), old: vec!["admin".into()], new: vec!["auditor".into()] },
+        ];
+        let mut outbox = Outbox::new("t", 9, "2026-12-07T00:00:00Z", 0);
+        outbox.updated(&o, 4, &changes);
+        let events: Vec<NewEvent> = outbox.drain().collect();
+        let bodies: Vec<(String, serde_json::Value)> = events
+            .iter()
+            .map(|e| {
+                let mut v: serde_json::Value = serde_json::from_str(&e.payload).expect("payload is JSON");
+                for k in ["type", "tenant", "sequence", "idempotency_key", "occurred_at"] {
+                    v.as_object_mut().map(|m| m.remove(k));
+                }
+                (e.event_type.clone(), v)
+            })
+            .collect();
+        let object = serde_json::json!({ "id": "u1", "kind": "user", "externalId": "a1", "dn": "uid=ann", "version": 4, "attributes": o.attrs });
+        assert_eq!(
+            bodies,
+            vec![
+                ("user.updated".to_string(), serde_json::json!({ "object": object, "changes": changes })),
+                ("user.deactivated".to_string(), serde_json::json!({ "object": object })),
+                ("user.role_assigned".to_string(), serde_json::json!({ "object": object, "role": "auditor" })),
+                ("user.role_removed".to_string(), serde_json::json!({ "object": object, "role": "admin" })),
+            ]
+        );
     }
 }
