@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{AuditRecord, QuarantineItem, RunOutcome};
+use super::{AuditRecord, EventRecord, QuarantineItem, RunOutcome};
 use crate::model::{Attributes, Stored};
 use crate::plan::{AttrChange, Change, MembershipChange, Plan, PlannedObject};
 use crate::source::EntryKind;
@@ -226,8 +226,9 @@ impl<'a> Outbox<'a> {
         self.pending.drain(..)
     }
 
-    /// `body`: the event's own fields (a struct or a JSON object); the
-    /// envelope (type, tenant, sequence, key, time) is added here.
+    /// `body`: the event's own fields (a struct or a JSON object). Only the
+    /// body is stored: the envelope (type, tenant, sequence, key, time) is in
+    /// the row's columns already, and [`delivered_payload`] puts it back.
     fn emit<B: serde::Serialize>(
         &mut self,
         event_type: &str,
@@ -244,30 +245,11 @@ impl<'a> Outbox<'a> {
             format!("{}\u{0}{object_id}\u{0}{version}\u{0}{event_type}\u{0}{key_extra}", self.tenant).as_bytes(),
         )[..32]
             .to_string();
-        #[derive(serde::Serialize)]
-        struct Envelope<'a, B> {
-            #[serde(flatten)]
-            body: B,
-            #[serde(rename = "type")]
-            event_type: &'a str,
-            tenant: &'a str,
-            sequence: i64,
-            idempotency_key: &'a str,
-            occurred_at: &'a str,
-        }
         // Serialised straight from the plan's data: building a
         // `serde_json::Value` copied every attribute of every object twice,
         // a tenth of a full sync. Bodies are plain structs and maps of
         // strings, which always serialise.
-        let envelope = Envelope {
-            body,
-            event_type,
-            tenant: self.tenant,
-            sequence: self.seq,
-            idempotency_key: &key,
-            occurred_at: self.now,
-        };
-        let payload = json_text(&envelope);
+        let payload = json_text(&body);
         self.pending.push(NewEvent {
             seq: self.seq,
             event_type: event_type.to_string(),
@@ -280,15 +262,10 @@ impl<'a> Outbox<'a> {
     }
 
     pub(crate) fn created(&mut self, o: &PlannedObject) {
-        #[derive(serde::Serialize)]
-        struct CreatedAttr<'a> {
-            attr: &'a str,
-            old: [&'a str; 0],
-            new: &'a [String],
-        }
+        // A created event's `changes` (every attribute, from nothing) are
+        // the object's attributes again: stored once, listed on delivery.
         let kind = o.kind.as_str();
-        let changes: Vec<_> = o.attrs.iter().map(|(k, v)| CreatedAttr { attr: k, old: [], new: v }).collect();
-        self.emit(&format!("{kind}.created"), &o.id, o.kind, 1, "", Changed { object: object_view(o, 1), changes });
+        self.emit(&format!("{kind}.created"), &o.id, o.kind, 1, "", ObjectEvent { object: object_view(o, 1) });
         for role in o.attrs.get("roles").into_iter().flatten() {
             self.emit("user.role_assigned", &o.id, o.kind, 1, role, RoleEvent { object: object_view(o, 1), role });
         }
@@ -381,6 +358,38 @@ impl<'a> Outbox<'a> {
         let extra = format!("{}\u{0}{}", m.member_id, self.run_id);
         self.emit(t, &m.group_id, EntryKind::Group, 0, &extra, body);
     }
+}
+
+/// An event as consumers get it (the events feed, webhooks, SCIM push),
+/// from its stored row: the stored body plus the envelope from the row's
+/// columns, and for a created event the list of its attributes as
+/// `changes`. Outboxes written before the body was stored alone hold the
+/// whole event already; they come back as they were.
+pub(crate) fn delivered_payload(tenant: &str, e: &EventRecord, stored: &str) -> Result<serde_json::Value, StoreError> {
+    use serde_json::Value;
+    let corrupt = |why: String| StoreError::Corrupt(format!("event {} of tenant '{tenant}': {why}", e.seq));
+    let mut v: Value = serde_json::from_str(stored).map_err(|err| corrupt(format!("payload is not JSON: {err}")))?;
+    let body = v.as_object_mut().ok_or_else(|| corrupt("payload is not a JSON object".into()))?;
+    if body.contains_key("type") {
+        return Ok(v);
+    }
+    if e.event_type.ends_with(".created") && !body.contains_key("changes") {
+        let changes: Vec<Value> = body
+            .get("object")
+            .and_then(|o| o.get("attributes"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(attr, new)| serde_json::json!({ "attr": attr, "old": [], "new": new }))
+            .collect();
+        body.insert("changes".into(), Value::Array(changes));
+    }
+    body.insert("type".into(), Value::from(e.event_type.as_str()));
+    body.insert("tenant".into(), Value::from(tenant));
+    body.insert("sequence".into(), Value::from(e.seq));
+    body.insert("idempotency_key".into(), Value::from(e.idempotency_key.as_str()));
+    body.insert("occurred_at".into(), Value::from(e.created_at.as_str()));
+    Ok(v)
 }
 
 /// The hash of the first record's predecessor.
@@ -679,7 +688,7 @@ mod tests {
         outbox.membership(&m);
         let events: Vec<NewEvent> = outbox.drain().collect();
         let payloads: Vec<serde_json::Value> =
-            events.iter().map(|e| serde_json::from_str(&e.payload).expect("payload is JSON")).collect();
+            events.iter().map(|e| delivered("t", e, "2026-12-07T00:00:00Z")).collect();
         let object = serde_json::json!({ "id": "u1", "kind": "user", "externalId": "a1", "dn": null, "version": 1, "attributes": o.attrs });
         let head = |t: &str, seq: i64, key: &str| serde_json::json!({ "type": t, "tenant": "t", "sequence": seq, "idempotency_key": key, "occurred_at": "2026-12-07T00:00:00Z" });
         let with = |mut body: serde_json::Value, head: serde_json::Value| {
@@ -733,7 +742,7 @@ mod tests {
         let bodies: Vec<(String, serde_json::Value)> = events
             .iter()
             .map(|e| {
-                let mut v: serde_json::Value = serde_json::from_str(&e.payload).expect("payload is JSON");
+                let mut v = delivered("t", e, "2026-12-07T00:00:00Z");
                 for k in ["type", "tenant", "sequence", "idempotency_key", "occurred_at"] {
                     v.as_object_mut().map(|m| m.remove(k));
                 }
@@ -750,5 +759,68 @@ mod tests {
                 ("user.role_removed".to_string(), serde_json::json!({ "object": object, "role": "admin" })),
             ]
         );
+    }
+
+    /// What the events feed hands out for an event the outbox wrote.
+    fn delivered(tenant: &str, e: &NewEvent, at: &str) -> serde_json::Value {
+        let record = EventRecord {
+            seq: e.seq,
+            event_type: e.event_type.clone(),
+            object_id: e.object_id.clone(),
+            object_kind: e.object_kind.into(),
+            version: e.version,
+            idempotency_key: e.idempotency_key.clone(),
+            run_id: 9,
+            created_at: at.into(),
+            payload: serde_json::Value::Null,
+        };
+        delivered_payload(tenant, &record, &e.payload).expect("a stored event reads back")
+    }
+
+    /// The outbox stores bodies only; an outbox written before that holds
+    /// whole events, which come back exactly as stored.
+    #[test]
+    fn stored_bodies_and_older_whole_events_are_delivered_alike() {
+        let o = PlannedObject {
+            id: "g1".into(),
+            kind: EntryKind::Group,
+            anchor: "a1".into(),
+            dn: None,
+            attrs: [("displayName".to_string(), vec!["staff".to_string()])].into_iter().collect(),
+        };
+        let mut outbox = Outbox::new("t", 9, "2026-12-07T00:00:00Z", 0);
+        outbox.created(&o);
+        let event = outbox.drain().next().expect("one event");
+        let stored: serde_json::Value = serde_json::from_str(&event.payload).expect("JSON");
+        assert!(stored.get("type").is_none() && stored.get("changes").is_none(), "stored: {stored}");
+        let whole = delivered("t", &event, "2026-12-07T00:00:00Z");
+        assert_eq!(whole["changes"], serde_json::json!([{ "attr": "displayName", "old": [], "new": ["staff"] }]));
+        assert_eq!(whole["sequence"], 1);
+        let older = NewEvent { payload: whole.to_string(), ..event };
+        assert_eq!(delivered("t", &older, "a different time"), whole);
+        let broken = NewEvent { payload: "[1]".into(), ..older };
+        let record = EventRecord {
+            seq: 1,
+            event_type: broken.event_type.clone(),
+            object_id: String::new(),
+            object_kind: String::new(),
+            version: 1,
+            idempotency_key: String::new(),
+            run_id: 9,
+            created_at: String::new(),
+            payload: serde_json::Value::Null,
+        };
+        let err = delivered_payload("t", &record, &broken.payload).expect_err("not an object");
+        assert!(err.to_string().contains("event 1 of tenant 't'"), "{err}");
+    }
+
+    /// The chain's hashes cover exactly the bytes they always have: a
+    /// record's hash is checked by `audit verify` long after it was written.
+    #[test]
+    fn the_audit_hash_covers_the_same_bytes_as_ever() {
+        let (detail, prev) = ("{\"op\":\"create\"}", GENESIS);
+        let before =
+            crate::util::sha256_hex(format!("7\nt\n2026-12-07T00:00:00Z\nchange\nrun:1\n{detail}\n{prev}").as_bytes());
+        assert_eq!(audit_hash(7, "t", "2026-12-07T00:00:00Z", "change", "run:1", detail, prev), before);
     }
 }

@@ -972,11 +972,8 @@ impl Store for PgStore {
             let ctx = "reading event";
             rows.iter()
                 .map(|r| {
-                    let seq: i64 = get(r, 0, ctx)?;
-                    let payload = serde_json::from_str(get(r, 8, ctx)?)
-                        .map_err(|err| StoreError::Corrupt(format!("event {seq}: payload is not JSON: {err}")))?;
-                    Ok(EventRecord {
-                        seq,
+                    let mut e = EventRecord {
+                        seq: get(r, 0, ctx)?,
                         event_type: get(r, 1, ctx)?,
                         object_id: get(r, 2, ctx)?,
                         object_kind: get(r, 3, ctx)?,
@@ -984,8 +981,10 @@ impl Store for PgStore {
                         idempotency_key: get(r, 5, ctx)?,
                         run_id: get(r, 6, ctx)?,
                         created_at: get(r, 7, ctx)?,
-                        payload,
-                    })
+                        payload: serde_json::Value::Null,
+                    };
+                    e.payload = crate::store::common::delivered_payload(tenant, &e, get(r, 8, ctx)?)?;
+                    Ok(e)
                 })
                 .collect()
         })

@@ -1043,8 +1043,7 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (mut e, payload) = row.map_err(q("reading event"))?;
-            e.payload = serde_json::from_str(&payload)
-                .map_err(|err| StoreError::Corrupt(format!("event {}: payload is not JSON: {err}", e.seq)))?;
+            e.payload = crate::store::common::delivered_payload(tenant, &e, &payload)?;
             out.push(e);
         }
         Ok(out)
