@@ -350,6 +350,32 @@ CREATE TABLE map_memo (
 ) WITHOUT ROWID;
 "#,
     ),
+    (
+        14,
+        "memberships keyed by their primary key alone",
+        r#"
+-- A membership is nothing but its key: as a rowid table it was stored twice,
+-- in the table and in its primary-key index, and a full sync wrote both for
+-- every one of hundreds of thousands of rows. WITHOUT ROWID keeps one B-tree.
+-- The index on (tenant, source) goes too: keyed lookups never use it (see
+-- membership_lookup_sql), and loading a source's memberships reads the
+-- tenant's range of the primary key, which is the same rows for a tenant
+-- with one source.
+CREATE TABLE memberships_by_key (
+    tenant      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    group_id    TEXT NOT NULL,
+    member_id   TEXT NOT NULL,
+    member_kind TEXT NOT NULL CHECK (member_kind IN ('user', 'group')),
+    PRIMARY KEY (tenant, group_id, member_id)
+) WITHOUT ROWID;
+INSERT INTO memberships_by_key (tenant, source, group_id, member_id, member_kind)
+    SELECT tenant, source, group_id, member_id, member_kind FROM memberships;
+DROP TABLE memberships;
+ALTER TABLE memberships_by_key RENAME TO memberships;
+CREATE INDEX memberships_member ON memberships (tenant, member_id, group_id);
+"#,
+    ),
 ];
 
 /// The migration whose new columns [`super::backfill_lookup_keys`] fills.
