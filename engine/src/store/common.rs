@@ -404,7 +404,16 @@ pub(crate) fn audit_hash(
     detail: &str,
     prev: &str,
 ) -> String {
-    crate::util::sha256_hex(format!("{seq}\n{tenant}\n{at}\n{kind}\n{actor}\n{detail}\n{prev}").as_bytes())
+    // Fed piece by piece: the detail of a full sync's memberships runs to
+    // tens of megabytes, and formatting it into one string first copied it.
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for piece in [&seq.to_string(), tenant, at, kind, actor, detail] {
+        h.update(piece.as_bytes());
+        h.update(b"\n");
+    }
+    h.update(prev.as_bytes());
+    hex::encode(h.finalize())
 }
 
 /// One audit record, ready to be written (its tenant, kind and actor are the caller's).

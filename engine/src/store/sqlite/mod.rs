@@ -57,6 +57,10 @@ fn check_fence(conn: &Connection, fence: Option<&Fence>) -> Result<(), StoreErro
 /// SQLite's default: checkpoint when a commit leaves more than this many
 /// pages in the WAL.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
+/// SQLite's page cache in KiB, as `cache_size` takes it (negative): SQLite's
+/// own default (2 MB) outside an apply, 16 MB during one.
+const DEFAULT_CACHE_SIZE: i64 = -2000;
+const APPLY_CACHE_SIZE: i64 = -16 * 1024;
 
 fn q(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::Query { context, message: e.to_string() }
@@ -91,6 +95,143 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The apply, in one transaction (see [`Store::apply`]).
+    fn apply_plan(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError> {
+        let tenant = plan.tenant.as_str();
+        self.ensure_tenant(tenant)?;
+        let mut written = WriteCounter::new(run_id);
+        let now = now_rfc3339();
+        let started = std::time::Instant::now();
+        let tx = self.conn.transaction().map_err(q("starting apply"))?;
+        check_fence(&tx, self.fence.as_ref())?;
+        let last_seq: i64 = tx
+            .query_row("SELECT last_seq FROM event_sequences WHERE tenant = ?1", params![tenant], |r| r.get(0))
+            .optional()
+            .map_err(q("reading the event sequence"))?
+            .unwrap_or(0);
+        let mut outbox = Outbox::new(tenant, run_id, &now, last_seq);
+        let mut event_insert = tx.prepare_cached(EVENT_INSERT_SQL).map_err(q("preparing event insert"))?;
+        let (mut objects_time, mut memberships_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        for sp in &plan.sources {
+            let source = sp.source.as_str();
+            let source_started = std::time::Instant::now();
+            // New rows go in in id order: ids are random UUIDs, and inserting
+            // them in the plan's (label) order touched a different page of
+            // every id-keyed index each time. Events keep the plan's order.
+            let mut creates: Vec<&PlannedObject> = sp
+                .changes
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Create { object } => Some(object),
+                    _ => None,
+                })
+                .collect();
+            creates.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+            for object in creates {
+                insert_object(&tx, tenant, source, object, &now)?;
+            }
+            for change in &sp.changes {
+                match change {
+                    Change::Create { object } => {
+                        outbox.created(object);
+                    }
+                    Change::Update { object, from_version, changes } => {
+                        let n = update_object(&tx, tenant, object, *from_version, &now)?;
+                        if n == 0 {
+                            return Err(StoreError::Conflict {
+                                id: object.id.clone(),
+                                label: label(object),
+                                expected: *from_version,
+                            });
+                        }
+                        outbox.updated(object, from_version + 1, changes);
+                    }
+                    Change::Delete { id, kind, anchor, dn, label } => {
+                        let table = table(*kind);
+                        let version: i64 = tx
+                            .query_row(
+                                &format!("SELECT version FROM {table} WHERE tenant = ?1 AND id = ?2"),
+                                params![tenant, id],
+                                |r| r.get(0),
+                            )
+                            .optional()
+                            .map_err(q("reading version"))?
+                            .unwrap_or(0);
+                        outbox.deleted(id, *kind, anchor, dn.as_deref(), label, version);
+                        tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1 AND id = ?2"), params![tenant, id])
+                            .map_err(q("deleting object"))?;
+                        // Two statements, one per index: with `group_id = ?2 OR
+                        // member_id = ?2` SQLite scanned every membership of the
+                        // tenant for each deleted object (7.9 s of a 1,000-change
+                        // run at 100,000 users).
+                        for by in ["group_id", "member_id"] {
+                            tx.prepare_cached(&format!("DELETE FROM memberships WHERE tenant = ?1 AND {by} = ?2"))
+                                .and_then(|mut st| st.execute(params![tenant, id]))
+                                .map_err(q("deleting memberships of a deleted object"))?;
+                        }
+                    }
+                }
+                write_events(&mut event_insert, &mut outbox)?;
+                written.add(1);
+            }
+            objects_time += source_started.elapsed();
+            let memberships_started = std::time::Instant::now();
+            {
+                let mut add = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO memberships (tenant, source, group_id, member_id, member_kind) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(q("preparing membership insert"))?;
+                let mut remove = tx
+                    .prepare_cached("DELETE FROM memberships WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3")
+                    .map_err(q("preparing membership delete"))?;
+                for m in &sp.memberships {
+                    if m.add {
+                        add.execute(params![tenant, source, m.group_id, m.member_id, m.member_kind.as_str()])
+                            .map_err(q("adding membership"))?;
+                    } else {
+                        remove.execute(params![tenant, m.group_id, m.member_id]).map_err(q("removing membership"))?;
+                    }
+                    outbox.membership(m);
+                    write_events(&mut event_insert, &mut outbox)?;
+                    written.add(1);
+                }
+            }
+            memberships_time += memberships_started.elapsed();
+        }
+        drop(event_insert);
+        tx.execute(
+            "INSERT INTO event_sequences (tenant, last_seq) VALUES (?1, ?2)
+             ON CONFLICT (tenant) DO UPDATE SET last_seq = excluded.last_seq",
+            params![tenant, outbox.last_seq()],
+        )
+        .map_err(q("writing the event sequence"))?;
+        let rows_done = started.elapsed();
+        let mut chain = AuditChain::after(tenant, audit_head(&tx, tenant)?);
+        let actor = format!("run:{run_id}");
+        for detail in apply_audit_details(plan, run_id) {
+            insert_audit(&tx, tenant, "change", &actor, &chain.next_text("change", &actor, detail))?;
+        }
+        tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
+        let audit_done = started.elapsed();
+        // The commit is the instant the run's changes are applied. SQLite's
+        // automatic checkpoint (copying the WAL into the database file and
+        // syncing it: ≈ 100 ms after 1,000 changes in a 100,000-user store)
+        // would otherwise run inside it whenever the WAL has grown past its
+        // threshold. Hold it off for this one commit: the run's next write
+        // (its run record), or closing the store, does it, after the changes
+        // are visible and their events deliverable.
+        tx.pragma_update(None, "wal_autocheckpoint", 0).map_err(q("deferring the checkpoint"))?;
+        let committed = tx.commit().map_err(q("committing apply"));
+        self.conn
+            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .map_err(q("restoring the checkpoint"))?;
+        committed?;
+        let times = ApplyTimes { started, objects: objects_time, memberships: memberships_time, rows_done, audit_done };
+        log_apply(tenant, run_id, written.written(), &times);
+        Ok(ApplyStats { rows_written: written.written() })
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -451,137 +592,18 @@ impl Store for SqliteStore {
     }
 
     fn apply(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError> {
-        let tenant = plan.tenant.as_str();
-        self.ensure_tenant(tenant)?;
-        let mut written = WriteCounter::new(run_id);
-        let now = now_rfc3339();
-        let started = std::time::Instant::now();
-        let tx = self.conn.transaction().map_err(q("starting apply"))?;
-        check_fence(&tx, self.fence.as_ref())?;
-        let last_seq: i64 = tx
-            .query_row("SELECT last_seq FROM event_sequences WHERE tenant = ?1", params![tenant], |r| r.get(0))
-            .optional()
-            .map_err(q("reading the event sequence"))?
-            .unwrap_or(0);
-        let mut outbox = Outbox::new(tenant, run_id, &now, last_seq);
-        let (mut objects_time, mut memberships_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
-        for sp in &plan.sources {
-            let source = sp.source.as_str();
-            let source_started = std::time::Instant::now();
-            // New rows go in in id order: ids are random UUIDs, and inserting
-            // them in the plan's (label) order touched a different page of
-            // every id-keyed index each time. Events keep the plan's order.
-            let mut creates: Vec<&PlannedObject> = sp
-                .changes
-                .iter()
-                .filter_map(|c| match c {
-                    Change::Create { object } => Some(object),
-                    _ => None,
-                })
-                .collect();
-            creates.sort_unstable_by(|a, b| a.id.cmp(&b.id));
-            for object in creates {
-                insert_object(&tx, tenant, source, object, &now)?;
-            }
-            for change in &sp.changes {
-                match change {
-                    Change::Create { object } => {
-                        outbox.created(object);
-                    }
-                    Change::Update { object, from_version, changes } => {
-                        let n = update_object(&tx, tenant, object, *from_version, &now)?;
-                        if n == 0 {
-                            return Err(StoreError::Conflict {
-                                id: object.id.clone(),
-                                label: label(object),
-                                expected: *from_version,
-                            });
-                        }
-                        outbox.updated(object, from_version + 1, changes);
-                    }
-                    Change::Delete { id, kind, anchor, dn, label } => {
-                        let table = table(*kind);
-                        let version: i64 = tx
-                            .query_row(
-                                &format!("SELECT version FROM {table} WHERE tenant = ?1 AND id = ?2"),
-                                params![tenant, id],
-                                |r| r.get(0),
-                            )
-                            .optional()
-                            .map_err(q("reading version"))?
-                            .unwrap_or(0);
-                        outbox.deleted(id, *kind, anchor, dn.as_deref(), label, version);
-                        tx.execute(&format!("DELETE FROM {table} WHERE tenant = ?1 AND id = ?2"), params![tenant, id])
-                            .map_err(q("deleting object"))?;
-                        // Two statements, one per index: with `group_id = ?2 OR
-                        // member_id = ?2` SQLite scanned every membership of the
-                        // tenant for each deleted object (7.9 s of a 1,000-change
-                        // run at 100,000 users).
-                        for by in ["group_id", "member_id"] {
-                            tx.prepare_cached(&format!("DELETE FROM memberships WHERE tenant = ?1 AND {by} = ?2"))
-                                .and_then(|mut st| st.execute(params![tenant, id]))
-                                .map_err(q("deleting memberships of a deleted object"))?;
-                        }
-                    }
-                }
-                write_events(&tx, &mut outbox)?;
-                written.add(1);
-            }
-            objects_time += source_started.elapsed();
-            let memberships_started = std::time::Instant::now();
-            {
-                let mut add = tx
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO memberships (tenant, source, group_id, member_id, member_kind) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(q("preparing membership insert"))?;
-                let mut remove = tx
-                    .prepare_cached("DELETE FROM memberships WHERE tenant = ?1 AND group_id = ?2 AND member_id = ?3")
-                    .map_err(q("preparing membership delete"))?;
-                for m in &sp.memberships {
-                    if m.add {
-                        add.execute(params![tenant, source, m.group_id, m.member_id, m.member_kind.as_str()])
-                            .map_err(q("adding membership"))?;
-                    } else {
-                        remove.execute(params![tenant, m.group_id, m.member_id]).map_err(q("removing membership"))?;
-                    }
-                    outbox.membership(m);
-                    write_events(&tx, &mut outbox)?;
-                    written.add(1);
-                }
-            }
-            memberships_time += memberships_started.elapsed();
-        }
-        tx.execute(
-            "INSERT INTO event_sequences (tenant, last_seq) VALUES (?1, ?2)
-             ON CONFLICT (tenant) DO UPDATE SET last_seq = excluded.last_seq",
-            params![tenant, outbox.last_seq()],
-        )
-        .map_err(q("writing the event sequence"))?;
-        let rows_done = started.elapsed();
-        let mut chain = AuditChain::after(tenant, audit_head(&tx, tenant)?);
-        let actor = format!("run:{run_id}");
-        for detail in apply_audit_details(plan, run_id) {
-            insert_audit(&tx, tenant, "change", &actor, &chain.next_text("change", &actor, detail))?;
-        }
-        tx.execute("UPDATE runs SET status = 'applying' WHERE id = ?1", params![run_id]).map_err(q("marking run"))?;
-        let audit_done = started.elapsed();
-        // The commit is the instant the run's changes are applied. SQLite's
-        // automatic checkpoint (copying the WAL into the database file and
-        // syncing it: ≈ 100 ms after 1,000 changes in a 100,000-user store)
-        // would otherwise run inside it whenever the WAL has grown past its
-        // threshold. Hold it off for this one commit: the run's next write
-        // (its run record), or closing the store, does it, after the changes
-        // are visible and their events deliverable.
-        tx.pragma_update(None, "wal_autocheckpoint", 0).map_err(q("deferring the checkpoint"))?;
-        let committed = tx.commit().map_err(q("committing apply"));
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-            .map_err(q("restoring the checkpoint"))?;
-        committed?;
-        let times = ApplyTimes { started, objects: objects_time, memberships: memberships_time, rows_done, audit_done };
-        log_apply(tenant, run_id, written.written(), &times);
-        Ok(ApplyStats { rows_written: written.written() })
+        // A bigger page cache for the apply alone: a full sync inserts into
+        // indexes keyed by anchor, DN and userName in random order, and with
+        // SQLite's default 2 MB most of those inserts read their page back
+        // from the WAL and spilled another page to it (a fifth of a
+        // 100,000-user apply). Given back as soon as the apply ends.
+        self.conn.pragma_update(None, "cache_size", APPLY_CACHE_SIZE).map_err(q("sizing the page cache"))?;
+        let applied = self.apply_plan(plan, run_id);
+        let restored =
+            self.conn.pragma_update(None, "cache_size", DEFAULT_CACHE_SIZE).map_err(q("restoring the page cache"));
+        let stats = applied?;
+        restored?;
+        Ok(stats)
     }
 
     fn record_quarantine(
@@ -1527,27 +1549,30 @@ fn plugin_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PluginRecord> {
 }
 
 /// Writes the events the outbox holds, inside the apply's transaction.
-fn write_events(tx: &rusqlite::Transaction<'_>, outbox: &mut Outbox<'_>) -> Result<(), StoreError> {
+const EVENT_INSERT_SQL: &str =
+    "INSERT INTO events (tenant, seq, type, object_id, object_kind, version, idempotency_key, run_id, payload, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// `insert`: [`EVENT_INSERT_SQL`], prepared once per apply (looking it up in
+/// the statement cache hashed the SQL text for each of a full sync's half
+/// a million events).
+fn write_events(insert: &mut rusqlite::CachedStatement<'_>, outbox: &mut Outbox<'_>) -> Result<(), StoreError> {
     let (tenant, run_id, now) = (outbox.tenant(), outbox.run_id(), outbox.now());
     for e in outbox.drain() {
-        tx.prepare_cached(
-            "INSERT INTO events (tenant, seq, type, object_id, object_kind, version, idempotency_key, run_id, payload, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .map_err(q("preparing event insert"))?
-        .execute(params![
-            tenant,
-            e.seq,
-            e.event_type,
-            e.object_id,
-            e.object_kind,
-            e.version,
-            e.idempotency_key,
-            run_id,
-            e.payload,
-            now
-        ])
-        .map_err(q("writing event"))?;
+        insert
+            .execute(params![
+                tenant,
+                e.seq,
+                e.event_type,
+                e.object_id,
+                e.object_kind,
+                e.version,
+                e.idempotency_key,
+                run_id,
+                e.payload,
+                now
+            ])
+            .map_err(q("writing event"))?;
     }
     Ok(())
 }
