@@ -6,6 +6,7 @@
 //! memberships are deleted because of a failure that is not the directory's.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::model::{Attributes, Desired, Stored};
 use crate::plan::{AttrChange, Change, MembershipChange, PlannedObject, SourcePlan};
@@ -151,24 +152,28 @@ fn values<'a>(attrs: &'a Attributes, k: &str) -> &'a [String] {
     attrs.get(k).map(Vec::as_slice).unwrap_or(&[])
 }
 
-fn membership_changes(stored: &Snapshot, desired: &DesiredState) -> Vec<MembershipChange> {
-    let describe = |id: &str| -> (EntryKind, String) {
-        if let Some(d) = desired.objects.get(id) {
-            return (d.kind, d.label().to_string());
-        }
-        if let Some(s) = stored.objects.get(id) {
-            return (s.kind, s.label().to_string());
-        }
-        (EntryKind::User, id.to_string())
+fn membership_changes<'a>(stored: &'a Snapshot, desired: &'a DesiredState) -> Vec<MembershipChange> {
+    // Each object's id and label once, shared by all its membership changes.
+    let mut described: HashMap<&'a str, (EntryKind, Arc<str>, Arc<str>), rustc_hash::FxBuildHasher> =
+        HashMap::default();
+    let mut describe = |id: &'a str| -> (EntryKind, Arc<str>, Arc<str>) {
+        described
+            .entry(id)
+            .or_insert_with(|| {
+                let (kind, label) = if let Some(d) = desired.objects.get(id) {
+                    (d.kind, d.label())
+                } else if let Some(s) = stored.objects.get(id) {
+                    (s.kind, s.label())
+                } else {
+                    (EntryKind::User, id)
+                };
+                (kind, id.into(), label.into())
+            })
+            .clone()
     };
-    let change = |add: bool, (g, m): &(String, String)| {
-        let (_, group_label) = describe(g);
-        let (member_kind, member_label) = describe(m);
-        MembershipChange { add, group_id: g.clone(), group_label, member_id: m.clone(), member_kind, member_label }
-    };
-    let mut adds: Vec<&(String, String)> = desired.memberships.difference(&stored.memberships).collect();
+    let mut adds: Vec<&'a (String, String)> = desired.memberships.difference(&stored.memberships).collect();
     adds.sort();
-    let mut removes: Vec<&(String, String)> = stored
+    let mut removes: Vec<&'a (String, String)> = stored
         .memberships
         .difference(&desired.memberships)
         .filter(|(g, m)| {
@@ -178,7 +183,13 @@ fn membership_changes(stored: &Snapshot, desired: &DesiredState) -> Vec<Membersh
         })
         .collect();
     removes.sort();
-    adds.into_iter().map(|p| change(true, p)).chain(removes.into_iter().map(|p| change(false, p))).collect()
+    let mut changes = Vec::with_capacity(adds.len() + removes.len());
+    for (add, (g, m)) in adds.into_iter().map(|p| (true, p)).chain(removes.into_iter().map(|p| (false, p))) {
+        let (_, group_id, group_label) = describe(g);
+        let (member_kind, member_id, member_label) = describe(m);
+        changes.push(MembershipChange { add, group_id, group_label, member_id, member_kind, member_label });
+    }
+    changes
 }
 
 #[cfg(test)]

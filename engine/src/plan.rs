@@ -5,6 +5,7 @@
 //! here, on the plan, so a blocked plan never reaches the store.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -64,14 +65,25 @@ impl serde::Serialize for EntryKind {
     }
 }
 
+/// Ids and labels are shared (`Arc<str>`): a full sync plans one change per
+/// membership, hundreds of thousands of them over the same few objects, and
+/// four owned strings each were a sixth of its peak memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MembershipChange {
     pub add: bool,
-    pub group_id: String,
-    pub group_label: String,
-    pub member_id: String,
+    #[serde(serialize_with = "shared_str")]
+    pub group_id: Arc<str>,
+    #[serde(serialize_with = "shared_str")]
+    pub group_label: Arc<str>,
+    #[serde(serialize_with = "shared_str")]
+    pub member_id: Arc<str>,
     pub member_kind: EntryKind,
-    pub member_label: String,
+    #[serde(serialize_with = "shared_str")]
+    pub member_label: Arc<str>,
+}
+
+fn shared_str<S: serde::Serializer>(value: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(value)
 }
 
 /// The plan for one source of one tenant.

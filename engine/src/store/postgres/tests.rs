@@ -112,10 +112,10 @@ fn member(add: bool, group: &str, member: &str, kind: EntryKind) -> MembershipCh
     MembershipChange {
         add,
         group_id: group.into(),
-        group_label: format!("label of {group}"),
+        group_label: format!("label of {group}").into(),
         member_id: member.into(),
         member_kind: kind,
-        member_label: format!("label of {member}"),
+        member_label: format!("label of {member}").into(),
     }
 }
 
