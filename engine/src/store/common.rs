@@ -226,9 +226,7 @@ impl<'a> Outbox<'a> {
         self.pending.drain(..)
     }
 
-    /// `body`: the event's own fields (a struct or a JSON object). Only the
-    /// body is stored: the envelope (type, tenant, sequence, key, time) is in
-    /// the row's columns already, and [`delivered_payload`] puts it back.
+    /// `body`: the event's own fields (see [`new_event`]).
     fn emit<B: serde::Serialize>(
         &mut self,
         event_type: &str,
@@ -238,36 +236,20 @@ impl<'a> Outbox<'a> {
         key_extra: &str,
         body: B,
     ) {
+        let e = new_event(self.tenant, event_type, object_id, kind, version, key_extra, body);
+        self.push(e);
+    }
+
+    /// Numbers an event made elsewhere (see [`created_events`]) and queues it.
+    pub(crate) fn push(&mut self, mut e: NewEvent) {
         self.seq += 1;
-        // The same change always gets the same key: a consumer that sees it
-        // twice (a redelivery) knows it is the same event.
-        let key = crate::util::sha256_hex(
-            format!("{}\u{0}{object_id}\u{0}{version}\u{0}{event_type}\u{0}{key_extra}", self.tenant).as_bytes(),
-        )[..32]
-            .to_string();
-        // Serialised straight from the plan's data: building a
-        // `serde_json::Value` copied every attribute of every object twice,
-        // a tenth of a full sync. Bodies are plain structs and maps of
-        // strings, which always serialise.
-        let payload = json_text(&body);
-        self.pending.push(NewEvent {
-            seq: self.seq,
-            event_type: event_type.to_string(),
-            object_id: object_id.to_string(),
-            object_kind: kind.as_str(),
-            version,
-            idempotency_key: key,
-            payload,
-        });
+        e.seq = self.seq;
+        self.pending.push(e);
     }
 
     pub(crate) fn created(&mut self, o: &PlannedObject) {
-        // A created event's `changes` (every attribute, from nothing) are
-        // the object's attributes again: stored once, listed on delivery.
-        let kind = o.kind.as_str();
-        self.emit(&format!("{kind}.created"), &o.id, o.kind, 1, "", ObjectEvent { object: object_view(o, 1) });
-        for role in o.attrs.get("roles").into_iter().flatten() {
-            self.emit("user.role_assigned", &o.id, o.kind, 1, role, RoleEvent { object: object_view(o, 1), role });
+        for e in created_events(self.tenant, o) {
+            self.push(e);
         }
     }
 
@@ -333,30 +315,126 @@ impl<'a> Outbox<'a> {
     }
 
     pub(crate) fn membership(&mut self, m: &MembershipChange) {
-        #[derive(serde::Serialize)]
-        struct Body<'a> {
-            group: Group<'a>,
-            member: Member<'a>,
+        let e = membership_event(self.tenant, self.run_id, m);
+        self.push(e);
+    }
+}
+
+/// An event, not yet numbered: only the body is stored, since the envelope
+/// (type, tenant, sequence, key, time) is in the row's columns already and
+/// [`delivered_payload`] puts it back. Free of the outbox's state, so that a
+/// big apply can make its events on another thread (see
+/// [`events_ahead`]) while the store writes.
+fn new_event<B: serde::Serialize>(
+    tenant: &str,
+    event_type: &str,
+    object_id: &str,
+    kind: EntryKind,
+    version: i64,
+    key_extra: &str,
+    body: B,
+) -> NewEvent {
+    // The same change always gets the same key: a consumer that sees it
+    // twice (a redelivery) knows it is the same event.
+    let key = crate::util::sha256_hex(
+        format!("{tenant}\u{0}{object_id}\u{0}{version}\u{0}{event_type}\u{0}{key_extra}").as_bytes(),
+    )[..32]
+        .to_string();
+    // Serialised straight from the plan's data: building a
+    // `serde_json::Value` copied every attribute of every object twice,
+    // a tenth of a full sync. Bodies are plain structs and maps of
+    // strings, which always serialise.
+    NewEvent {
+        seq: 0,
+        event_type: event_type.to_string(),
+        object_id: object_id.to_string(),
+        object_kind: kind.as_str(),
+        version,
+        idempotency_key: key,
+        payload: json_text(&body),
+    }
+}
+
+/// A created object's events: the creation, then a role assignment per role.
+pub(crate) fn created_events(tenant: &str, o: &PlannedObject) -> Vec<NewEvent> {
+    // A created event's `changes` (every attribute, from nothing) are
+    // the object's attributes again: stored once, listed on delivery.
+    let kind = o.kind.as_str();
+    let roles = o.attrs.get("roles").map_or(&[][..], Vec::as_slice);
+    let mut events = Vec::with_capacity(1 + roles.len());
+    events.push(new_event(
+        tenant,
+        &format!("{kind}.created"),
+        &o.id,
+        o.kind,
+        1,
+        "",
+        ObjectEvent { object: object_view(o, 1) },
+    ));
+    for role in roles {
+        events.push(new_event(
+            tenant,
+            "user.role_assigned",
+            &o.id,
+            o.kind,
+            1,
+            role,
+            RoleEvent { object: object_view(o, 1), role },
+        ));
+    }
+    events
+}
+
+fn membership_event(tenant: &str, run_id: i64, m: &MembershipChange) -> NewEvent {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        group: Group<'a>,
+        member: Member<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Group<'a> {
+        id: &'a str,
+        label: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Member<'a> {
+        id: &'a str,
+        kind: &'static str,
+        label: &'a str,
+    }
+    let t = if m.add { "group.member_added" } else { "group.member_removed" };
+    let body = Body {
+        group: Group { id: &m.group_id, label: &m.group_label },
+        member: Member { id: &m.member_id, kind: m.member_kind.as_str(), label: &m.member_label },
+    };
+    // Keyed by the run: adding the same member again in a later run is a new event.
+    let extra = format!("{}\u{0}{}", m.member_id, run_id);
+    new_event(tenant, t, &m.group_id, EntryKind::Group, 0, &extra, body)
+}
+
+/// The events of a plan's creates and membership changes, made ahead of
+/// the apply that writes them, in the order it meets those changes: per
+/// source, one list per create, then one per membership change. Sent in
+/// chunks; stops early once the apply has stopped listening.
+pub(crate) fn events_ahead(plan: &Plan, run_id: i64, to: std::sync::mpsc::SyncSender<Vec<Vec<NewEvent>>>) {
+    const CHUNK: usize = 256;
+    let tenant = plan.tenant.as_str();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let creates = plan.sources.iter().flat_map(|sp| {
+        let objects = sp.changes.iter().filter_map(|c| match c {
+            Change::Create { object } => Some(created_events(tenant, object)),
+            _ => None,
+        });
+        objects.chain(sp.memberships.iter().map(|m| vec![membership_event(tenant, run_id, m)]))
+    });
+    for events in creates {
+        chunk.push(events);
+        if chunk.len() == CHUNK && to.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+            return;
         }
-        #[derive(serde::Serialize)]
-        struct Group<'a> {
-            id: &'a str,
-            label: &'a str,
-        }
-        #[derive(serde::Serialize)]
-        struct Member<'a> {
-            id: &'a str,
-            kind: &'static str,
-            label: &'a str,
-        }
-        let t = if m.add { "group.member_added" } else { "group.member_removed" };
-        let body = Body {
-            group: Group { id: &m.group_id, label: &m.group_label },
-            member: Member { id: &m.member_id, kind: m.member_kind.as_str(), label: &m.member_label },
-        };
-        // Keyed by the run: adding the same member again in a later run is a new event.
-        let extra = format!("{}\u{0}{}", m.member_id, self.run_id);
-        self.emit(t, &m.group_id, EntryKind::Group, 0, &extra, body);
+    }
+    if !chunk.is_empty() {
+        let _ = to.send(chunk);
     }
 }
 

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::common::{
-    ApplyTimes, AuditChain, ChainCheck, NewAudit, Outbox, StoredRow, USER_COLUMNS, WriteCounter, apply_audit_details,
-    dn_key, edit_list_json, entry_kind, first, label, log_apply, parse_audit_detail, parse_edit_list, parse_summary,
-    parse_token_tenants, quarantine_key, run_audit_detail, stored_from_row, table, token_tenants_json, user_name_key,
+    ApplyTimes, AuditChain, ChainCheck, NewAudit, NewEvent, Outbox, StoredRow, USER_COLUMNS, WriteCounter,
+    apply_audit_details, dn_key, edit_list_json, entry_kind, events_ahead, first, label, log_apply, parse_audit_detail,
+    parse_edit_list, parse_summary, parse_token_tenants, quarantine_key, run_audit_detail, stored_from_row, table,
+    token_tenants_json, user_name_key,
 };
 use super::{
     AppEdit, ApplyStats, AuditRecord, EventRecord, Fence, LeaseRecord, MemberKey, MembershipEnd, MemoRow, NodeRecord,
@@ -61,6 +62,11 @@ const WAL_AUTOCHECKPOINT_PAGES: i64 = 1000;
 /// own default (2 MB) outside an apply, 16 MB during one.
 const DEFAULT_CACHE_SIZE: i64 = -2000;
 const APPLY_CACHE_SIZE: i64 = -16 * 1024;
+/// Chunks of events (256 changes' worth each) made ahead of an apply that
+/// may wait to be written, and the plan size from which they are made on a
+/// thread of their own (below it they all fit the channel at once).
+const EVENTS_AHEAD_CHUNKS: usize = 16;
+const EVENTS_AHEAD_THREAD_FROM: usize = 1024;
 
 fn q(context: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::Query { context, message: e.to_string() }
@@ -98,7 +104,16 @@ impl SqliteStore {
     }
 
     /// The apply, in one transaction (see [`Store::apply`]).
-    fn apply_plan(&mut self, plan: &Plan, run_id: i64) -> Result<ApplyStats, StoreError> {
+    /// `ahead`: the events [`events_ahead`] made for the plan's creates and
+    /// membership changes, in the order this meets them.
+    fn apply_plan(
+        &mut self,
+        plan: &Plan,
+        run_id: i64,
+        ahead: std::sync::mpsc::Receiver<Vec<Vec<NewEvent>>>,
+    ) -> Result<ApplyStats, StoreError> {
+        let mut ahead = ahead.into_iter().flatten();
+        let ran_out = || StoreError::Corrupt("the events made ahead of the apply ran out before its changes".into());
         let tenant = plan.tenant.as_str();
         self.ensure_tenant(tenant)?;
         let mut written = WriteCounter::new(run_id);
@@ -134,8 +149,10 @@ impl SqliteStore {
             }
             for change in &sp.changes {
                 match change {
-                    Change::Create { object } => {
-                        outbox.created(object);
+                    Change::Create { .. } => {
+                        for e in ahead.next().ok_or_else(ran_out)? {
+                            outbox.push(e);
+                        }
                     }
                     Change::Update { object, from_version, changes } => {
                         let n = update_object(&tx, tenant, object, *from_version, &now)?;
@@ -194,7 +211,9 @@ impl SqliteStore {
                     } else {
                         remove.execute(params![tenant, m.group_id, m.member_id]).map_err(q("removing membership"))?;
                     }
-                    outbox.membership(m);
+                    for e in ahead.next().ok_or_else(ran_out)? {
+                        outbox.push(e);
+                    }
                     write_events(&mut event_insert, &mut outbox)?;
                     written.add(1);
                 }
@@ -598,7 +617,26 @@ impl Store for SqliteStore {
         // from the WAL and spilled another page to it (a fifth of a
         // 100,000-user apply). Given back as soon as the apply ends.
         self.conn.pragma_update(None, "cache_size", APPLY_CACHE_SIZE).map_err(q("sizing the page cache"))?;
-        let applied = self.apply_plan(plan, run_id);
+        let applied = std::thread::scope(|scope| {
+            // The events of creates and membership changes (nearly all of a
+            // full sync's half a million) are serialised and keyed on the
+            // other core while this one writes: a fifth of the apply's time.
+            let (to, ahead) = std::sync::mpsc::sync_channel(EVENTS_AHEAD_CHUNKS);
+            let made_ahead: usize = plan
+                .sources
+                .iter()
+                .map(|sp| {
+                    sp.memberships.len() + sp.changes.iter().filter(|c| matches!(c, Change::Create { .. })).count()
+                })
+                .sum();
+            if made_ahead < EVENTS_AHEAD_THREAD_FROM {
+                // Fits the channel: not worth a thread.
+                events_ahead(plan, run_id, to);
+            } else {
+                scope.spawn(move || events_ahead(plan, run_id, to));
+            }
+            self.apply_plan(plan, run_id, ahead)
+        });
         let restored =
             self.conn.pragma_update(None, "cache_size", DEFAULT_CACHE_SIZE).map_err(q("restoring the page cache"));
         let stats = applied?;
