@@ -226,20 +226,6 @@ impl<'a> Outbox<'a> {
         self.pending.drain(..)
     }
 
-    /// `body`: the event's own fields (see [`new_event`]).
-    fn emit<B: serde::Serialize>(
-        &mut self,
-        event_type: &str,
-        object_id: &str,
-        kind: EntryKind,
-        version: i64,
-        key_extra: &str,
-        body: B,
-    ) {
-        let e = new_event(self.tenant, event_type, object_id, kind, version, key_extra, body);
-        self.push(e);
-    }
-
     /// Numbers an event made elsewhere (see [`created_events`]) and queues it.
     pub(crate) fn push(&mut self, mut e: NewEvent) {
         self.seq += 1;
@@ -255,40 +241,51 @@ impl<'a> Outbox<'a> {
 
     pub(crate) fn updated(&mut self, o: &PlannedObject, version: i64, changes: &[AttrChange]) {
         let kind = o.kind.as_str();
-        self.emit(
+        self.push(new_event(
+            self.tenant,
             &format!("{kind}.updated"),
             &o.id,
             o.kind,
             version,
             "",
             Changed { object: object_view(o, version), changes },
-        );
+        ));
         for c in changes {
             if c.attr == "active" && o.kind == EntryKind::User {
                 let active = c.new.first().map(String::as_str) != Some("false");
                 let t = if active { "user.activated" } else { "user.deactivated" };
-                self.emit(t, &o.id, o.kind, version, "", ObjectEvent { object: object_view(o, version) });
+                self.push(new_event(
+                    self.tenant,
+                    t,
+                    &o.id,
+                    o.kind,
+                    version,
+                    "",
+                    ObjectEvent { object: object_view(o, version) },
+                ));
             }
             if c.attr == "roles" {
                 for role in c.new.iter().filter(|r| !c.old.contains(r)) {
-                    self.emit(
+                    self.push(new_event(
+                        self.tenant,
                         "user.role_assigned",
                         &o.id,
                         o.kind,
                         version,
                         role,
                         RoleEvent { object: object_view(o, version), role },
-                    );
+                    ));
                 }
                 for role in c.old.iter().filter(|r| !c.new.contains(r)) {
-                    self.emit(
+                    self.push(new_event(
+                        self.tenant,
                         "user.role_removed",
                         &o.id,
                         o.kind,
                         version,
                         role,
                         RoleEvent { object: object_view(o, version), role },
-                    );
+                    ));
                 }
             }
         }
@@ -304,14 +301,15 @@ impl<'a> Outbox<'a> {
         version: i64,
     ) {
         let object = serde_json::json!({ "id": id, "kind": kind.as_str(), "externalId": anchor, "dn": dn, "label": label, "version": version });
-        self.emit(
+        self.push(new_event(
+            self.tenant,
             &format!("{}.deleted", kind.as_str()),
             id,
             kind,
             version,
             "",
             serde_json::json!({ "object": object }),
-        );
+        ));
     }
 
     pub(crate) fn membership(&mut self, m: &MembershipChange) {
