@@ -1536,8 +1536,10 @@ fn read_and_map(
     }
 
     // Resolve member references to ids; nested groups are plain group→group edges.
-    for (group_id, refs) in &members {
-        for r in refs {
+    // Consumed as resolved: a big directory's references are held only
+    // until their memberships are.
+    for (group_id, refs) in members {
+        for r in &refs {
             // Unchanged members a narrow run left unloaded first: their
             // references are the bulk of a big group's.
             let target = match r {
@@ -1599,6 +1601,10 @@ fn read_and_map(
         report.out_of_scope += (before - desired.len()) as u64;
         memberships.retain(|(g, m)| desired.contains_key(g) && desired.contains_key(m));
     }
+
+    // The indexes of the read served member resolution and scope; role
+    // assignment, the peak of a full sync's memory, does without them.
+    drop((dn_index, anchor_index, out_of_scope_ids, resolved_dns, resolved_anchors, unloaded));
 
     if let Some(roles) = roles {
         let label = roles.identity().to_string();
