@@ -590,8 +590,14 @@ pub(crate) fn run_audit_detail(run_id: i64, outcome: &RunOutcome, trigger: &str)
     })
 }
 
+/// Membership changes per audit record. One record for a full sync's
+/// hundreds of thousands was tens of MB of text, held three times over (ours,
+/// SQLite's bound copy, its record) at the peak of the run's memory.
+pub(crate) const AUDIT_MEMBERSHIPS_PER_RECORD: usize = 1000;
+
 /// The audit details an applied plan writes, in order: one per change, then
-/// one for each source's membership changes.
+/// each source's membership changes, [`AUDIT_MEMBERSHIPS_PER_RECORD`] to a
+/// record.
 pub(crate) fn apply_audit_details(plan: &Plan, run_id: i64) -> impl Iterator<Item = String> + '_ {
     // Serialised straight from the plan, without building `serde_json::Value`s:
     // a copy of every created object's attributes, and one value per
@@ -649,11 +655,11 @@ pub(crate) fn apply_audit_details(plan: &Plan, run_id: i64) -> impl Iterator<Ite
             };
             json_text(&d)
         });
-        let memberships = (!sp.memberships.is_empty()).then(|| {
+        let memberships = sp.memberships.chunks(AUDIT_MEMBERSHIPS_PER_RECORD).map(move |chunk| {
             json_text(&MembershipsDetail {
-                added: sp.memberships.iter().filter(|m| m.add).map(pair).collect(),
+                added: chunk.iter().filter(|m| m.add).map(pair).collect(),
                 op: "memberships",
-                removed: sp.memberships.iter().filter(|m| !m.add).map(pair).collect(),
+                removed: chunk.iter().filter(|m| !m.add).map(pair).collect(),
                 run_id,
                 source,
             })
@@ -744,6 +750,55 @@ mod tests {
         ]
         .map(|v| v.to_string());
         assert_eq!(apply_audit_details(&plan, 7).collect::<Vec<_>>(), expected);
+    }
+
+    /// A full sync's memberships are audited in bounded records that together
+    /// hold every change once, in the plan's order.
+    #[test]
+    fn membership_audit_records_are_bounded_and_lose_nothing() {
+        let total = AUDIT_MEMBERSHIPS_PER_RECORD * 2 + AUDIT_MEMBERSHIPS_PER_RECORD / 2;
+        let memberships: Vec<MembershipChange> = (0..total)
+            .map(|i| MembershipChange {
+                add: i % 3 != 0,
+                group_id: format!("g{}", i % 7).into(),
+                group_label: "g".into(),
+                member_id: format!("m{i}").into(),
+                member_kind: EntryKind::User,
+                member_label: "m".into(),
+            })
+            .collect();
+        let plan = Plan {
+            tenant: "t".into(),
+            sources: vec![SourcePlan {
+                source: "s".into(),
+                changes: Vec::new(),
+                memberships: memberships.clone(),
+                read_complete: true,
+                existing_objects: 0,
+            }],
+        };
+        let records: Vec<serde_json::Value> = apply_audit_details(&plan, 7)
+            .map(|text| serde_json::from_str(&text).expect("audit detail is JSON"))
+            .collect();
+        assert_eq!(records.len(), 3);
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        for r in &records {
+            assert_eq!(r["op"], "memberships");
+            assert_eq!(r["source"], "s");
+            let pairs = |key: &str| r[key].as_array().expect("pairs").clone();
+            assert!(pairs("added").len() + pairs("removed").len() <= AUDIT_MEMBERSHIPS_PER_RECORD);
+            added.extend(pairs("added"));
+            removed.extend(pairs("removed"));
+        }
+        let expected = |add: bool| -> Vec<serde_json::Value> {
+            memberships
+                .iter()
+                .filter(|m| m.add == add)
+                .map(|m| serde_json::json!([&*m.group_id, &*m.member_id]))
+                .collect()
+        };
+        assert_eq!(added, expected(true));
+        assert_eq!(removed, expected(false));
     }
 
     /// Event payloads are what consumers parse: the same JSON as when they
