@@ -41,10 +41,10 @@ pub struct DesiredState {
     pub read_complete: bool,
 }
 
-/// Moves the attributes of created and updated objects out of `desired`
-/// into the plan: nothing reads them after the diff, and a second copy of a
-/// directory's attributes was the largest single part of a full sync's peak
-/// memory.
+/// Moves the anchors, DNs and attributes of created and updated objects out
+/// of `desired` into the plan: nothing reads them after the diff, and a second
+/// copy of a directory's attributes was the largest single part of a full
+/// sync's peak memory.
 pub fn diff(source: &str, stored: &Snapshot, desired: &mut DesiredState) -> SourcePlan {
     enum Pending {
         Create,
@@ -109,8 +109,8 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &mut DesiredState) -> Sour
         let object = PlannedObject {
             id,
             kind: want.kind,
-            anchor: want.anchor.clone(),
-            dn: want.dn.clone(),
+            anchor: std::mem::take(&mut want.anchor),
+            dn: want.dn.take(),
             attrs: std::mem::take(&mut want.attrs),
         };
         changes.push(match p {
