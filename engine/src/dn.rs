@@ -202,39 +202,61 @@ impl std::str::FromStr for Dn {
 /// the pipeline's time).
 #[derive(Debug, Default)]
 pub struct DnIndex {
-    exact: HashMap<String, String>,
-    /// In insertion order, with whether the insert replaced an earlier id.
-    inserted: Vec<(String, String, bool)>,
+    /// DN as spelled → the id, with when the insert that set it came and
+    /// whether it was one that replaces. Each DN and id is held once: a
+    /// directory's worth of them is a visible share of a full sync's peak.
+    exact: HashMap<String, Slot>,
+    inserts: u32,
     normalized: Option<HashMap<String, String>>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: String,
+    order: u32,
+    replaces: bool,
 }
 
 impl DnIndex {
     /// Maps `dn` to `id`, replacing an earlier id of the same DN.
     pub fn insert(&mut self, dn: &str, id: &str) {
-        self.exact.insert(dn.to_string(), id.to_string());
-        self.inserted.push((dn.to_string(), id.to_string(), true));
-        self.normalized = None;
+        let order = self.next_order();
+        self.exact.insert(dn.to_string(), Slot { id: id.to_string(), order, replaces: true });
     }
 
     /// Maps `dn` to `id` unless the DN already has one.
     pub fn insert_if_absent(&mut self, dn: &str, id: &str) {
-        self.exact.entry(dn.to_string()).or_insert_with(|| id.to_string());
-        self.inserted.push((dn.to_string(), id.to_string(), false));
+        let order = self.next_order();
+        if !self.exact.contains_key(dn) {
+            self.exact.insert(dn.to_string(), Slot { id: id.to_string(), order, replaces: false });
+        }
+    }
+
+    fn next_order(&mut self) -> u32 {
         self.normalized = None;
+        self.inserts = self.inserts.wrapping_add(1);
+        self.inserts
     }
 
     pub fn get(&mut self, dn: &str) -> Option<&String> {
         if self.exact.contains_key(dn) {
-            return self.exact.get(dn);
+            return self.exact.get(dn).map(|slot| &slot.id);
         }
+        let exact = &self.exact;
         let normalized = self.normalized.get_or_insert_with(|| {
-            let mut map: HashMap<String, String> = HashMap::with_capacity(self.inserted.len());
-            for (dn, id, replace) in &self.inserted {
+            // Spellings of one DN compete as their inserts did, in order: the
+            // last replacing insert wins, else the first of the others. Each
+            // spelling's own winner stands for all its inserts, which gives
+            // the same answer as replaying every insert.
+            let mut slots: Vec<(&String, &Slot)> = exact.iter().collect();
+            slots.sort_unstable_by_key(|(_, slot)| slot.order);
+            let mut map: HashMap<String, String> = HashMap::with_capacity(slots.len());
+            for (dn, slot) in slots {
                 let key = normalize_dn(dn);
-                if *replace {
-                    map.insert(key, id.clone());
+                if slot.replaces {
+                    map.insert(key, slot.id.clone());
                 } else {
-                    map.entry(key).or_insert_with(|| id.clone());
+                    map.entry(key).or_insert_with(|| slot.id.clone());
                 }
             }
             map
@@ -456,6 +478,44 @@ mod tests {
             "rebuilt after an insert"
         );
         assert_eq!(index.get("uid=carol,ou=people,dc=example,dc=com"), None);
+    }
+
+    /// The index keeps each spelling's winning insert only; its answers are
+    /// those of replaying every insert in order.
+    #[test]
+    fn dn_index_answers_as_a_replay_of_every_insert() {
+        let spellings = ["uid=a,dc=x", "UID=A,DC=X", "uid=a, dc=x", "uid=b,dc=x"];
+        let mut state: u64 = 7;
+        for _ in 0..200 {
+            let mut index = super::DnIndex::default();
+            let mut history: Vec<(&str, String, bool)> = Vec::new();
+            for step in 0..6 {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let dn = spellings[(state >> 33) as usize % spellings.len()];
+                let replaces = (state >> 40) % 2 == 0;
+                let id = format!("id{step}");
+                if replaces {
+                    index.insert(dn, &id);
+                } else {
+                    index.insert_if_absent(dn, &id);
+                }
+                history.push((dn, id, replaces));
+            }
+            for probe in spellings.iter().chain(&["Uid=A,Dc=x", "uid=B,dc=X", "uid=c,dc=x"]) {
+                let replay = |key: &dyn Fn(&str) -> String| {
+                    let mut winner: Option<&String> = None;
+                    for (dn, id, replaces) in &history {
+                        if key(dn) == key(probe) && (*replaces || winner.is_none()) {
+                            winner = Some(id);
+                        }
+                    }
+                    winner.cloned()
+                };
+                let exact = replay(&|d| d.to_string());
+                let expected = exact.or_else(|| replay(&|d| super::normalize_dn(d)));
+                assert_eq!(index.get(probe).cloned(), expected, "{probe} after {history:?}");
+            }
+        }
     }
 
     use super::*;
