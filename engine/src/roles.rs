@@ -8,7 +8,7 @@
 //! user's `roles` attribute, diffed like any other (a role change is an
 //! update with old → new) and published as SCIM `roles`.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use serde::Deserialize;
 
@@ -82,32 +82,42 @@ impl RolesConfig {
     }
 }
 
+/// Each user's groups, in group id order, with their depths.
+pub type GroupsOf<'a> = HashMap<&'a str, Vec<(&'a str, u32)>, rustc_hash::FxBuildHasher>;
+
 /// Every group each user is in, through any depth of nesting, with the depth
-/// of the shortest path (1 = direct). Cycle-safe.
+/// of the shortest path (1 = direct), in group id order. Cycle-safe. Hashed
+/// with FxHash, like the membership set: the keys are Roster's own ids, and
+/// a full sync asks for every user's groups several times.
 pub fn transitive_groups<'a>(
     desired: &'a HashMap<String, Desired>,
     memberships: &'a crate::diff::Memberships,
-) -> BTreeMap<&'a str, Vec<(&'a str, u32)>> {
-    let mut parents: HashMap<&str, Vec<&str>> = HashMap::new();
+) -> GroupsOf<'a> {
+    let mut parents: HashMap<&str, Vec<&str>, rustc_hash::FxBuildHasher> = HashMap::default();
     for (g, m) in memberships {
         parents.entry(m.as_str()).or_default().push(g.as_str());
     }
     for p in parents.values_mut() {
         p.sort_unstable();
     }
-    let mut out = BTreeMap::new();
+    let mut out = GroupsOf::default();
+    let mut queue: VecDeque<(&str, u32)> = VecDeque::new();
+    let mut seen: std::collections::HashSet<&str, rustc_hash::FxBuildHasher> = Default::default();
     for u in desired.values().filter(|d| d.kind == EntryKind::User) {
-        let mut depth: BTreeMap<&str, u32> = BTreeMap::new();
-        let mut queue: VecDeque<(&str, u32)> =
-            parents.get(u.id.as_str()).into_iter().flatten().map(|g| (*g, 1)).collect();
+        // Breadth first, so a group is first reached by its shortest path.
+        let mut depth: Vec<(&str, u32)> = Vec::new();
+        queue.clear();
+        seen.clear();
+        queue.extend(parents.get(u.id.as_str()).into_iter().flatten().map(|g| (*g, 1)));
         while let Some((g, d)) = queue.pop_front() {
-            if depth.contains_key(g) {
+            if !seen.insert(g) {
                 continue;
             }
-            depth.insert(g, d);
+            depth.push((g, d));
             queue.extend(parents.get(g).into_iter().flatten().map(|p| (*p, d + 1)));
         }
-        out.insert(u.id.as_str(), depth.into_iter().collect());
+        depth.sort_unstable();
+        out.insert(u.id.as_str(), depth);
     }
     out
 }
@@ -123,29 +133,50 @@ pub fn assign(
     memberships: &crate::diff::Memberships,
 ) -> Result<Vec<(String, String)>, PluginError> {
     let groups_of = transitive_groups(desired, memberships);
+    // Groups ranked in id order: a user's groups as ranks compare as their
+    // ids would, and a batch finds its groups by rank, without hashing or
+    // comparing a string per membership.
+    let mut group_ids: Vec<&str> = groups_of
+        .values()
+        .flatten()
+        .map(|(g, _)| *g)
+        .collect::<std::collections::HashSet<&str, rustc_hash::FxBuildHasher>>()
+        .into_iter()
+        .collect();
+    group_ids.sort_unstable();
+    let rank: HashMap<&str, u32, rustc_hash::FxBuildHasher> =
+        group_ids.iter().enumerate().map(|(i, g)| (*g, i as u32)).collect();
+    let groups: Vec<Option<&Desired>> = group_ids.iter().map(|g| desired.get(*g)).collect();
     // Each call is sent every group of its batch once, so users with the
     // same groups go in the same batch: sorted by their group lists, a batch
     // refers to far fewer groups than a batch of users in id order.
-    let mut by_groups: Vec<(&str, &Vec<(&str, u32)>)> = groups_of.iter().map(|(id, g)| (*id, g)).collect();
-    by_groups.sort_by(|a, b| a.1.cmp(b.1));
-    let ids: Vec<&str> = by_groups.into_iter().map(|(id, _)| id).collect();
-    let mut results: Vec<(String, Result<Vec<String>, String>)> = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(batch_size.max(1)) {
-        match assign_batch(plugin, chunk, &groups_of, desired) {
+    let mut users: Vec<RankedUser<'_>> = groups_of
+        .iter()
+        .map(|(id, gs)| RankedUser {
+            groups: gs.iter().filter_map(|(g, depth)| Some((*rank.get(g)?, *depth))).collect(),
+            id,
+        })
+        .collect();
+    drop((groups_of, rank));
+    users.sort_unstable();
+    let mut batch = BatchGroups { of_rank: &groups, slot: vec![NO_SLOT; groups.len()], used: Vec::new() };
+    let mut results: Vec<(String, Result<Vec<String>, String>)> = Vec::with_capacity(users.len());
+    for chunk in users.chunks(batch_size.max(1)) {
+        match assign_batch(plugin, chunk, &mut batch, desired) {
             Ok(r) => results.extend(r),
             Err(PluginError::Call { .. }) if chunk.len() > 1 => {
-                for id in chunk {
-                    match assign_batch(plugin, std::slice::from_ref(id), &groups_of, desired) {
+                for user in chunk {
+                    match assign_batch(plugin, std::slice::from_ref(user), &mut batch, desired) {
                         Ok(r) => results.extend(r),
                         Err(PluginError::Call { plugin, failure }) => {
-                            results.push(((*id).to_string(), Err(format!("plugin {plugin}: {failure}"))))
+                            results.push((user.id.to_string(), Err(format!("plugin {plugin}: {failure}"))))
                         }
                         Err(e) => return Err(e),
                     }
                 }
             }
             Err(PluginError::Call { plugin, failure }) => {
-                results.push((chunk[0].to_string(), Err(format!("plugin {plugin}: {failure}"))))
+                results.push((chunk[0].id.to_string(), Err(format!("plugin {plugin}: {failure}"))))
             }
             Err(e) => return Err(e),
         }
@@ -168,33 +199,57 @@ pub fn assign(
     Ok(failed)
 }
 
+/// A user and its groups as (rank, depth), in rank order. Ordered by its
+/// groups, then by id.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct RankedUser<'a> {
+    groups: Vec<(u32, u32)>,
+    id: &'a str,
+}
+
+const NO_SLOT: u32 = u32::MAX;
+
+/// The groups by rank, and where each sits in the current batch's group list
+/// (`NO_SLOT` outside a batch; `used` says which to reset).
+struct BatchGroups<'a> {
+    of_rank: &'a [Option<&'a Desired>],
+    slot: Vec<u32>,
+    used: Vec<u32>,
+}
+
 fn assign_batch(
     plugin: &mut PluginInstance,
-    ids: &[&str],
-    groups_of: &BTreeMap<&str, Vec<(&str, u32)>>,
+    users: &[RankedUser<'_>],
+    batch: &mut BatchGroups<'_>,
     desired: &HashMap<String, Desired>,
 ) -> Result<Vec<(String, Result<Vec<String>, String>)>, PluginError> {
-    let mut index: HashMap<&str, u32> = HashMap::new();
     let mut groups: Vec<GroupInput> = Vec::new();
-    let mut user_ids: Vec<&str> = Vec::with_capacity(ids.len());
-    let mut inputs: Vec<UserGroupsInput<'_>> = Vec::with_capacity(ids.len());
-    for id in ids {
-        let Some(user) = desired.get(*id) else { continue };
-        let mut refs = Vec::new();
-        for (g, depth) in groups_of.get(id).into_iter().flatten() {
-            let Some(group) = desired.get(*g) else { continue };
-            let i = *index.entry(*g).or_insert_with(|| {
+    let mut user_ids: Vec<&str> = Vec::with_capacity(users.len());
+    let mut inputs: Vec<UserGroupsInput<'_>> = Vec::with_capacity(users.len());
+    for u in users {
+        let Some(user) = desired.get(u.id) else { continue };
+        let mut refs = Vec::with_capacity(u.groups.len());
+        for &(rank, depth) in &u.groups {
+            let Some(group) = batch.of_rank.get(rank as usize).copied().flatten() else { continue };
+            let Some(slot) = batch.slot.get_mut(rank as usize) else { continue };
+            if *slot == NO_SLOT {
+                *slot = groups.len() as u32;
+                batch.used.push(rank);
                 groups.push(GroupInput {
                     anchor: group.anchor.clone(),
                     dn: group.dn.clone(),
                     name: group.attrs.get("displayName").and_then(|v| v.first()).cloned().unwrap_or_default(),
                 });
-                (groups.len() - 1) as u32
-            });
-            refs.push((i, *depth));
+            }
+            refs.push((*slot, depth));
         }
-        user_ids.push(id);
+        user_ids.push(u.id);
         inputs.push(UserGroupsInput { anchor: &user.anchor, attributes: &user.attrs, groups: refs });
+    }
+    for rank in batch.used.drain(..) {
+        if let Some(slot) = batch.slot.get_mut(rank as usize) {
+            *slot = NO_SLOT;
+        }
     }
     let label = plugin.identity().to_string();
     let outcomes = plugin.assign(&groups, &inputs)?;
