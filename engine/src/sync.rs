@@ -717,99 +717,111 @@ pub fn sync_tenant_with(
 
     let record_started = Instant::now();
     if let Some(id) = run_id {
-        let applied = matches!(status, RunStatus::Applied | RunStatus::NoChanges);
-        // A plugin that keeps aborting runs is switched off for this tenant.
-        let plugin_error = match &status {
-            RunStatus::Aborted(reason) => Some(reason.as_str()),
-            _ => None,
-        };
-        if applied || plugin_error.is_some() {
-            for (kind, p) in &plugins {
-                // An abort counts against the stage that caused it; the others
-                // neither failed nor succeeded. A failing resolver holds
-                // conflicts for review and counts against the resolver only.
-                let error = match kind {
-                    PluginKind::ConflictResolver if applied => resolver_failure.as_deref(),
-                    k if Some(*k) == abort_kind => plugin_error,
-                    _ if abort_kind.is_some() => continue,
-                    _ => None,
-                };
-                let h = store.record_plugin_run(
-                    &tenant.id,
-                    kind.as_str(),
-                    &p.hash,
-                    error,
-                    tenant.limits.disable_after_failed_runs,
-                )?;
-                if error.is_some() && h.disabled_at.is_some() {
-                    tracing::error!(tenant = %tenant.id, %kind, plugin = %p, failures = h.consecutive_failures, "plugin disabled for this tenant after consecutive failed runs");
+        // The run's changes are applied by now: if recording the run fails,
+        // the run still ends (as failed), rather than staying `applying`.
+        let recorded = (|| -> Result<(), SyncError> {
+            let applied = matches!(status, RunStatus::Applied | RunStatus::NoChanges);
+            // A plugin that keeps aborting runs is switched off for this tenant.
+            let plugin_error = match &status {
+                RunStatus::Aborted(reason) => Some(reason.as_str()),
+                _ => None,
+            };
+            if applied || plugin_error.is_some() {
+                for (kind, p) in &plugins {
+                    // An abort counts against the stage that caused it; the others
+                    // neither failed nor succeeded. A failing resolver holds
+                    // conflicts for review and counts against the resolver only.
+                    let error = match kind {
+                        PluginKind::ConflictResolver if applied => resolver_failure.as_deref(),
+                        k if Some(*k) == abort_kind => plugin_error,
+                        _ if abort_kind.is_some() => continue,
+                        _ => None,
+                    };
+                    let h = store.record_plugin_run(
+                        &tenant.id,
+                        kind.as_str(),
+                        &p.hash,
+                        error,
+                        tenant.limits.disable_after_failed_runs,
+                    )?;
+                    if error.is_some() && h.disabled_at.is_some() {
+                        tracing::error!(tenant = %tenant.id, %kind, plugin = %p, failures = h.consecutive_failures, "plugin disabled for this tenant after consecutive failed runs");
+                    }
                 }
             }
-        }
-        if applied {
-            if tenant.privacy.keep_raw_attributes {
-                for (source, rows) in &raws {
-                    store.put_raw_attributes(&tenant.id, source, rows)?;
-                }
-            } else {
-                store.clear_raw_attributes(&tenant.id)?;
-            }
-        }
-        // A cache of what mapping made of each entry: true whatever became of
-        // the plan, unless a plugin broke the run.
-        if abort_kind.is_none() {
-            for (source, writes) in &memos {
-                store.put_map_memo(&tenant.id, source, &writes.rows, &writes.removed)?;
-            }
-        }
-        if applied && !conflict_outcome.edit_actions.is_empty() {
-            store.settle_app_edits(&tenant.id, &conflict_outcome.edit_actions)?;
-        }
-        for (source, complete, settled, items, state) in &quarantines {
-            store.record_quarantine(&tenant.id, source, id, items, settled)?;
-            // Per-source state: when the store last matched a complete read of
-            // it, and where an incremental source continues from.
-            if applied && *complete {
-                store.set_source_state(&tenant.id, source, "last_complete_sync", &crate::util::now_rfc3339())?;
-                store.set_source_state(&tenant.id, source, "last_complete_run", &id.to_string())?;
-                for (k, v) in state {
-                    store.set_source_state(&tenant.id, source, k, v)?;
-                }
-                if !state.is_empty() {
-                    store.set_source_state(&tenant.id, source, PIPELINE_STATE_KEY, &fingerprint)?;
+            if applied {
+                if tenant.privacy.keep_raw_attributes {
+                    for (source, rows) in &raws {
+                        store.put_raw_attributes(&tenant.id, source, rows)?;
+                    }
+                } else {
+                    store.clear_raw_attributes(&tenant.id)?;
                 }
             }
+            // A cache of what mapping made of each entry: true whatever became of
+            // the plan, unless a plugin broke the run.
+            if abort_kind.is_none() {
+                for (source, writes) in &memos {
+                    store.put_map_memo(&tenant.id, source, &writes.rows, &writes.removed)?;
+                }
+            }
+            if applied && !conflict_outcome.edit_actions.is_empty() {
+                store.settle_app_edits(&tenant.id, &conflict_outcome.edit_actions)?;
+            }
+            for (source, complete, settled, items, state) in &quarantines {
+                store.record_quarantine(&tenant.id, source, id, items, settled)?;
+                // Per-source state: when the store last matched a complete read of
+                // it, and where an incremental source continues from.
+                if applied && *complete {
+                    store.set_source_state(&tenant.id, source, "last_complete_sync", &crate::util::now_rfc3339())?;
+                    store.set_source_state(&tenant.id, source, "last_complete_run", &id.to_string())?;
+                    for (k, v) in state {
+                        store.set_source_state(&tenant.id, source, k, v)?;
+                    }
+                    if !state.is_empty() {
+                        store.set_source_state(&tenant.id, source, PIPELINE_STATE_KEY, &fingerprint)?;
+                    }
+                }
+            }
+            let summary = json!({
+                "counts": counts,
+                "sources": reports,
+                "plugins": plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
+                "allow_deletes": opts.allow_deletes,
+                "plugin_seconds": plugin_seconds,
+                "phase_ms": phase_ms,
+                // Where each source's read ended (cookie, USN, delta link): the
+                // audit's run record ties the run's changes to it.
+                "positions": quarantines
+                    .iter()
+                    .filter(|(_, complete, _, _, state)| *complete && !state.is_empty())
+                    .map(|(source, _, _, _, state)| {
+                        let position: serde_json::Map<String, serde_json::Value> =
+                            state.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+                        (source.clone(), serde_json::Value::Object(position))
+                    })
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
+                "conflicts": conflicts,
+                "approved_deletes": opts.approved_deletes.as_ref().map(|a| a.len()),
+                // What an operator approves: exactly these deletions.
+                "blocked_deletes": matches!(status, RunStatus::Blocked(_)).then(|| plan.delete_ids()),
+                "detail": match &status {
+                    RunStatus::Blocked(b) => b.to_string(),
+                    RunStatus::Aborted(r) => r.clone(),
+                    RunStatus::Partial(p) => p.join("; "),
+                    _ => String::new(),
+                },
+            });
+            store.finish_run(id, &RunOutcome { status: status.as_str().into(), summary })?;
+            Ok(())
+        })();
+        if let Err(e) = recorded {
+            let summary = json!({ "error": format!("recording the run failed: {e}"), "counts": counts });
+            if let Err(also) = store.finish_run(id, &RunOutcome { status: "failed".into(), summary }) {
+                tracing::error!(tenant = %tenant.id, run_id = id, error = %also, "cannot mark the run failed");
+            }
+            return Err(e);
         }
-        let summary = json!({
-            "counts": counts,
-            "sources": reports,
-            "plugins": plugins.iter().map(|(k, p)| json!({"kind": k, "name": p.name, "version": p.version, "sha256": p.hash})).collect::<Vec<_>>(),
-            "allow_deletes": opts.allow_deletes,
-            "plugin_seconds": plugin_seconds,
-            "phase_ms": phase_ms,
-            // Where each source's read ended (cookie, USN, delta link): the
-            // audit's run record ties the run's changes to it.
-            "positions": quarantines
-                .iter()
-                .filter(|(_, complete, _, _, state)| *complete && !state.is_empty())
-                .map(|(source, _, _, _, state)| {
-                    let position: serde_json::Map<String, serde_json::Value> =
-                        state.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-                    (source.clone(), serde_json::Value::Object(position))
-                })
-                .collect::<serde_json::Map<String, serde_json::Value>>(),
-            "conflicts": conflicts,
-            "approved_deletes": opts.approved_deletes.as_ref().map(|a| a.len()),
-            // What an operator approves: exactly these deletions.
-            "blocked_deletes": matches!(status, RunStatus::Blocked(_)).then(|| plan.delete_ids()),
-            "detail": match &status {
-                RunStatus::Blocked(b) => b.to_string(),
-                RunStatus::Aborted(r) => r.clone(),
-                RunStatus::Partial(p) => p.join("; "),
-                _ => String::new(),
-            },
-        });
-        store.finish_run(id, &RunOutcome { status: status.as_str().into(), summary })?;
     }
     add_phase(&mut phase_ms, "record", record_started.elapsed());
     tracing::debug!(tenant = %tenant.id, phases = ?phase_ms, "run phases (ms)");
