@@ -269,10 +269,7 @@ impl SqliteStore {
         // One writer at a time: processes opening a new store together (`roster
         // serve` and a CLI command) must not both run the same migration. The
         // immediate transaction takes the write lock before reading the version.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(q("starting migration"))?;
+        let tx = write_transaction(&mut self.conn).map_err(q("starting migration"))?;
         tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL);",
         )
@@ -948,10 +945,7 @@ impl Store for SqliteStore {
     }
 
     fn audit(&mut self, tenant: &str, kind: &str, actor: &str, detail: &serde_json::Value) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(q("starting audit"))?;
+        let tx = write_transaction(&mut self.conn).map_err(q("starting audit"))?;
         audit_append(&tx, tenant, kind, actor, detail)?;
         tx.commit().map_err(q("committing audit"))
     }
@@ -1006,10 +1000,7 @@ impl Store for SqliteStore {
     }
 
     fn audit_prune(&mut self, tenant: &str, before: &str) -> Result<u64, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(q("starting audit prune"))?;
+        let tx = write_transaction(&mut self.conn).map_err(q("starting audit prune"))?;
         let last: Option<(i64, String)> = tx
             .query_row(
                 "SELECT seq, hash FROM audit WHERE tenant = ?1 AND at < ?2 ORDER BY seq DESC LIMIT 1",
