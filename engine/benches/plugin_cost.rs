@@ -87,7 +87,7 @@ fn native_map(e: &SourceEntry) -> MapOutcome {
     if let Some(m) = first("mail") {
         attrs.insert("email".to_string(), vec![m.to_lowercase()]);
     }
-    MapOutcome::Mapped { kind: EntryKind::User, attrs }
+    MapOutcome::Mapped { kind: EntryKind::User, attrs: attrs.into() }
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -239,16 +239,16 @@ fn other_kinds(host: &PluginHost, entries: &[SourceEntry]) -> Result<(), Box<dyn
     )?;
     let loaded = host.load(TENANT, PluginKind::CustomAttributes, &builtin(PluginKind::CustomAttributes)?)?;
     let mut custom = PluginInstance::with_schema(host, loaded, TENANT, limits(), &config, &schema)?;
-    let mapped: Vec<BTreeMap<String, Vec<String>>> = entries
+    let mapped: Vec<roster::model::Attributes> = entries
         .iter()
         .map(|e| match native_map(e) {
             MapOutcome::Mapped { attrs, .. } => attrs,
-            _ => BTreeMap::new(),
+            _ => Default::default(),
         })
         .collect();
     let inputs: Vec<MappedUserInput<'_>> =
         entries.iter().zip(&mapped).map(|(entry, mapped)| MappedUserInput { entry, mapped }).collect();
-    let native_custom = |e: &SourceEntry| -> Result<BTreeMap<String, Vec<String>>, String> {
+    let native_custom = |e: &SourceEntry| -> Result<roster::model::Attributes, String> {
         let mut out = BTreeMap::new();
         let cc = e.first_str("departmentNumber").filter(|v| !v.is_empty()).ok_or("costCenter required")?;
         out.insert("costCenter".to_string(), vec![cc.to_uppercase()]);
@@ -258,7 +258,7 @@ fn other_kinds(host: &PluginHost, entries: &[SourceEntry]) -> Result<(), Box<dyn
         }
         let permanent = e.first_str("employeeType") == Some("permanent");
         out.insert("permanent".to_string(), vec![permanent.to_string()]);
-        Ok(out)
+        Ok(out.into())
     };
     compare(
         "declarative-attributes (built-in custom attributes), 3 typed attributes",

@@ -7,7 +7,6 @@
 //! resolved and nesting computed); a conflict resolver decides conflicts read
 //! from JSON.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -97,7 +96,7 @@ pub enum EntryResult {
     /// `output_kind`: what the plugin made of it (it may differ from the input's `kind`).
     Mapped {
         output_kind: String,
-        attributes: BTreeMap<String, Vec<String>>,
+        attributes: crate::model::Attributes,
     },
     Skip {
         reason: String,
@@ -567,7 +566,8 @@ fn test_other_kind(
                 } else if let Some((_, why)) = failed.iter().find(|(f, _)| *f == id) {
                     EntryResult::Failed { message: why.clone() }
                 } else {
-                    let roles = desired.get(&id).and_then(|d| d.attrs.get("roles")).cloned().unwrap_or_default();
+                    let roles =
+                        desired.get(&id).and_then(|d| d.attrs.get("roles")).map(|v| v.to_vec()).unwrap_or_default();
                     EntryResult::Mapped {
                         output_kind: "user".into(),
                         attributes: [("roles".to_string(), roles)].into_iter().collect(),

@@ -184,7 +184,7 @@ fn app_edit_phase(
         let Some(i) = sources.iter().position(|s| s.desired.objects.contains_key(&edit.object_id)) else { continue };
         let s = &mut sources[i];
         let Some(d) = s.desired.objects.get_mut(&edit.object_id) else { continue };
-        let directory = d.attrs.get(&edit.attribute).cloned().unwrap_or_default();
+        let directory = d.attrs.get(&edit.attribute).map(|v| v.to_vec()).unwrap_or_default();
         if directory == edit.value {
             out.edit_actions
                 .push(EditAction::Clear { object_id: edit.object_id.clone(), attribute: edit.attribute.clone() });
@@ -218,7 +218,7 @@ fn app_edit_phase(
             .objects
             .get(&r.1)
             .and_then(|d| d.attrs.get(&edit.attribute))
-            .cloned()
+            .map(|v| v.to_vec())
             .unwrap_or_default();
         match decision {
             DecisionOutput::Keep(0) => {
@@ -255,7 +255,7 @@ fn set_values(d: &mut Desired, attribute: &str, values: Vec<String>) {
     if values.is_empty() {
         d.attrs.remove(attribute);
     } else {
-        d.attrs.insert(attribute.to_string(), values);
+        d.attrs.insert(attribute, values);
     }
 }
 
@@ -491,7 +491,7 @@ pub fn parse_app_edit_reason(reason: &str) -> Option<&str> {
 
 /// The key's value: `email` means the primary (first) address, wherever it was mapped.
 fn key_value<'a>(d: &'a Desired, key: &str) -> Option<&'a str> {
-    let first = |k: &str| d.attrs.get(k).and_then(|v| v.first()).map(String::as_str);
+    let first = |k: &str| d.attrs.first(k);
     match key {
         "email" | "emails" => first("email").or_else(|| first("emails")),
         k => first(k),
@@ -505,10 +505,10 @@ fn set_key(d: &mut Desired, key: &str, value: String) {
         "email" | "emails" => "emails",
         k => k,
     };
-    if let Some(values) = d.attrs.get_mut(attr) {
-        if let Some(first) = values.first_mut() {
-            *first = value;
-        }
+    let Some(mut values) = d.attrs.get(attr).map(|v| v.to_vec()) else { return };
+    if let Some(first) = values.first_mut() {
+        *first = value;
+        d.attrs.insert(attr, values);
     }
 }
 

@@ -147,11 +147,11 @@ pub fn scim_extension(schema: &Schema, attrs: &Attributes) -> Option<Value> {
         let Some(name) = key.strip_prefix(PREFIX) else { continue };
         let decl = schema.get(name);
         let ty = decl.map(|d| d.ty).unwrap_or(AttrType::String);
-        let typed = |v: &String| -> Value {
+        let typed = |v: &str| -> Value {
             match ty {
-                AttrType::Integer => v.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(v.clone())),
+                AttrType::Integer => v.parse::<i64>().map(Value::from).unwrap_or_else(|_| Value::from(v)),
                 AttrType::Boolean => Value::Bool(v == "true"),
-                _ => Value::from(v.clone()),
+                _ => Value::from(v),
             }
         };
         let multi = decl.is_some_and(|d| d.multi_valued || d.ty == AttrType::List) || values.len() > 1;
@@ -179,7 +179,7 @@ skills = { type = "list" }
     }
 
     fn attrs(pairs: &[(&str, &[&str])]) -> Attributes {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+        pairs.iter().map(|(k, v)| (*k, v.iter().copied())).collect()
     }
 
     #[test]

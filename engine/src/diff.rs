@@ -137,19 +137,19 @@ fn attribute_changes(have: &Stored, want: &Desired) -> Vec<AttrChange> {
             new: want.dn.iter().cloned().collect(),
         });
     }
-    let keys: BTreeSet<&String> = have.attrs.keys().chain(want.attrs.keys()).collect();
+    let keys: BTreeSet<&str> = have.attrs.keys().chain(want.attrs.keys()).collect();
     for k in keys {
         let old = values(&have.attrs, k);
         let new = values(&want.attrs, k);
         if old != new {
-            out.push(AttrChange { attr: k.clone(), old: old.to_vec(), new: new.to_vec() });
+            out.push(AttrChange { attr: k.to_string(), old, new });
         }
     }
     out
 }
 
-fn values<'a>(attrs: &'a Attributes, k: &str) -> &'a [String] {
-    attrs.get(k).map(Vec::as_slice).unwrap_or(&[])
+fn values(attrs: &Attributes, k: &str) -> Vec<String> {
+    attrs.get(k).map(|v| v.to_vec()).unwrap_or_default()
 }
 
 fn membership_changes<'a>(stored: &'a Snapshot, desired: &'a DesiredState) -> Vec<MembershipChange> {

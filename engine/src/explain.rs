@@ -131,7 +131,7 @@ pub fn explain(
                         attrs.retain(|k, _| !k.starts_with(crate::custom_attrs::PREFIX));
                         for (k, v) in values {
                             let _ = writeln!(out, "    {k}: {}", show(&v));
-                            attrs.insert(format!("{}{k}", crate::custom_attrs::PREFIX), v);
+                            attrs.insert(&format!("{}{k}", crate::custom_attrs::PREFIX), v);
                         }
                     }
                     Err(e) => {
@@ -177,14 +177,15 @@ pub fn explain(
                     .collect();
                 match crate::roles::assign(&mut roles, 1, &mut graph, &memberships) {
                     Ok(failed) if failed.is_empty() => {
-                        let assigned = graph.get(&id).and_then(|u| u.attrs.get("roles")).cloned().unwrap_or_default();
+                        let assigned =
+                            graph.get(&id).and_then(|u| u.attrs.get("roles")).map(|v| v.to_vec()).unwrap_or_default();
                         let _ = writeln!(
                             out,
                             "    roles: {}",
                             if assigned.is_empty() { "(none)".into() } else { show(&assigned) }
                         );
                         if !assigned.is_empty() {
-                            attrs.insert("roles".into(), assigned);
+                            attrs.insert("roles", assigned);
                         }
                     }
                     Ok(failed) => {
@@ -203,7 +204,7 @@ pub fn explain(
             Some(stored) => {
                 let _ = writeln!(out, "Stored: id {id}, version {}, updated {}", stored.version, stored.updated_at);
                 if let Some(MapOutcome::Mapped { attrs, .. }) = &outcome {
-                    let keys: std::collections::BTreeSet<&String> = stored.attrs.keys().chain(attrs.keys()).collect();
+                    let keys: std::collections::BTreeSet<&str> = stored.attrs.keys().chain(attrs.keys()).collect();
                     let mut differs = false;
                     if stored.dn != entry.dn {
                         differs = true;
@@ -215,13 +216,13 @@ pub fn explain(
                         );
                     }
                     for k in keys {
-                        let (old, new) = (stored.attrs.get(k.as_str()), attrs.get(k.as_str()));
+                        let old = stored.attrs.get(k).map(|v| v.to_vec()).unwrap_or_default();
+                        let new = attrs.get(k).map(|v| v.to_vec()).unwrap_or_default();
                         if tenant.privacy.is_sensitive(k) {
                             // The store holds a digest; the mapper's output is clear text.
-                            let digest = |v: &Vec<String>| -> Vec<String> {
-                                v.iter().map(|x| crate::config::PrivacyConfig::digest(&id, k, x)).collect()
-                            };
-                            if old.cloned() != new.map(digest) {
+                            let digest: Vec<String> =
+                                new.iter().map(|x| crate::config::PrivacyConfig::digest(&id, k, x)).collect();
+                            if old != digest {
                                 differs = true;
                                 let _ = writeln!(out, "  {k}: <sensitive> changes (next run)");
                             }
@@ -229,13 +230,7 @@ pub fn explain(
                         }
                         if old != new {
                             differs = true;
-                            let empty = Vec::new();
-                            let _ = writeln!(
-                                out,
-                                "  {k}: {} → {} (next run)",
-                                show(old.unwrap_or(&empty)),
-                                show(new.unwrap_or(&empty))
-                            );
+                            let _ = writeln!(out, "  {k}: {} → {} (next run)", show(&old), show(&new));
                         }
                     }
                     if !differs {
@@ -332,10 +327,11 @@ fn quarantine_section(
     Ok(())
 }
 
-fn show(v: &[String]) -> String {
+fn show<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> String {
+    let v: Vec<String> = values.into_iter().map(|s| format!("{:?}", s.as_ref())).collect();
     match v.len() {
         0 => "(none)".into(),
-        1 => format!("{:?}", v[0]),
-        _ => format!("[{}]", v.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")),
+        1 => v.concat(),
+        _ => format!("[{}]", v.join(", ")),
     }
 }

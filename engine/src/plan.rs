@@ -242,18 +242,19 @@ impl Plan {
 
 fn quoted_label(attrs: &Attributes, kind: EntryKind, anchor: &str) -> String {
     let key = if kind == EntryKind::User { "userName" } else { "displayName" };
-    show(attrs.get(key).and_then(|v| v.first()).map(String::as_str).unwrap_or(anchor))
+    show(attrs.first(key).unwrap_or(anchor))
 }
 
 fn show(s: &str) -> String {
     format!("{s:?}")
 }
 
-fn show_values(v: &[String]) -> String {
+fn show_values<S: AsRef<str>>(values: impl IntoIterator<Item = S>) -> String {
+    let v: Vec<String> = values.into_iter().map(|s| show(s.as_ref())).collect();
     match v.len() {
         0 => "(none)".into(),
-        1 => show(&v[0]),
-        _ => format!("[{}]", v.iter().map(|s| show(s)).collect::<Vec<_>>().join(", ")),
+        1 => v.concat(),
+        _ => format!("[{}]", v.join(", ")),
     }
 }
 

@@ -238,7 +238,7 @@ fn assign_batch(
                 groups.push(GroupInput {
                     anchor: group.anchor.clone(),
                     dn: group.dn.clone(),
-                    name: group.attrs.get("displayName").and_then(|v| v.first()).cloned().unwrap_or_default(),
+                    name: group.attrs.first("displayName").map(str::to_string).unwrap_or_default(),
                 });
             }
             refs.push((*slot, depth));

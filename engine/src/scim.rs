@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde_json::{Map, Value, json};
 
-use crate::model::{Stored, is_active};
+use crate::model::{Attributes, Stored, is_active};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -137,7 +137,7 @@ fn meta(resource_type: &str, o: &Stored) -> Value {
 /// A SCIM resource body from mapped attributes, for pushing to an
 /// application: core attributes only (custom attributes, groups and
 /// memberships travel separately).
-pub fn push_body(schema: &str, anchor: &str, attrs: &BTreeMap<String, Vec<String>>) -> Value {
+pub fn push_body(schema: &str, anchor: &str, attrs: &Attributes) -> Value {
     let mut obj = Map::new();
     obj.insert("schemas".into(), json!([schema]));
     obj.insert("externalId".into(), json!(anchor));
@@ -148,17 +148,17 @@ pub fn push_body(schema: &str, anchor: &str, attrs: &BTreeMap<String, Vec<String
     Value::Object(obj)
 }
 
-fn put_attributes(obj: &mut Map<String, Value>, attrs: &BTreeMap<String, Vec<String>>, skip: &[&str]) {
+fn put_attributes(obj: &mut Map<String, Value>, attrs: &Attributes, skip: &[&str]) {
     let mut emails: Vec<String> = Vec::new();
     for (k, v) in attrs {
-        if skip.contains(&k.as_str()) || v.is_empty() {
+        if skip.contains(&k) || v.is_empty() {
             continue;
         }
-        match k.as_str() {
+        match k {
             "email" | "emails" => {
                 for e in v {
-                    if !emails.contains(e) {
-                        emails.push(e.clone());
+                    if !emails.iter().any(|have| have == e) {
+                        emails.push(e.to_string());
                     }
                 }
             }
@@ -170,7 +170,7 @@ fn put_attributes(obj: &mut Map<String, Value>, attrs: &BTreeMap<String, Vec<Str
                 obj.insert("roles".into(), Value::Array(list));
             }
             _ => {
-                let value = if v.len() == 1 { json!(v[0]) } else { json!(v) };
+                let value = if v.len() == 1 { json!(v.first()) } else { json!(v) };
                 let mut parts = k.split('.');
                 let head = parts.next().unwrap_or(k);
                 let rest: Vec<&str> = parts.collect();

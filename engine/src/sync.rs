@@ -1214,7 +1214,7 @@ fn neighborhood(
     if unique_user_name {
         let mut claimed: HashMap<String, &str> = HashMap::new();
         for u in seeds.desired.values().filter(|o| o.kind == EntryKind::User) {
-            if let Some(name) = u.attrs.get("userName").and_then(|v| v.first()) {
+            if let Some(name) = u.attrs.first("userName") {
                 if claimed.insert(name.to_lowercase(), &u.id).is_some() {
                     return Ok(None);
                 }
@@ -1222,7 +1222,7 @@ fn neighborhood(
         }
         let keys: Vec<String> = claimed.keys().cloned().collect();
         for holder in store.users_by_user_name_keys(tenant, source, &keys)? {
-            let key = holder.attrs.get("userName").and_then(|v| v.first()).map(|n| n.to_lowercase());
+            let key = holder.attrs.first("userName").map(|n| n.to_lowercase());
             if key.as_deref().and_then(|k| claimed.get(k)).is_some_and(|id| *id != holder.id) {
                 return Ok(None);
             }
@@ -1586,7 +1586,7 @@ fn read_and_map(
                         .find(|d| {
                             d.kind == EntryKind::Group
                                 && (d.anchor == *g
-                                    || d.attrs.get("displayName").and_then(|v| v.first()).is_some_and(|n| n.eq_ignore_ascii_case(g)))
+                                    || d.attrs.first("displayName").is_some_and(|n| n.eq_ignore_ascii_case(g)))
                         })
                         .map(|d| d.id.clone())
                 };
@@ -1818,14 +1818,18 @@ impl Accumulator<'_> {
         recalled: bool,
     ) {
         // Before anything downstream (diff, store, events, audit) sees them.
-        for (name, values) in attrs.iter_mut() {
-            if self.privacy.is_sensitive(name) {
-                for v in values.iter_mut() {
-                    if !v.starts_with(crate::config::REDACTED_PREFIX) {
-                        *v = crate::config::PrivacyConfig::digest(&id, name, v);
+        if attrs.keys().any(|name| self.privacy.is_sensitive(name)) {
+            let mut editable = attrs.to_map();
+            for (name, values) in editable.iter_mut() {
+                if self.privacy.is_sensitive(name) {
+                    for v in values.iter_mut() {
+                        if !v.starts_with(crate::config::REDACTED_PREFIX) {
+                            *v = crate::config::PrivacyConfig::digest(&id, name, v);
+                        }
                     }
                 }
             }
+            attrs = editable.into();
         }
         if self.desired.contains_key(&id) {
             let reason = format!("another entry in this source has the same anchor '{}'", entry.anchor);
@@ -1880,7 +1884,7 @@ impl Accumulator<'_> {
                     attrs.retain(|k, _| !k.starts_with(crate::custom_attrs::PREFIX));
                     for (name, values) in custom {
                         if !values.is_empty() {
-                            attrs.insert(format!("{}{name}", crate::custom_attrs::PREFIX), values);
+                            attrs.insert(&format!("{}{name}", crate::custom_attrs::PREFIX), values);
                         }
                     }
                     self.admit(id, entry, EntryKind::User, attrs);
@@ -2071,6 +2075,6 @@ mod tests {
         assert_eq!(again.sources[0].not_remapped, USERS as u64 - mapped);
         let users = store.users("t").expect("users");
         let last = users.iter().find(|u| u.anchor == format!("anchor-{}", USERS - 1)).expect("last user");
-        assert_eq!(last.attrs["email"], vec!["changed@example.com".to_string()]);
+        assert_eq!(last.attrs.get("email").map(|v| v.to_vec()), Some(vec!["changed@example.com".to_string()]));
     }
 }

@@ -320,7 +320,7 @@ fn users_cmd(config: &Config, id: &str, json: bool) -> Result<u8> {
     }
     println!("{:<28} {:<32} {:<36} {:<7} {}", "USERNAME", "DISPLAY NAME", "EMAIL", "ACTIVE", "GROUPS");
     for u in &users {
-        let first = |k: &str| u.attrs.get(k).and_then(|v| v.first()).map(String::as_str).unwrap_or("");
+        let first = |k: &str| u.attrs.first(k).unwrap_or("");
         let email = if first("email").is_empty() { first("emails") } else { first("email") };
         println!(
             "{:<28} {:<32} {:<36} {:<7} {}",
@@ -521,7 +521,7 @@ fn users_edit_cmd(config: &Config, id: &str, anchor: &str, set: &[String], by: &
         let edit = crate::store::AppEdit {
             object_id: user.id.clone(),
             attribute: attribute.to_string(),
-            base: user.attrs.get(attribute).cloned().unwrap_or_default(),
+            base: user.attrs.get(attribute).map(|v| v.to_vec()).unwrap_or_default(),
             value,
             recorded_at: crate::util::now_rfc3339(),
             recorded_by: by.to_string(),

@@ -107,7 +107,7 @@ async fn apply(t: &Target, store: &mut dyn Store, tenant: &str, name: &str, e: &
         },
         "group.updated" => {
             if let Some(rid) = remote_id(store, tenant, name, &e.object_id) {
-                let display = attrs.get("displayName").and_then(|v| v.first()).cloned().unwrap_or_default();
+                let display = attrs.first("displayName").unwrap_or_default();
                 let body = json!({ "schemas": [PATCH_OP], "Operations": [{ "op": "replace", "path": "displayName", "value": display }] });
                 let (s, v) = t.send(t.req(reqwest::Method::PATCH, &format!("Groups/{rid}")).json(&body)).await?;
                 if !ok(s) {

@@ -1,7 +1,6 @@
 //! One tenant's instance of a plugin, of any kind: its own store, memory and
 //! deadline, and the typed calls of each world.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use roster_wire::{Attrs, Packer};
@@ -19,7 +18,7 @@ use crate::source::{EntryKind, SourceEntry};
 /// What the plugin made of one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapOutcome {
-    Mapped { kind: EntryKind, attrs: BTreeMap<String, Vec<String>> },
+    Mapped { kind: EntryKind, attrs: Attributes },
     Skip(String),
     Error(String),
 }
@@ -565,7 +564,7 @@ impl PluginInstance {
             .iter()
             .map(|u| {
                 let entry = self.to_wit(u.entry);
-                wit::MappedUser { entry, mapped: pack(&mut self.packer, u.mapped) }
+                wit::MappedUser { entry, mapped: pack(u.mapped) }
             })
             .collect();
         let results = self.call(PluginKind::CustomAttributes, |live, store| match live {
@@ -605,7 +604,7 @@ impl PluginInstance {
             .iter()
             .map(|u| wit::UserGroups {
                 anchor: u.anchor.to_string(),
-                attributes: pack(&mut self.packer, u.attributes),
+                attributes: pack(u.attributes),
                 groups: u.groups.iter().map(|&(group, depth)| wit::Membership { group, depth }).collect(),
             })
             .collect();
@@ -649,7 +648,7 @@ impl PluginInstance {
                         source: k.source.clone(),
                         anchor: k.anchor.clone(),
                         dn: k.dn.clone(),
-                        attributes: pack(&mut self.packer, &k.attributes),
+                        attributes: pack(&k.attributes),
                         stored_since: k.stored_since.clone(),
                         chosen_by_admin: k.chosen_by_admin,
                     })
@@ -704,12 +703,9 @@ impl PluginInstance {
     }
 }
 
-fn pack(packer: &mut Packer, attrs: &Attributes) -> Vec<u8> {
-    packer.clear();
-    for (name, values) in attrs {
-        packer.attr(name, values);
-    }
-    packer.as_bytes().to_vec()
+/// Mapped attributes are held in the wire's encoding already.
+fn pack(attrs: &Attributes) -> Vec<u8> {
+    attrs.packed().to_vec()
 }
 
 fn decl_to_wit(d: &AttributeDecl) -> wit::AttributeDecl {
@@ -798,21 +794,22 @@ fn read_error_from_wit(e: bindings::connector::roster::plugin::connector_types::
     }
 }
 
-fn decode_mapped(buf: &[u8]) -> Result<BTreeMap<String, Vec<String>>, String> {
+/// A plugin's packed output as mapped attributes: values must be UTF-8, an
+/// attribute without values is left out, and a name given twice keeps its last
+/// values.
+fn decode_mapped(buf: &[u8]) -> Result<Attributes, String> {
     let attrs = Attrs::parse(buf).map_err(|e| e.to_string())?;
-    let mut out = BTreeMap::new();
+    let mut out = Attributes::builder();
     for a in attrs.iter() {
-        let mut values = Vec::with_capacity(a.len());
-        for v in a.values() {
-            let s =
-                std::str::from_utf8(v).map_err(|_| format!("attribute '{}' has a value that is not UTF-8", a.name))?;
-            values.push(s.to_string());
+        if a.is_empty() {
+            continue;
         }
-        if !values.is_empty() {
-            out.insert(a.name.to_string(), values);
+        if a.values().any(|v| std::str::from_utf8(v).is_err()) {
+            return Err(format!("attribute '{}' has a value that is not UTF-8", a.name));
         }
+        out.push(a.name, a.values().map(|v| std::str::from_utf8(v).unwrap_or_default()));
     }
-    Ok(out)
+    Ok(out.finish())
 }
 
 /// Turns a wasmtime error into words an admin can act on. `Display` of a call

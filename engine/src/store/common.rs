@@ -3,8 +3,6 @@
 //! Kept free of any database so that SQLite and PostgreSQL write byte-identical
 //! rows for the same plan.
 
-use std::collections::BTreeMap;
-
 use super::{AuditRecord, EventRecord, QuarantineItem, RunOutcome};
 use crate::model::{Attributes, Stored};
 use crate::plan::{AttrChange, Change, MembershipChange, Plan, PlannedObject};
@@ -40,11 +38,11 @@ pub(crate) fn entry_kind(s: &str) -> EntryKind {
 
 pub(crate) fn label(o: &PlannedObject) -> String {
     let key = if o.kind == EntryKind::User { "userName" } else { "displayName" };
-    o.attrs.get(key).and_then(|v| v.first()).cloned().unwrap_or_else(|| o.anchor.clone())
+    o.attrs.first(key).map_or_else(|| o.anchor.clone(), str::to_string)
 }
 
-pub(crate) fn first(attrs: &BTreeMap<String, Vec<String>>, key: &str) -> Option<String> {
-    attrs.get(key).and_then(|v| v.first()).cloned()
+pub(crate) fn first(attrs: &Attributes, key: &str) -> Option<String> {
+    attrs.first(key).map(str::to_string)
 }
 
 /// The host-computed lookup keys of an object's row (a database's own
@@ -358,7 +356,7 @@ pub(crate) fn created_events(tenant: &str, o: &PlannedObject) -> Vec<NewEvent> {
     // A created event's `changes` (every attribute, from nothing) are
     // the object's attributes again: stored once, listed on delivery.
     let kind = o.kind.as_str();
-    let roles = o.attrs.get("roles").map_or(&[][..], Vec::as_slice);
+    let roles: Vec<&str> = o.attrs.get("roles").map(|v| v.iter().collect()).unwrap_or_default();
     let mut events = Vec::with_capacity(1 + roles.len());
     events.push(new_event(
         tenant,
@@ -810,10 +808,7 @@ mod tests {
             kind: EntryKind::User,
             anchor: "a1".into(),
             dn: None,
-            attrs: [("userName", vec!["ann"]), ("roles", vec!["admin"])]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
-                .collect(),
+            attrs: [("userName", vec!["ann"]), ("roles", vec!["admin"])].into_iter().collect(),
         };
         let m = MembershipChange {
             add: true,
@@ -867,10 +862,7 @@ mod tests {
             kind: EntryKind::User,
             anchor: "a1".into(),
             dn: Some("uid=ann".into()),
-            attrs: [("active", vec!["false"]), ("roles", vec!["auditor"])]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.into_iter().map(String::from).collect()))
-                .collect(),
+            attrs: [("active", vec!["false"]), ("roles", vec!["auditor"])].into_iter().collect(),
         };
         let changes = vec![
             AttrChange { attr: "active".into(), old: vec!["true".into()], new: vec!["false".into()] },

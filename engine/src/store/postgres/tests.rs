@@ -3,7 +3,6 @@
 //! its own, created for it and dropped after. Without a server they fail:
 //! a skipped test would pass for a backend that was never run.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Barrier};
 
 use super::PgStore;
@@ -66,8 +65,8 @@ impl Drop for TestDb {
     }
 }
 
-fn attrs(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
+fn attrs(pairs: &[(&str, &[&str])]) -> crate::model::Attributes {
+    pairs.iter().map(|(k, v)| (*k, v.iter().copied())).collect()
 }
 
 fn user(id: &str, name: &str) -> PlannedObject {
@@ -104,7 +103,7 @@ fn delete(o: &PlannedObject) -> Change {
         kind: o.kind,
         anchor: o.anchor.clone(),
         dn: o.dn.clone(),
-        label: o.attrs.values().next().and_then(|v| v.first()).cloned().unwrap_or_default(),
+        label: o.attrs.iter().next().and_then(|(_, v)| v.first()).map(str::to_string).unwrap_or_default(),
     }
 }
 
@@ -210,7 +209,7 @@ fn an_applied_plan_is_in_the_snapshot_and_listings() {
     assert_eq!(snap.memberships.len(), 10);
     assert!(snap.memberships.contains(&("g2".to_string(), "g1".to_string())));
     let u1 = &snap.objects["u1"];
-    assert_eq!((u1.version, u1.kind, u1.attrs["userName"][0].as_str()), (1, EntryKind::User, "User1"));
+    assert_eq!((u1.version, u1.kind, u1.attrs.first("userName").unwrap_or_default()), (1, EntryKind::User, "User1"));
     assert!(store.snapshot("t", "other").expect("other source").objects.is_empty());
     let users = store.users("t").expect("users");
     assert_eq!(ids(&users), ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9"]);

@@ -1,11 +1,10 @@
 //! The application's view of users and groups, shared by diff, plan, store and output.
 
-use std::collections::BTreeMap;
+mod attributes;
+
+pub use attributes::{Attributes, Values};
 
 use crate::source::EntryKind;
-
-/// Mapped attributes: SCIM path → values. Absent and empty are the same.
-pub type Attributes = BTreeMap<String, Vec<String>>;
 
 /// Roster's own stable id for an object: derived from tenant, source, kind and
 /// anchor, so it survives renames, moves and even a rebuilt store.
@@ -58,12 +57,12 @@ fn label(attrs: &Attributes, kind: EntryKind) -> Option<&str> {
         EntryKind::User => "userName",
         EntryKind::Group => "displayName",
     };
-    attrs.get(key).and_then(|v| v.first()).map(String::as_str)
+    attrs.first(key)
 }
 
 /// `active` as mapped: absent means active; "false", "0", "no" mean inactive.
 pub fn is_active(attrs: &Attributes) -> bool {
-    match attrs.get("active").and_then(|v| v.first()) {
+    match attrs.first("active") {
         None => true,
         Some(v) => !matches!(v.trim().to_ascii_lowercase().as_str(), "false" | "0" | "no" | "off"),
     }
