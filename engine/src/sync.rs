@@ -1549,7 +1549,9 @@ fn read_and_map(
 
     // Resolve member references to ids; nested groups are plain group→group edges.
     // Consumed as resolved: a big directory's references are held only
-    // until their memberships are.
+    // until their memberships are. Sized once: growing the set would hold
+    // its old and new tables at once, at the run's peak.
+    memberships.reserve(members.values().map(Vec::len).sum());
     for (group_id, refs) in members {
         for r in &refs {
             // Unchanged members a narrow run left unloaded first: their

@@ -691,6 +691,12 @@ impl PluginInstance {
         for (name, values) in &e.attrs {
             self.packer.attr(name, values);
         }
+        let attributes = self.packer.as_bytes().to_vec();
+        // A group of 100,000 members grows the scratch buffer to megabytes;
+        // it need not stay that big for the rest of the run.
+        if attributes.len() > 1 << 20 {
+            self.packer = Packer::with_capacity(4096);
+        }
         wit::Entry {
             anchor: e.anchor.clone(),
             dn: e.dn.clone(),
@@ -698,7 +704,7 @@ impl PluginInstance {
                 EntryKind::User => wit::EntryKind::User,
                 EntryKind::Group => wit::EntryKind::Group,
             },
-            attributes: self.packer.as_bytes().to_vec(),
+            attributes,
         }
     }
 }
