@@ -101,7 +101,8 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &mut DesiredState) -> Sour
         }
     }
     // Labels come from the attributes: before they move.
-    let memberships = membership_changes(stored, desired);
+    let wanted = std::mem::take(&mut desired.memberships);
+    let memberships = membership_changes(stored, desired, wanted);
 
     let mut changes = Vec::with_capacity(pending.len() + deletes.len());
     for (id, p) in pending {
@@ -152,42 +153,52 @@ fn values(attrs: &Attributes, k: &str) -> Vec<String> {
     attrs.get(k).map(|v| v.to_vec()).unwrap_or_default()
 }
 
-fn membership_changes<'a>(stored: &'a Snapshot, desired: &'a DesiredState) -> Vec<MembershipChange> {
+/// Consumes the desired memberships: a full sync's are hundreds of thousands
+/// of id pairs, and freeing them as the changes are built keeps the two from
+/// being held at once, at what was the run's peak.
+fn membership_changes<'a>(
+    stored: &'a Snapshot,
+    desired: &'a DesiredState,
+    wanted: Memberships,
+) -> Vec<MembershipChange> {
     // Each object's id and label once, shared by all its membership changes.
-    let mut described: HashMap<&'a str, (EntryKind, Arc<str>, Arc<str>), rustc_hash::FxBuildHasher> =
-        HashMap::default();
-    let mut describe = |id: &'a str| -> (EntryKind, Arc<str>, Arc<str>) {
-        described
-            .entry(id)
-            .or_insert_with(|| {
-                let (kind, label) = if let Some(d) = desired.objects.get(id) {
-                    (d.kind, d.label())
-                } else if let Some(s) = stored.objects.get(id) {
-                    (s.kind, s.label())
-                } else {
-                    (EntryKind::User, id)
-                };
-                (kind, id.into(), label.into())
-            })
-            .clone()
+    // Keyed by the objects' own ids, which outlive the pairs.
+    type Described = (EntryKind, Arc<str>, Arc<str>);
+    let mut described: HashMap<&'a str, Described, rustc_hash::FxBuildHasher> = HashMap::default();
+    let mut unknown: HashMap<String, Described> = HashMap::new();
+    let mut describe = |id: &str| -> Described {
+        if let Some((key, d)) = desired.objects.get_key_value(id) {
+            return described.entry(key.as_str()).or_insert_with(|| (d.kind, id.into(), d.label().into())).clone();
+        }
+        if let Some((key, s)) = stored.objects.get_key_value(id) {
+            return described.entry(key.as_str()).or_insert_with(|| (s.kind, id.into(), s.label().into())).clone();
+        }
+        unknown.entry(id.to_string()).or_insert_with(|| (EntryKind::User, id.into(), id.into())).clone()
     };
-    let mut adds: Vec<&'a (String, String)> = desired.memberships.difference(&stored.memberships).collect();
-    adds.sort();
-    let mut removes: Vec<&'a (String, String)> = stored
+    let mut removes: Vec<(String, String)> = stored
         .memberships
-        .difference(&desired.memberships)
+        .difference(&wanted)
         .filter(|(g, m)| {
             // A membership of a quarantined object stays until the object maps
             // again; a partial read says nothing about what is gone.
             desired.read_complete && !desired.protected.contains(g) && !desired.protected.contains(m)
         })
+        .cloned()
         .collect();
-    removes.sort();
-    let mut changes = Vec::with_capacity(adds.len() + removes.len());
-    for (add, (g, m)) in adds.into_iter().map(|p| (true, p)).chain(removes.into_iter().map(|p| (false, p))) {
-        let (_, group_id, group_label) = describe(g);
-        let (member_kind, member_id, member_label) = describe(m);
-        changes.push(MembershipChange { add, group_id, group_label, member_id, member_kind, member_label });
+    removes.sort_unstable();
+    let mut changes = Vec::with_capacity(wanted.len() + removes.len());
+    // Each pair is freed as its change is made: no second list of the pairs
+    // (a full sync's are hundreds of thousands) beside the set.
+    for (g, m) in wanted.into_iter().filter(|p| !stored.memberships.contains(p)) {
+        let (_, group_id, group_label) = describe(&g);
+        let (member_kind, member_id, member_label) = describe(&m);
+        changes.push(MembershipChange { add: true, group_id, group_label, member_id, member_kind, member_label });
+    }
+    changes.sort_unstable_by(|a, b| (&*a.group_id, &*a.member_id).cmp(&(&*b.group_id, &*b.member_id)));
+    for (g, m) in removes {
+        let (_, group_id, group_label) = describe(&g);
+        let (member_kind, member_id, member_label) = describe(&m);
+        changes.push(MembershipChange { add: false, group_id, group_label, member_id, member_kind, member_label });
     }
     changes
 }
