@@ -11,5 +11,16 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    roster::util::set_release_free_memory(release_free_memory);
     roster::cli::main()
+}
+
+/// mimalloc keeps freed pages mapped for reuse by the same size classes. A
+/// full sync frees its desired state (half its peak) right before the
+/// apply, whose allocations are of other sizes: without this the freed pages
+/// stayed resident through the start of the apply, and were the peak.
+fn release_free_memory() {
+    // SAFETY: `mi_collect` takes no pointers; it only walks and purges
+    // mimalloc's own free pages, and may be called from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }

@@ -21,6 +21,22 @@ pub fn jitter_ms(max: u32) -> u32 {
     if max == 0 { 0 } else { nanos % max }
 }
 
+static RELEASE_FREE_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Set by the binary, which knows its allocator: hands memory that is free
+/// but still mapped back to the system.
+pub fn set_release_free_memory(hook: fn()) {
+    let _ = RELEASE_FREE_MEMORY.set(hook);
+}
+
+/// Called where a run has just freed a large part of what it held, before
+/// it allocates as much again for something else.
+pub fn release_free_memory() {
+    if let Some(hook) = RELEASE_FREE_MEMORY.get() {
+        hook();
+    }
+}
+
 /// Drops `value` on another thread (if no thread can be started, the
 /// closure holding it is dropped here, and the value with it).
 pub fn drop_in_background<T: Send + 'static>(value: T) {
