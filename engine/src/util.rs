@@ -36,9 +36,3 @@ pub fn release_free_memory() {
         hook();
     }
 }
-
-/// Drops `value` on another thread (if no thread can be started, the
-/// closure holding it is dropped here, and the value with it).
-pub fn drop_in_background<T: Send + 'static>(value: T) {
-    let _ = std::thread::Builder::new().name("roster-drop".into()).spawn(move || drop(value));
-}

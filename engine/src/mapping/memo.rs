@@ -58,7 +58,7 @@ impl Seed {
     }
 
     /// Digest of an entry as read, under this seed.
-    pub fn input(&self, entry: &SourceEntry) -> String {
+    pub fn input(&self, entry: &SourceEntry) -> crate::store::MemoDigest {
         let mut h = Sha256::new();
         h.update(self.digest);
         field(&mut h, entry.kind.as_str().as_bytes());
@@ -93,7 +93,7 @@ impl Seed {
 
     /// Digest of mapped attributes (absent and empty are the same), without
     /// the role attribute when the role stage runs.
-    pub fn output(&self, attrs: &Attributes) -> String {
+    pub fn output(&self, attrs: &Attributes) -> crate::store::MemoDigest {
         let mut h = Sha256::new();
         for (name, values) in attrs {
             if values.is_empty() || (self.roles_stage && name == ROLE_ATTRIBUTE) {
@@ -116,8 +116,10 @@ fn field(h: &mut Sha256, bytes: &[u8]) {
 }
 
 /// 128 bits: what tells one version of an entry from the next.
-fn short_hex(h: Sha256) -> String {
-    hex::encode(&h.finalize()[..16])
+fn short_hex(h: Sha256) -> crate::store::MemoDigest {
+    let mut out = [0; 16];
+    out.copy_from_slice(&h.finalize()[..16]);
+    out
 }
 
 /// One run's view of a source's memo. Until it is loaded it only records
@@ -278,6 +280,16 @@ mod tests {
         // Never stored.
         let mut memo = memo_after(&seed, &e, &mapped, mapped.clone());
         assert_eq!(memo.recall("id-2", &e), None);
+    }
+
+    #[test]
+    fn digests_are_stored_as_hex_and_a_damaged_row_is_not_recalled() {
+        let seed = Seed::new("fp", &[], false);
+        let row = MemoRow { input: seed.input(&entry("ann@x")), output: seed.output(&attrs(&[("userName", "ann")])) };
+        assert_eq!(row.input_hex().len(), 32);
+        assert_eq!(MemoRow::from_hex(&row.input_hex(), &row.output_hex()), Some(row.clone()));
+        assert_eq!(MemoRow::from_hex("not hex", &row.output_hex()), None);
+        assert_eq!(MemoRow::from_hex(&row.input_hex()[..30], &row.output_hex()), None, "too short");
     }
 
     #[test]

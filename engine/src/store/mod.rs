@@ -146,9 +146,33 @@ pub struct EventRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemoRow {
     /// Digest of the entry as read, with everything else the mapping depends on.
-    pub input: String,
+    pub input: MemoDigest,
     /// Digest of the attributes the mapping stages produced from it.
-    pub output: String,
+    pub output: MemoDigest,
+}
+
+/// The first 16 bytes of a SHA-256, stored as 32 hex digits. Held as bytes:
+/// a full read holds a row per object, and as two hex strings they were
+/// 112 bytes of it instead of 32.
+pub type MemoDigest = [u8; 16];
+
+impl MemoRow {
+    /// From the stored text; `None` if it is not two digests (such a row is
+    /// then not recalled: its entry is mapped again, and the row rewritten).
+    pub fn from_hex(input: &str, output: &str) -> Option<Self> {
+        let mut row = MemoRow { input: [0; 16], output: [0; 16] };
+        hex::decode_to_slice(input, &mut row.input).ok()?;
+        hex::decode_to_slice(output, &mut row.output).ok()?;
+        Some(row)
+    }
+
+    pub fn input_hex(&self) -> String {
+        hex::encode(self.input)
+    }
+
+    pub fn output_hex(&self) -> String {
+        hex::encode(self.output)
+    }
 }
 
 /// Where a webhook endpoint's delivery stands.

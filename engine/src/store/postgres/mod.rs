@@ -839,12 +839,16 @@ impl Store for PgStore {
                 "SELECT id, input_digest, output_digest FROM map_memo WHERE tenant = $1 AND source = $2",
                 &[&tenant, &source],
             )?;
-            rows.iter()
-                .map(|r| {
-                    let context = "reading the mapping memo";
-                    Ok((get(r, 0, context)?, MemoRow { input: get(r, 1, context)?, output: get(r, 2, context)? }))
-                })
-                .collect()
+            let context = "reading the mapping memo";
+            let mut out = HashMap::new();
+            for r in &rows {
+                let (id, input, output): (String, String, String) =
+                    (get(r, 0, context)?, get(r, 1, context)?, get(r, 2, context)?);
+                if let Some(row) = MemoRow::from_hex(&input, &output) {
+                    out.insert(id, row);
+                }
+            }
+            Ok(out)
         })
     }
 
@@ -868,8 +872,8 @@ impl Store for PgStore {
             c.transaction("writing the mapping memo", |tx| {
                 for chunk in puts.chunks(BATCH) {
                     let ids: Vec<&str> = chunk.iter().map(|(id, _)| *id).collect();
-                    let inputs: Vec<&str> = chunk.iter().map(|(_, r)| r.input.as_str()).collect();
-                    let outputs: Vec<&str> = chunk.iter().map(|(_, r)| r.output.as_str()).collect();
+                    let inputs: Vec<String> = chunk.iter().map(|(_, r)| r.input_hex()).collect();
+                    let outputs: Vec<String> = chunk.iter().map(|(_, r)| r.output_hex()).collect();
                     tx.execute(
                         "writing the mapping memo",
                         "INSERT INTO map_memo (tenant, source, id, input_digest, output_digest)

@@ -1147,12 +1147,16 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached("SELECT id, input_digest, output_digest FROM map_memo WHERE tenant = ?1 AND source = ?2")
             .map_err(q("reading the mapping memo"))?;
-        let rows = stmt
-            .query_map(params![tenant, source], |r| {
-                Ok((r.get::<_, String>(0)?, MemoRow { input: r.get(1)?, output: r.get(2)? }))
-            })
-            .map_err(q("reading the mapping memo"))?;
-        rows.collect::<Result<HashMap<_, _>, _>>().map_err(q("reading the mapping memo"))
+        let mut rows = stmt.query(params![tenant, source]).map_err(q("reading the mapping memo"))?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().map_err(q("reading the mapping memo"))? {
+            let read = |i: usize| r.get::<_, String>(i).map_err(q("reading the mapping memo"));
+            let (id, input, output) = (read(0)?, read(1)?, read(2)?);
+            if let Some(row) = MemoRow::from_hex(&input, &output) {
+                out.insert(id, row);
+            }
+        }
+        Ok(out)
     }
 
     fn put_map_memo(
@@ -1175,7 +1179,7 @@ impl Store for SqliteStore {
                 )
                 .map_err(q("writing the mapping memo"))?;
             for (id, row) in rows {
-                put.execute(params![tenant, source, id, row.input, row.output])
+                put.execute(params![tenant, source, id, row.input_hex(), row.output_hex()])
                     .map_err(q("writing the mapping memo"))?;
             }
             let mut drop = tx
