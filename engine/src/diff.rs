@@ -41,10 +41,10 @@ pub struct DesiredState {
     pub read_complete: bool,
 }
 
-/// Moves the anchors, DNs and attributes of created and updated objects out
-/// of `desired` into the plan: nothing reads them after the diff, and a second
-/// copy of a directory's attributes was the largest single part of a full
-/// sync's peak memory.
+/// Moves created and updated objects out of `desired` into the plan, and
+/// consumes the desired memberships: nothing reads them after the diff, and
+/// the end of the diff, with the desired state and the plan both whole, was
+/// a full sync's peak memory. `desired.objects` keeps the unchanged objects.
 pub fn diff(source: &str, stored: &Snapshot, desired: &mut DesiredState) -> SourcePlan {
     enum Pending {
         Create,
@@ -106,14 +106,8 @@ pub fn diff(source: &str, stored: &Snapshot, desired: &mut DesiredState) -> Sour
 
     let mut changes = Vec::with_capacity(pending.len() + deletes.len());
     for (id, p) in pending {
-        let Some(want) = desired.objects.get_mut(&id) else { continue };
-        let object = PlannedObject {
-            id,
-            kind: want.kind,
-            anchor: std::mem::take(&mut want.anchor),
-            dn: want.dn.take(),
-            attrs: std::mem::take(&mut want.attrs),
-        };
+        let Some(want) = desired.objects.remove(&id) else { continue };
+        let object = PlannedObject { id, kind: want.kind, anchor: want.anchor, dn: want.dn, attrs: want.attrs };
         changes.push(match p {
             Pending::Create => Change::Create { object },
             Pending::Update { from_version, changes } => Change::Update { object, from_version, changes },

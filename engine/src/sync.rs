@@ -657,11 +657,12 @@ pub fn sync_tenant_with(
     let mut memos = Vec::new();
     let mut garbage = Vec::with_capacity(read.len());
     for (name, mut outcome) in read {
-        plan.sources.push(diff(name, &outcome.snapshot, &mut outcome.desired));
-        outcome.report.quarantined = outcome.quarantine.len() as u64;
+        // Counted first: the diff moves what changes into the plan.
         if outcome.snapshot.partial_of.is_none() {
             outcome.report.mapped = outcome.desired.objects.len() as u64;
         }
+        plan.sources.push(diff(name, &outcome.snapshot, &mut outcome.desired));
+        outcome.report.quarantined = outcome.quarantine.len() as u64;
         let settled = if outcome.desired.read_complete { outcome.settled } else { Settled::Nothing };
         quarantines.push((name.to_string(), outcome.desired.read_complete, settled, outcome.quarantine, outcome.state));
         raws.push((name, std::mem::take(&mut outcome.raw)));
