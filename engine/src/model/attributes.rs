@@ -33,28 +33,25 @@ pub struct Values<'a> {
     count: usize,
 }
 
-fn put_len(buf: &mut Vec<u8>, mut n: usize) {
-    while n >= 0x80 {
-        buf.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    buf.push(n as u8);
+/// Lengths are `roster-wire`'s varints, so [`Attributes::packed`] is a
+/// buffer a plugin parses.
+fn put_len(buf: &mut Vec<u8>, n: usize) {
+    roster_wire::put_varint(buf, n as u64);
 }
 
 /// Reads a length at `*pos`. The buffer is only ever written by this module,
 /// so it is well formed; a short read yields 0 rather than a panic.
 fn take_len(buf: &[u8], pos: &mut usize) -> usize {
-    let mut n = 0usize;
-    let mut shift = 0;
-    while let Some(&b) = buf.get(*pos) {
-        *pos += 1;
-        n |= ((b & 0x7f) as usize) << shift;
-        if b & 0x80 == 0 {
-            break;
+    match buf.get(*pos..).and_then(roster_wire::get_varint) {
+        Some((n, used)) => {
+            *pos += used;
+            usize::try_from(n).unwrap_or(0)
         }
-        shift += 7;
+        None => {
+            *pos = buf.len();
+            0
+        }
     }
-    n
 }
 
 fn take_str<'a>(buf: &'a [u8], pos: &mut usize) -> &'a str {
@@ -531,6 +528,16 @@ mod tests {
                     assert_eq!(packed.first(k), model.get(k).and_then(|v| v.first()).map(String::as_str));
                 }
             }
+            // What a plugin is handed: roster-wire reads the same buffer.
+            let wire = roster_wire::Attrs::parse(packed.packed()).expect("a buffer roster-wire parses");
+            let seen: BTreeMap<String, Vec<String>> = wire
+                .iter()
+                .map(|a| {
+                    let values = a.values().map(|v| String::from_utf8(v.to_vec()).expect("UTF-8")).collect();
+                    (a.name.to_string(), values)
+                })
+                .collect();
+            assert_eq!(seen, model, "roster-wire's reading of the packed buffer");
             let json = serde_json::to_string(&packed).expect("serialize");
             assert_eq!(json, serde_json::to_string(&model).expect("serialize"), "same JSON as the map");
             let back: Attributes = serde_json::from_str(&json).expect("deserialize");

@@ -226,7 +226,10 @@ fn checked_end(buf: &[u8], pos: usize, len: u64, reason: &'static str) -> Result
     Ok(end)
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as unsigned LEB128, the encoding of every length in the
+/// format. Public so the host's own packed types (`Attributes`) write the
+/// same bytes a plugin parses, from one definition.
+pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     loop {
         let byte = (v & 0x7f) as u8;
         v >>= 7;
@@ -238,7 +241,9 @@ fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     }
 }
 
-fn get_varint(buf: &[u8]) -> Option<(u64, usize)> {
+/// Reads an unsigned LEB128 number at the start of `buf`: the value and the
+/// bytes it took, or `None` when `buf` ends inside it (or it is over ten bytes).
+pub fn get_varint(buf: &[u8]) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     for (i, &b) in buf.iter().enumerate().take(10) {
         v |= u64::from(b & 0x7f) << (7 * i);
