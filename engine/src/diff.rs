@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::model::{Attributes, Desired, Stored};
+use crate::model::{Desired, Stored, Values};
 use crate::plan::{AttrChange, Change, MembershipChange, PlannedObject, SourcePlan};
 use crate::source::EntryKind;
 
@@ -134,17 +134,23 @@ fn attribute_changes(have: &Stored, want: &Desired) -> Vec<AttrChange> {
     }
     let keys: BTreeSet<&str> = have.attrs.keys().chain(want.attrs.keys()).collect();
     for k in keys {
-        let old = values(&have.attrs, k);
-        let new = values(&want.attrs, k);
-        if old != new {
-            out.push(AttrChange { attr: k.to_string(), old, new });
+        let (old, new) = (have.attrs.get(k), want.attrs.get(k));
+        // Compared borrowed (a byte compare): most keys of an updated object
+        // are unchanged, and only a change needs its values copied out.
+        let same = match (old, new) {
+            (Some(a), Some(b)) => a == b,
+            (Some(v), None) | (None, Some(v)) => v.is_empty(),
+            (None, None) => true,
+        };
+        if !same {
+            out.push(AttrChange { attr: k.to_string(), old: values(old), new: values(new) });
         }
     }
     out
 }
 
-fn values(attrs: &Attributes, k: &str) -> Vec<String> {
-    attrs.get(k).map(|v| v.to_vec()).unwrap_or_default()
+fn values(v: Option<Values<'_>>) -> Vec<String> {
+    v.map(|v| v.to_vec()).unwrap_or_default()
 }
 
 /// Consumes the desired memberships: a full sync's are hundreds of thousands
@@ -200,6 +206,7 @@ fn membership_changes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Attributes;
 
     fn attrs(pairs: &[(&str, &str)]) -> Attributes {
         pairs.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect()
@@ -247,6 +254,29 @@ mod tests {
         assert_eq!(
             changes,
             &vec![AttrChange { attr: "dn".into(), old: vec!["uid=a,ou=x".into()], new: vec!["uid=a,ou=y".into()] }]
+        );
+    }
+
+    #[test]
+    fn attribute_changes_name_only_changed_keys_and_treat_empty_as_absent() {
+        let mut have_attrs = attrs(&[("userName", "a"), ("title", "Engineer")]);
+        have_attrs.insert("emails", vec!["a@x".into(), "b@x".into()]);
+        have_attrs.insert("phone", Vec::new());
+        let mut want_attrs = attrs(&[("userName", "a"), ("nickName", "al")]);
+        want_attrs.insert("emails", vec!["a@x".into(), "c@x".into()]);
+        let changes = attribute_changes(&stored("1", "uid=a", have_attrs), &desired("1", "uid=a", want_attrs));
+        assert_eq!(
+            changes,
+            vec![
+                AttrChange {
+                    attr: "emails".into(),
+                    old: vec!["a@x".into(), "b@x".into()],
+                    new: vec!["a@x".into(), "c@x".into()]
+                },
+                AttrChange { attr: "nickName".into(), old: vec![], new: vec!["al".into()] },
+                AttrChange { attr: "title".into(), old: vec!["Engineer".into()], new: vec![] },
+            ],
+            "an empty `phone` and a missing one are the same; `userName` is unchanged"
         );
     }
 
