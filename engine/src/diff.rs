@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::model::{Desired, Stored, Values};
-use crate::plan::{AttrChange, Change, MembershipChange, PlannedObject, SourcePlan};
+use crate::plan::{AttrChange, Change, MemberObject, MembershipChange, PlannedObject, SourcePlan};
 use crate::source::EntryKind;
 
 /// (group id, member id) pairs. Hashed with FxHash: the ids are Roster's own
@@ -163,17 +163,16 @@ fn membership_changes<'a>(
 ) -> Vec<MembershipChange> {
     // Each object's id and label once, shared by all its membership changes.
     // Keyed by the objects' own ids, which outlive the pairs.
-    type Described = (EntryKind, Arc<str>, Arc<str>);
-    let mut described: HashMap<&'a str, Described, rustc_hash::FxBuildHasher> = HashMap::default();
-    let mut unknown: HashMap<String, Described> = HashMap::new();
-    let mut describe = |id: &str| -> Described {
+    let mut described: HashMap<&'a str, Arc<MemberObject>, rustc_hash::FxBuildHasher> = HashMap::default();
+    let mut unknown: HashMap<String, Arc<MemberObject>> = HashMap::new();
+    let mut describe = |id: &str| -> Arc<MemberObject> {
         if let Some((key, d)) = desired.objects.get_key_value(id) {
-            return described.entry(key.as_str()).or_insert_with(|| (d.kind, id.into(), d.label().into())).clone();
+            return described.entry(key.as_str()).or_insert_with(|| MemberObject::new(d.kind, id, d.label())).clone();
         }
         if let Some((key, s)) = stored.objects.get_key_value(id) {
-            return described.entry(key.as_str()).or_insert_with(|| (s.kind, id.into(), s.label().into())).clone();
+            return described.entry(key.as_str()).or_insert_with(|| MemberObject::new(s.kind, id, s.label())).clone();
         }
-        unknown.entry(id.to_string()).or_insert_with(|| (EntryKind::User, id.into(), id.into())).clone()
+        unknown.entry(id.to_string()).or_insert_with(|| MemberObject::new(EntryKind::User, id, id)).clone()
     };
     let mut removes: Vec<(String, String)> = stored
         .memberships
@@ -190,15 +189,11 @@ fn membership_changes<'a>(
     // Each pair is freed as its change is made: no second list of the pairs
     // (a full sync's are hundreds of thousands) beside the set.
     for (g, m) in wanted.into_iter().filter(|p| !stored.memberships.contains(p)) {
-        let (_, group_id, group_label) = describe(&g);
-        let (member_kind, member_id, member_label) = describe(&m);
-        changes.push(MembershipChange { add: true, group_id, group_label, member_id, member_kind, member_label });
+        changes.push(MembershipChange { add: true, group: describe(&g), member: describe(&m) });
     }
-    changes.sort_unstable_by(|a, b| (&*a.group_id, &*a.member_id).cmp(&(&*b.group_id, &*b.member_id)));
+    changes.sort_unstable_by(|a, b| (a.group_id(), a.member_id()).cmp(&(b.group_id(), b.member_id())));
     for (g, m) in removes {
-        let (_, group_id, group_label) = describe(&g);
-        let (member_kind, member_id, member_label) = describe(&m);
-        changes.push(MembershipChange { add: false, group_id, group_label, member_id, member_kind, member_label });
+        changes.push(MembershipChange { add: false, group: describe(&g), member: describe(&m) });
     }
     changes
 }

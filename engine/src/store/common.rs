@@ -400,12 +400,12 @@ fn membership_event(tenant: &str, run_id: i64, m: &MembershipChange) -> NewEvent
     }
     let t = if m.add { "group.member_added" } else { "group.member_removed" };
     let body = Body {
-        group: Group { id: &m.group_id, label: &m.group_label },
-        member: Member { id: &m.member_id, kind: m.member_kind.as_str(), label: &m.member_label },
+        group: Group { id: m.group_id(), label: m.group_label() },
+        member: Member { id: m.member_id(), kind: m.member_kind().as_str(), label: m.member_label() },
     };
     // Keyed by the run: adding the same member again in a later run is a new event.
-    let extra = format!("{}\u{0}{}", m.member_id, run_id);
-    new_event(tenant, t, &m.group_id, EntryKind::Group, 0, &extra, body)
+    let extra = format!("{}\u{0}{}", m.member_id(), run_id);
+    new_event(tenant, t, m.group_id(), EntryKind::Group, 0, &extra, body)
 }
 
 /// The events of a plan's creates and membership changes, made ahead of
@@ -622,7 +622,7 @@ pub(crate) fn apply_audit_details(plan: &Plan, run_id: i64) -> impl Iterator<Ite
         source: &'a str,
     }
     fn pair(m: &crate::plan::MembershipChange) -> [&str; 2] {
-        [&m.group_id, &m.member_id]
+        [m.group_id(), m.member_id()]
     }
     plan.sources.iter().flat_map(move |sp| {
         let source = sp.source.as_str();
@@ -693,7 +693,7 @@ pub(crate) fn log_apply(tenant: &str, run_id: i64, rows: u64, t: &ApplyTimes) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{AttrChange, MembershipChange, PlannedObject, SourcePlan};
+    use crate::plan::{AttrChange, MemberObject, MembershipChange, PlannedObject, SourcePlan};
     use crate::source::EntryKind;
 
     /// The audit trail's text is what its hash chain covers: serialising from
@@ -710,11 +710,8 @@ mod tests {
         let changes = vec![AttrChange { attr: "email".into(), old: vec!["a@x".into()], new: vec![] }];
         let membership = |add: bool, g: &str, m: &str| MembershipChange {
             add,
-            group_id: g.into(),
-            group_label: "g".into(),
-            member_id: m.into(),
-            member_kind: EntryKind::User,
-            member_label: "m".into(),
+            group: MemberObject::new(EntryKind::Group, g, "g"),
+            member: MemberObject::new(EntryKind::User, m, "m"),
         };
         let plan = Plan {
             tenant: "t".into(),
@@ -758,11 +755,8 @@ mod tests {
         let memberships: Vec<MembershipChange> = (0..total)
             .map(|i| MembershipChange {
                 add: i % 3 != 0,
-                group_id: format!("g{}", i % 7).into(),
-                group_label: "g".into(),
-                member_id: format!("m{i}").into(),
-                member_kind: EntryKind::User,
-                member_label: "m".into(),
+                group: MemberObject::new(EntryKind::Group, &format!("g{}", i % 7), "g"),
+                member: MemberObject::new(EntryKind::User, &format!("m{i}"), "m"),
             })
             .collect();
         let plan = Plan {
@@ -792,7 +786,7 @@ mod tests {
             memberships
                 .iter()
                 .filter(|m| m.add == add)
-                .map(|m| serde_json::json!([&*m.group_id, &*m.member_id]))
+                .map(|m| serde_json::json!([m.group_id(), m.member_id()]))
                 .collect()
         };
         assert_eq!(added, expected(true));
@@ -812,11 +806,8 @@ mod tests {
         };
         let m = MembershipChange {
             add: true,
-            group_id: "g1".into(),
-            group_label: "staff".into(),
-            member_id: "u1".into(),
-            member_kind: EntryKind::User,
-            member_label: "ann".into(),
+            group: MemberObject::new(EntryKind::Group, "g1", "staff"),
+            member: MemberObject::new(EntryKind::User, "u1", "ann"),
         };
         let mut outbox = Outbox::new("t", 9, "2026-12-07T00:00:00Z", 41);
         outbox.created(&o);

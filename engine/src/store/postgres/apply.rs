@@ -377,11 +377,11 @@ struct MembershipBatch<'p> {
 
 impl<'p> MembershipBatch<'p> {
     fn admits(&self, m: &'p MembershipChange) -> bool {
-        self.changes.len() < BATCH && !self.pairs.contains(&(&*m.group_id, &*m.member_id))
+        self.changes.len() < BATCH && !self.pairs.contains(&(m.group_id(), m.member_id()))
     }
 
     fn push(&mut self, m: &'p MembershipChange) {
-        self.pairs.insert((&*m.group_id, &*m.member_id));
+        self.pairs.insert((m.group_id(), m.member_id()));
         self.changes.push(m);
     }
 
@@ -398,9 +398,9 @@ impl<'p> MembershipBatch<'p> {
         let (adds, removes): (Vec<&MembershipChange>, Vec<&MembershipChange>) =
             self.changes.iter().partition(|m| m.add);
         if !adds.is_empty() {
-            let groups: Vec<&str> = adds.iter().map(|m| &*m.group_id).collect();
-            let members: Vec<&str> = adds.iter().map(|m| &*m.member_id).collect();
-            let kinds: Vec<&str> = adds.iter().map(|m| m.member_kind.as_str()).collect();
+            let groups: Vec<&str> = adds.iter().map(|m| m.group_id()).collect();
+            let members: Vec<&str> = adds.iter().map(|m| m.member_id()).collect();
+            let kinds: Vec<&str> = adds.iter().map(|m| m.member_kind().as_str()).collect();
             tx.execute(
                 "adding membership",
                 "INSERT INTO memberships (tenant, source, group_id, member_id, member_kind)
@@ -411,8 +411,8 @@ impl<'p> MembershipBatch<'p> {
             )?;
         }
         if !removes.is_empty() {
-            let groups: Vec<&str> = removes.iter().map(|m| &*m.group_id).collect();
-            let members: Vec<&str> = removes.iter().map(|m| &*m.member_id).collect();
+            let groups: Vec<&str> = removes.iter().map(|m| m.group_id()).collect();
+            let members: Vec<&str> = removes.iter().map(|m| m.member_id()).collect();
             tx.execute(
                 "removing membership",
                 "DELETE FROM memberships m USING UNNEST($2::text[], $3::text[]) AS r(group_id, member_id)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use super::PgStore;
 use crate::conflict::EditAction;
 use crate::model::Stored;
-use crate::plan::{AttrChange, Change, MembershipChange, Plan, PlannedObject, SourcePlan};
+use crate::plan::{AttrChange, Change, MemberObject, MembershipChange, Plan, PlannedObject, SourcePlan};
 use crate::source::EntryKind;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
@@ -110,11 +110,8 @@ fn delete(o: &PlannedObject) -> Change {
 fn member(add: bool, group: &str, member: &str, kind: EntryKind) -> MembershipChange {
     MembershipChange {
         add,
-        group_id: group.into(),
-        group_label: format!("label of {group}").into(),
-        member_id: member.into(),
-        member_kind: kind,
-        member_label: format!("label of {member}").into(),
+        group: MemberObject::new(EntryKind::Group, group, &format!("label of {group}")),
+        member: MemberObject::new(kind, member, &format!("label of {member}")),
     }
 }
 

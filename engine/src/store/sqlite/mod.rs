@@ -218,10 +218,12 @@ impl SqliteStore {
                     .map_err(q("preparing membership delete"))?;
                 for m in &sp.memberships {
                     if m.add {
-                        add.execute(params![tenant, source, m.group_id, m.member_id, m.member_kind.as_str()])
+                        add.execute(params![tenant, source, m.group_id(), m.member_id(), m.member_kind().as_str()])
                             .map_err(q("adding membership"))?;
                     } else {
-                        remove.execute(params![tenant, m.group_id, m.member_id]).map_err(q("removing membership"))?;
+                        remove
+                            .execute(params![tenant, m.group_id(), m.member_id()])
+                            .map_err(q("removing membership"))?;
                     }
                     for e in ahead.next().ok_or_else(ran_out)? {
                         outbox.push(e);
