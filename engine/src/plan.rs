@@ -323,6 +323,25 @@ impl std::fmt::Display for GuardrailBlock {
 mod tests {
     use super::*;
 
+    /// The JSON a plan shows for a membership change is the flat shape it
+    /// had when the change held its strings itself.
+    #[test]
+    fn a_membership_change_serializes_flat() {
+        let group = MemberObject::new(EntryKind::Group, "g1", "staff");
+        let change = MembershipChange { add: true, group, member: MemberObject::new(EntryKind::Group, "g2", "ops") };
+        assert_eq!(
+            serde_json::to_value(&change).expect("serialize"),
+            serde_json::json!({
+                "add": true,
+                "group_id": "g1",
+                "group_label": "staff",
+                "member_id": "g2",
+                "member_kind": "group",
+                "member_label": "ops",
+            })
+        );
+    }
+
     fn plan_with_deletes(n: u64, existing: u64) -> Plan {
         let changes = (0..n)
             .map(|i| Change::Delete {
