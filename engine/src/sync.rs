@@ -656,7 +656,9 @@ pub fn sync_tenant_with(
     let mut raws = Vec::new();
     let mut memos = Vec::new();
     let mut garbage = Vec::with_capacity(read.len());
+    let mut objects_held = 0;
     for (name, mut outcome) in read {
+        objects_held += outcome.desired.objects.len() + outcome.snapshot.objects.len();
         // Counted first: the diff moves what changes into the plan.
         if outcome.snapshot.partial_of.is_none() {
             outcome.report.mapped = outcome.desired.objects.len() as u64;
@@ -678,7 +680,7 @@ pub fn sync_tenant_with(
     // sync's peak. With attributes packed, freeing it takes milliseconds.
     let freeing = Instant::now();
     drop(garbage);
-    crate::util::release_free_memory();
+    crate::util::release_free_memory(objects_held);
     tracing::debug!(tenant = %tenant.id, ms = freeing.elapsed().as_millis() as u64, "desired state freed");
 
     add_phase(&mut phase_ms, "diff", diff_started.elapsed());
@@ -1625,7 +1627,7 @@ fn read_and_map(
     // The indexes of the read served member resolution and scope; role
     // assignment, the peak of a full sync's memory, does without them.
     drop((dn_index, anchor_index, out_of_scope_ids, resolved_dns, resolved_anchors, unloaded));
-    crate::util::release_free_memory();
+    crate::util::release_free_memory(desired.len());
 
     if let Some(roles) = roles {
         let label = roles.identity().to_string();

@@ -29,10 +29,46 @@ pub fn set_release_free_memory(hook: fn()) {
     let _ = RELEASE_FREE_MEMORY.set(hook);
 }
 
-/// Called where a run has just freed a large part of what it held, before
-/// it allocates as much again for something else.
-pub fn release_free_memory() {
+/// Objects a run must have held for its freeing to be worth handing back:
+/// the hook walks the allocator's pages, and a realtime run of one change
+/// (most runs of `roster serve`) frees next to nothing.
+const RELEASE_FROM_OBJECTS: usize = 10_000;
+
+/// Called where a run has just freed what it held for `objects` objects,
+/// before it allocates as much again for something else; does nothing for
+/// a small run.
+pub fn release_free_memory(objects: usize) {
+    if objects < RELEASE_FROM_OBJECTS {
+        return;
+    }
     if let Some(hook) = RELEASE_FREE_MEMORY.get() {
         hook();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    thread_local! {
+        // Per thread: other tests' runs, on their own threads, may call the
+        // hook this test sets for the whole process.
+        static RELEASES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn count_release() {
+        RELEASES.with(|r| r.set(r.get() + 1));
+    }
+
+    /// The only test that sets the process-wide hook.
+    #[test]
+    fn only_a_large_run_hands_freed_memory_back() {
+        super::set_release_free_memory(count_release);
+        super::release_free_memory(1);
+        super::release_free_memory(super::RELEASE_FROM_OBJECTS - 1);
+        assert_eq!(RELEASES.with(Cell::get), 0, "a small run skips the allocator walk");
+        super::release_free_memory(super::RELEASE_FROM_OBJECTS);
+        super::release_free_memory(110_000);
+        assert_eq!(RELEASES.with(Cell::get), 2);
     }
 }
