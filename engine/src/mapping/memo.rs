@@ -88,7 +88,7 @@ impl Seed {
                 }
             }
         }
-        short_hex(h)
+        short_digest(h)
     }
 
     /// Digest of mapped attributes (absent and empty are the same), without
@@ -105,7 +105,7 @@ impl Seed {
                 field(&mut h, v.as_bytes());
             }
         }
-        short_hex(h)
+        short_digest(h)
     }
 }
 
@@ -116,7 +116,7 @@ fn field(h: &mut Sha256, bytes: &[u8]) {
 }
 
 /// 128 bits: what tells one version of an entry from the next.
-fn short_hex(h: Sha256) -> crate::store::MemoDigest {
+fn short_digest(h: Sha256) -> crate::store::MemoDigest {
     let mut out = [0; 16];
     out.copy_from_slice(&h.finalize()[..16]);
     out
